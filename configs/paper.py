@@ -1,0 +1,27 @@
+"""The settings of Gatys, Ecker & Bethge (2015), Figure 2.
+
+  python -m nst.run --config configs/paper.py \
+      --config.content_image=tubingen.jpg --config.style_image=starry_night.jpg
+
+512 px, L-BFGS from white noise, average pooling, content conv4_2, style
+conv1_1 ... conv5_1 with w_l = 1/5, alpha/beta = 1e-3 (the paper also uses
+1e-4). The paper's VGG-19 was additionally normalised (mean activation one per
+filter); this config uses the plain pretrained weights. Slow on a CPU: expect
+seconds per step at 512 px.
+"""
+from configs import default
+
+
+def get_config():
+  c = default.get_config()
+  c.image_size = 512
+  c.pooling = 'avg'
+  c.content_weight = 1.0
+  c.style_weight = 1e3          # alpha/beta = 1e-3
+  c.optimizer = 'lbfgs'
+  c.num_steps = 500
+  c.init = 'noise'
+  c.clip_pixels = False
+  c.log_every = 25
+  c.save_every = 100
+  return c

@@ -1,0 +1,1 @@
+"""nst: neural style transfer (Gatys, Ecker & Bethge 2015) in JAX."""

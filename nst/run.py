@@ -1,0 +1,126 @@
+"""Command line: ``python -m nst.run --config configs/default.py``.
+
+Flags and main only; the work is ``nst.stylize``. Any config field can be
+overridden (``--config.style_weight=1e4``); a misspelt field is an error.
+Writes into ``--workdir`` (default ``runs/<config>-<time>``):
+  config.json      the resolved config
+  metrics.jsonl    one row per log step: step, loss, content, style, tv, steps/s
+  step_00050.png   intermediate images every ``save_every`` steps
+  final.png        the result
+An existing, non-empty workdir is refused unless ``--overwrite`` is given.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+from pathlib import Path
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from nst import images, stylize, weights
+from nst.errors import UserError
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', 'configs/default.py', 'Path to a config file.', lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'Output directory (default: runs/<config>-<time>).')
+_OVERWRITE = flags.DEFINE_bool(
+    'overwrite', False, 'Allow writing into an existing non-empty workdir.')
+
+
+def default_workdir(config_path: str) -> Path:
+  stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+  base = Path('runs') / f'{Path(config_path).stem}-{stamp}'
+  path, n = base, 1
+  while path.exists():
+    n += 1
+    path = base.with_name(f'{base.name}-{n}')
+  return path
+
+
+def check_workdir(workdir: Path, overwrite: bool) -> None:
+  if workdir.exists() and not workdir.is_dir():
+    raise UserError(f'workdir {str(workdir)!r} exists and is not a directory')
+  if workdir.is_dir() and any(workdir.iterdir()) and not overwrite:
+    raise UserError(f'workdir {str(workdir)!r} already holds files; choose '
+                    'another --workdir or pass --overwrite')
+
+
+def run(config, workdir: Path, overwrite: bool = False) -> Path:
+  """Checks everything, then stylises; returns the final image's path."""
+  stylize.check_config(config)
+  check_workdir(workdir, overwrite)
+  content = images.load(config.content_image, config.image_size)
+  h, w = content.shape[:2]
+  needed = stylize.min_image_side(config)
+  if min(h, w) < needed:
+    raise UserError(f'at image_size={config.image_size} the content image is '
+                    f'{w}x{h} px; the requested layers need a shorter side of '
+                    f'at least {needed} px: raise image_size')
+  style = images.load(config.style_image, config.image_size)
+  params = weights.load(config.weights, stylize.depth(config))
+
+  workdir.mkdir(parents=True, exist_ok=True)
+  images.write_atomic(workdir / 'config.json',
+                      config.to_json(indent=2).encode())
+  metrics_file = open(workdir / 'metrics.jsonl', 'a')
+  print(f'{w}x{h} px, {config.num_steps} steps of {config.optimizer} '
+        f'-> {workdir}', flush=True)
+
+  def on_log(step, m):
+    metrics_file.write(json.dumps(m) + '\n')
+    metrics_file.flush()
+    print(f'step {step:5d}/{config.num_steps}  loss {m["loss"]:.4e}  '
+          f'content {m["content"]:.4e}  style {m["style"]:.4e}  '
+          f'tv {m["tv"]:.3e}' + (f'  {m["steps_per_s"]:.2f} steps/s'
+                                 if m['steps_per_s'] else ''), flush=True)
+
+  def on_save(step, image):
+    images.save(workdir / f'step_{step:05d}.png', image)
+
+  with metrics_file:
+    image, _ = stylize.stylize(config, params, content, style,
+                               on_log=on_log, on_save=on_save)
+  final = workdir / 'final.png'
+  images.save(final, image)
+  print(f'wrote {final}', flush=True)
+  return final
+
+
+def parse_flags(argv):
+  """absl's parser, with config mistakes (a misspelt field, a value of the
+  wrong type) reported as one line and exit status 2 instead of a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    message = str(e)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    # ml_collections nests the KeyError's repr: "'\\'field\\'\\nDid you..."
+    message = str(e.args[0] if e.args else e).strip('"\'')
+    message = message.replace('\\n', ' ').replace("\\'", "'")
+    message = f'unknown or invalid config field: {message}'
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(2)
+
+
+def main(argv):
+  logging.set_verbosity(logging.WARNING)
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  workdir = (Path(_WORKDIR.value) if _WORKDIR.value else
+             default_workdir(config_flags.get_config_filename(flags.FLAGS[
+                 'config'])))
+  try:
+    run(_CONFIG.value, workdir, _OVERWRITE.value)
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  except KeyboardInterrupt:
+    print('interrupted', file=sys.stderr)
+    sys.exit(130)
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=parse_flags)

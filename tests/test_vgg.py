@@ -1,0 +1,75 @@
+"""VGG layer names, shapes, early stopping and pooling."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nst import vgg
+from nst.errors import UserError
+
+
+def test_layer_names():
+  names19, names16 = vgg.layer_names(19), vgg.layer_names(16)
+  assert len(names19) == 16 + 16 + 5 and len(names16) == 13 + 13 + 5
+  assert names19[:5] == ('conv1_1', 'relu1_1', 'conv1_2', 'relu1_2', 'pool1')
+  assert names19[-3:] == ('conv5_4', 'relu5_4', 'pool5')
+  assert 'conv3_4' in names19 and 'conv3_4' not in names16
+
+
+@pytest.mark.parametrize('depth', [16, 19])
+def test_output_names_and_shapes(depth):
+  model = vgg.VGG(depth=depth)
+  x = jnp.zeros((2, 32, 48, 3))
+  params = jax.eval_shape(model.init, jax.random.key(0), x)
+  out = jax.eval_shape(model.apply, params, x)
+  assert sorted(out) == sorted(vgg.layer_names(depth))
+  assert out['conv1_1'].shape == (2, 32, 48, 64)
+  assert out['pool1'].shape == (2, 16, 24, 64)
+  assert out['conv3_1'].shape == (2, 8, 12, 256)
+  assert out['relu5_1'].shape == (2, 2, 3, 512)
+  assert out['pool5'].shape == (2, 1, 1, 512)
+  convs = vgg.conv_names(depth)
+  assert sorted(params['params']) == sorted(convs)
+  assert params['params']['conv2_1']['kernel'].shape == (3, 3, 64, 128)
+
+
+def test_stops_at_deepest_requested_layer():
+  model = vgg.VGG()
+  x = jnp.zeros((1, 32, 32, 3))
+  params = model.init(jax.random.key(0), x, ('relu2_1', 'conv1_2'))
+  assert sorted(params['params']) == ['conv1_1', 'conv1_2', 'conv2_1']
+  full = model.init(jax.random.key(0), x)
+  out = model.apply(full, x, ('relu2_1', 'conv1_2'))
+  assert sorted(out) == ['conv1_2', 'relu2_1']
+  # The program holds exactly the three convolutions up to conv2_1.
+  jaxpr = str(jax.make_jaxpr(lambda p, x: model.apply(p, x, ('relu2_1',)))(
+      full, x))
+  assert jaxpr.count('conv_general_dilated') == 3
+
+
+def test_pooling_modes():
+  x = jax.random.normal(jax.random.key(1), (1, 8, 8, 3))
+  params = vgg.VGG().init(jax.random.key(0), x)
+  outs = {p: vgg.VGG(pooling=p).apply(params, x, ('relu1_2', 'pool1'))
+          for p in ('max', 'avg')}
+  r = np.asarray(outs['max']['relu1_2']).reshape(1, 4, 2, 4, 2, 64)
+  np.testing.assert_allclose(outs['max']['pool1'], r.max(axis=(2, 4)),
+                             rtol=1e-6)
+  np.testing.assert_allclose(outs['avg']['pool1'], r.mean(axis=(2, 4)),
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_bad_layer_and_pooling_are_user_errors():
+  with pytest.raises(UserError, match=r"\['conv6_1'\].*accepted: conv1_1"):
+    vgg.check_layers(['conv1_1', 'conv6_1'])
+  with pytest.raises(UserError, match='conv3_4'):
+    vgg.check_layers(['conv3_4'], depth=16)
+  x = jnp.zeros((1, 8, 8, 3))
+  with pytest.raises(UserError, match="'median'"):
+    vgg.VGG(pooling='median').init(jax.random.key(0), x)
+
+
+def test_min_size():
+  assert vgg.min_size(['conv1_1']) == 1
+  assert vgg.min_size(['conv4_2', 'relu2_1']) == 8
+  assert vgg.min_size(['pool5']) == 32

