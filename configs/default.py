@@ -30,9 +30,17 @@ def get_config() -> ml_collections.ConfigDict:
   c.content_layers = ('conv4_2',)
   c.content_layer_weights = ()  # () = 1.0 per layer
   c.style_layers = ('conv1_1', 'conv2_1', 'conv3_1', 'conv4_1', 'conv5_1')
-  c.style_layer_weights = ()    # () = 1/len(style_layers) per layer (w_l)
+  # w_l per style layer; () = 1/len(style_layers) each (the paper's choice).
+  # With the plain pretrained VGG-19 the per-layer losses E_l of natural
+  # images stand about 1 : 3e2 : 1e3 : 3e5 : 2e3 (conv1_1 ... conv5_1), so
+  # equal weights leave conv4_1 in charge and colours (conv1_1) unmatched.
+  # These weights, about 1/E_l, even the layers out (what the paper's
+  # normalised network does by rescaling activations).
+  c.style_layer_weights = (1.0, 2e-3, 5e-4, 3e-6, 5e-4)
   c.content_weight = 1.0        # alpha
-  c.style_weight = 1e4          # beta; alpha/beta = 1e-4
+  c.style_weight = 1e5          # beta. The content loss grows with the
+                                # pixel count and the style loss does not:
+                                # scale beta with the image area.
   c.tv_weight = 0.0
 
   # --- Optimisation.

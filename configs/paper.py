@@ -16,6 +16,7 @@ def get_config():
   c = default.get_config()
   c.image_size = 512
   c.pooling = 'avg'
+  c.style_layer_weights = ()    # w_l = 1/5 each
   c.content_weight = 1.0
   c.style_weight = 1e3          # alpha/beta = 1e-3
   c.optimizer = 'lbfgs'

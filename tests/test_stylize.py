@@ -20,7 +20,7 @@ def _setup(config):
 
 
 def test_targets_hold_features_grams_and_weights():
-  config = tiny_config()
+  config = tiny_config(style_layer_weights=())  # () = 1/5 each
   _, _, _, targets = _setup(config)
   assert sorted(targets['content']) == ['conv4_2']
   assert targets['content']['conv4_2'].shape == (4, 4, 512)
@@ -29,6 +29,9 @@ def test_targets_hold_features_grams_and_weights():
       [targets['style_weights'][l] for l in config.style_layers], [0.2] * 5)
   assert float(targets['content_weights']['conv4_2']) == 1.0
   assert float(targets['beta']) == config.style_weight
+  explicit = tiny_config(style_layer_weights=(1.0, 2.0, 3.0, 4.0, 5.0))
+  weights_ = _setup(explicit)[3]['style_weights']
+  assert [float(weights_[l]) for l in explicit.style_layers] == [1, 2, 3, 4, 5]
 
 
 def test_step_equals_plain_optax_adam():
