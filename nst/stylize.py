@@ -43,8 +43,8 @@ def layer_weights(layers, weights, default) -> dict[str, float]:
 
 def min_image_side(config) -> int:
   """Smallest image side (px) at which every requested layer is non-empty."""
-  return max(16, vgg.min_size(tuple(config.content_layers) +
-                              tuple(config.style_layers)))
+  return vgg.min_size(tuple(config.content_layers) +
+                      tuple(config.style_layers))
 
 
 def check_config(config) -> None:
@@ -79,8 +79,14 @@ def check_config(config) -> None:
   if config.image_size < min_image_side(config):
     raise UserError(f'image_size={config.image_size} is too small for the '
                     f'requested layers; accepted: >= {min_image_side(config)}')
-  if config.num_steps < 0:
-    raise UserError(f'num_steps={config.num_steps}: accepted is >= 0')
+  if not (math.isfinite(config.lr_decay_rate) and config.lr_decay_rate > 0):
+    raise UserError(f'lr_decay_rate={config.lr_decay_rate!r}: accepted is a '
+                    'finite number > 0')
+  for field, least in (('num_steps', 0), ('lr_decay_steps', 1),
+                       ('lbfgs_memory', 1), ('log_every', 0),
+                       ('save_every', 0)):
+    if config[field] < least:
+      raise UserError(f'{field}={config[field]}: accepted is >= {least}')
   if not (config.init in INITS or images.is_builtin(config.init)
           or Path(config.init).expanduser().is_file()):
     raise UserError(f'init={config.init!r}; accepted: content, noise, or the '

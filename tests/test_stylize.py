@@ -110,6 +110,8 @@ def test_noise_init_is_seeded():
     ({'style_weight': float('nan')}, r'style_weight=nan'),
     ({'image_size': 8}, r'image_size=8 is too small.*>= 16'),
     ({'init': 'no/such/file.png'}, r"init='no/such/file.png'"),
+    ({'lr_decay_steps': 0}, r'lr_decay_steps=0: accepted is >= 1'),
+    ({'num_steps': -1}, r'num_steps=-1: accepted is >= 0'),
     ({'content_layers': (), 'style_layers': ()}, 'both empty'),
 ])
 def test_check_config_names_the_bad_value(overrides, message):
