@@ -14,11 +14,15 @@ about 3x slower than outside it, so an L-BFGS step costs about 4 Adam steps
 here (measured 0.3 steps/s at 256x192 px on 2 cores). A GPU does not have
 this problem; on a CPU, Adam (configs/default.py) gets further per second.
 """
-from configs import default
+import pathlib
+import runpy
+
+# The default config, loaded by path so this file works from any directory.
+_DEFAULT = pathlib.Path(__file__).with_name('default.py')
 
 
 def get_config():
-  c = default.get_config()
+  c = runpy.run_path(str(_DEFAULT))['get_config']()
   c.image_size = 512
   c.pooling = 'avg'
   c.style_layer_weights = ()    # w_l = 1/5 each

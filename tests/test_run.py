@@ -68,3 +68,17 @@ def test_default_workdir_is_new_each_run(tmp_path):
     assert result.returncode == 0, result.stderr
   runs = sorted((tmp_path / 'runs').iterdir())
   assert len(runs) == 2 and all((r / 'final.png').is_file() for r in runs)
+
+
+def test_paper_config_runs_from_another_directory(tmp_path):
+  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cpu')
+  result = subprocess.run(
+      [sys.executable, '-m', 'nst.run', '--config',
+       str(ROOT / 'configs' / 'paper.py'), *TINY, '--config.num_steps=1',
+       '--workdir=out'], cwd=tmp_path, env=env, capture_output=True,
+      text=True, timeout=300)
+  assert result.returncode == 0, result.stderr
+  config = json.loads((tmp_path / 'out' / 'config.json').read_text())
+  assert (config['optimizer'], config['pooling'], config['init']) == (
+      'lbfgs', 'avg', 'noise')
+  assert (tmp_path / 'out' / 'final.png').is_file()
