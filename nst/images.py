@@ -133,14 +133,19 @@ def read_rgb(spec: str) -> np.ndarray:
   return rgb
 
 
+def resize_to(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+  """Resizes an RGB uint8 image to exactly ``height`` x ``width`` (Lanczos)."""
+  if rgb.shape[:2] == (height, width):
+    return rgb
+  return np.asarray(Image.fromarray(rgb).resize((width, height),
+                                                Image.Resampling.LANCZOS))
+
+
 def resize(rgb: np.ndarray, size: int) -> np.ndarray:
   """Resizes so the longer side is ``size`` px, keeping the aspect ratio."""
   h, w = rgb.shape[:2]
   scale = size / max(h, w)
-  new = (max(1, round(w * scale)), max(1, round(h * scale)))
-  if new == (w, h):
-    return rgb
-  return np.asarray(Image.fromarray(rgb).resize(new, Image.Resampling.LANCZOS))
+  return resize_to(rgb, max(1, round(h * scale)), max(1, round(w * scale)))
 
 
 def load(spec: str, size: int) -> np.ndarray:

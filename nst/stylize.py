@@ -146,11 +146,8 @@ def init_image(config, content: np.ndarray) -> np.ndarray:
     key = jax.random.key(config.seed)
     return np.asarray(jax.random.normal(key, content.shape) *
                       config.init_noise_std, np.float32)
-  rgb = images.read_rgb(config.init)
   h, w = content.shape[:2]
-  from PIL import Image
-  return images.preprocess(np.asarray(Image.fromarray(rgb).resize(
-      (w, h), Image.Resampling.LANCZOS)))
+  return images.preprocess(images.resize_to(images.read_rgb(config.init), h, w))
 
 
 def make_step(model, optimizer, *, linesearch: bool, clip: bool) -> Callable:

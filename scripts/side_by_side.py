@@ -22,9 +22,7 @@ def side_by_side(sources, height: int, gap: int = 8) -> np.ndarray:
   for src in sources:
     rgb = images.read_rgb(src)
     h, w = rgb.shape[:2]
-    size = (max(1, round(w * height / h)), height)
-    tiles.append(np.asarray(Image.fromarray(rgb).resize(
-        size, Image.Resampling.LANCZOS)))
+    tiles.append(images.resize_to(rgb, height, max(1, round(w * height / h))))
   width = sum(t.shape[1] for t in tiles) + gap * (len(tiles) - 1)
   canvas = np.full((height, width, 3), 255, np.uint8)
   x = 0

@@ -117,3 +117,15 @@ def test_noise_init_is_seeded():
 def test_check_config_names_the_bad_value(overrides, message):
   with pytest.raises(UserError, match=message):
     stylize.check_config(tiny_config(**overrides))
+
+
+def test_init_from_image_file_is_resized_to_the_content(tmp_path):
+  from PIL import Image
+  rgb = np.zeros((10, 40, 3), np.uint8)
+  rgb[:, 20:] = 255  # left half black, right half white
+  Image.fromarray(rgb).save(tmp_path / 'init.png')
+  content = np.zeros((16, 32, 3), np.float32)
+  x = stylize.init_image(tiny_config(init=str(tmp_path / 'init.png')), content)
+  assert x.shape == (16, 32, 3)
+  out = stylize.images.deprocess(x)
+  assert out[:, :12].max() <= 2 and out[:, -12:].min() >= 253
