@@ -1,16 +1,22 @@
 """Optax optimisers built from the config.
 
-``adam`` (default): Adam with ``optax.exponential_decay`` -- ``learning_rate``
-(2.0 on the 0-255 pixel scale) times ``lr_decay_rate`` (0.94) every
-``lr_decay_steps`` (100) steps, staircase -- the schedule of the TensorFlow
-script this project started from.
+``adam`` (default): Adam with an exponentially decaying learning rate --
+``learning_rate`` (2.0 on the 0-255 pixel scale) times ``lr_decay_rate``
+(0.94) every ``lr_decay_steps`` (100) steps, staircase -- the schedule of the
+TensorFlow script this project started from (``optax.exponential_decay``
+with ``staircase=True``).
 
 ``lbfgs``: L-BFGS with a zoom line search (the paper's optimiser). Its update
 needs the objective itself (``value_fn``); ``uses_linesearch`` tells the
 update step to pass it.
+
+The numeric hyper-parameters are arrays (``hyperparams``), not Python
+constants, so one compiled update serves every learning rate of a sweep:
+``make`` is called inside the traced step with the member's arrays.
 """
 from __future__ import annotations
 
+import jax.numpy as jnp
 import optax
 
 from nst.errors import UserError
@@ -22,15 +28,36 @@ def uses_linesearch(name: str) -> bool:
   return name == 'lbfgs'
 
 
+def check(name: str) -> None:
+  if name not in OPTIMIZERS:
+    raise UserError(f'unknown optimizer {name!r}; accepted: '
+                    f'{", ".join(OPTIMIZERS)}')
+
+
+def hyperparams(config) -> dict[str, jnp.ndarray]:
+  """The config's numeric optimiser settings as float32 arrays."""
+  return {k: jnp.asarray(config[k], jnp.float32)
+          for k in ('learning_rate', 'lr_decay_rate', 'lr_decay_steps')}
+
+
+def schedule(hparams) -> optax.Schedule:
+  """Staircase exponential decay with array-valued settings."""
+  def lr(count):
+    stairs = jnp.floor(count / hparams['lr_decay_steps'])
+    return hparams['learning_rate'] * hparams['lr_decay_rate'] ** stairs
+  return lr
+
+
+def make(name: str, hparams, *, lbfgs_memory: int = 10
+         ) -> optax.GradientTransformationExtraArgs:
+  """The optimiser ``name`` with ``hparams`` (see ``hyperparams``)."""
+  check(name)
+  if name == 'adam':
+    return optax.adam(schedule(hparams))
+  return optax.lbfgs(memory_size=lbfgs_memory)
+
+
 def make_optimizer(config) -> optax.GradientTransformationExtraArgs:
-  if config.optimizer == 'adam':
-    schedule = optax.exponential_decay(
-        init_value=config.learning_rate,
-        transition_steps=config.lr_decay_steps,
-        decay_rate=config.lr_decay_rate,
-        staircase=True)
-    return optax.adam(schedule)
-  if config.optimizer == 'lbfgs':
-    return optax.lbfgs(memory_size=config.lbfgs_memory)
-  raise UserError(f'unknown optimizer {config.optimizer!r}; accepted: '
-                  f'{", ".join(OPTIMIZERS)}')
+  """``make`` with everything taken from ``config``."""
+  return make(config.optimizer, hyperparams(config),
+              lbfgs_memory=config.lbfgs_memory)

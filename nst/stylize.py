@@ -4,13 +4,15 @@ The data flow, one way:
   1. ``make_targets``: content features and style Gram matrices are computed
      once, together with the loss weights, into one pytree (``targets``);
   2. ``init_image``: the content image, white noise, or a given image;
-  3. ``make_step``: one jitted ``(params, targets, image, opt_state) ->
-     (image, opt_state, metrics)``, VGG params passed in, image and optimiser
-     state donated;
+  3. ``make_update``: one pure ``(params, targets, hparams, image,
+     opt_state) -> (image, opt_state, metrics)``, VGG params passed in;
+     ``make_step`` jits it with the image and optimiser state donated
+     (``nst.sweep`` vmaps the same function over many configs);
   4. ``stylize``: runs the step, calling back for logging and saving.
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from pathlib import Path
@@ -47,13 +49,23 @@ def min_image_side(config) -> int:
                       tuple(config.style_layers))
 
 
+def check_content_shape(config, shape) -> None:
+  """Raises a UserError if the loaded content image is too small."""
+  h, w = shape[:2]
+  needed = min_image_side(config)
+  if min(h, w) < needed:
+    raise UserError(f'at image_size={config.image_size} the content image is '
+                    f'{w}x{h} px; the requested layers need a shorter side of '
+                    f'at least {needed} px: raise image_size')
+
+
 def check_config(config) -> None:
   """Raises a UserError for config values that cannot run.
 
   Called before any image is read or anything compiled.
   """
   d = depth(config)
-  optim.make_optimizer(config)  # names the optimiser if unknown
+  optim.check(config.optimizer)
   if not config.style_layers and not config.content_layers:
     raise UserError('content_layers and style_layers are both empty; name at '
                     'least one layer')
@@ -93,22 +105,35 @@ def check_config(config) -> None:
                     'path of an existing image')
 
 
+@functools.partial(jax.jit, static_argnums=(0, 3))
 def _features(model, params, image, layers):
   """Features of one (H, W, 3) image, without the batch axis."""
   return {k: v[0] for k, v in model.apply(params, image[None], layers).items()}
 
 
-def make_targets(config, model, params, content, style) -> dict[str, Any]:
+def make_targets(config, model, params, content, style, *,
+                 content_layers=None, style_layers=None) -> dict[str, Any]:
   """Everything the objective compares against, and its weights.
 
   Returns a pytree of arrays: content features, style Gram matrices, the
   per-layer weights and alpha, beta, tv_weight. Computed once, outside the
-  step; being arrays, the weights can later be batched or swept.
+  step. ``content_layers`` / ``style_layers`` (default: the config's) may
+  name more layers than the config uses: those get weight 0, so configs with
+  different layer sets share one pytree structure (and one compiled step).
   """
   content_w = layer_weights(config.content_layers,
                             config.content_layer_weights, 1.0)
   style_w = layer_weights(config.style_layers, config.style_layer_weights,
                           1.0 / max(1, len(config.style_layers)))
+  for own, union in ((content_w, content_layers), (style_w, style_layers)):
+    if union is not None:
+      missing = [l for l in own if l not in union]
+      if missing:
+        raise ValueError(f'layers {missing} are not in {tuple(union)}')
+  if content_layers is not None:
+    content_w = {l: content_w.get(l, 0.0) for l in content_layers}
+  if style_layers is not None:
+    style_w = {l: style_w.get(l, 0.0) for l in style_layers}
   content_feats = (_features(model, params, jnp.asarray(content),
                              tuple(content_w)) if content_w else {})
   style_feats = (_features(model, params, jnp.asarray(style), tuple(style_w))
@@ -150,32 +175,55 @@ def init_image(config, content: np.ndarray) -> np.ndarray:
   return images.preprocess(images.resize_to(images.read_rgb(config.init), h, w))
 
 
-def make_step(model, optimizer, *, linesearch: bool, clip: bool) -> Callable:
-  """The jitted update ``(params, targets, image, opt_state) -> ...``.
+def make_update(model, *, optimizer: str, lbfgs_memory: int,
+                clip: bool) -> Callable:
+  """One optimisation step of one image, as a pure function.
 
-  Returns ``(image, opt_state, metrics)`` with ``metrics['loss']`` the total
-  loss of the image that went in. ``image`` and ``opt_state`` are donated.
-  With ``clip`` the image is projected onto valid pixel values after each
-  step (not with a line search, whose cached value would then be stale).
+  ``update(params, targets, hparams, image, opt_state) -> (image, opt_state,
+  metrics)``, ``metrics['loss']`` being the total loss of the image that went
+  in. ``hparams`` are the optimiser's array settings (``optim.hyperparams``),
+  so the same function serves every member of a sweep under ``vmap``. With
+  ``clip`` the image is projected onto valid pixel values after each step
+  (not with a line search, whose cached value would then be stale).
   """
+  linesearch = optim.uses_linesearch(optimizer)
   lo, hi = images.pixel_bounds()
 
-  def step(params, targets, image, opt_state):
+  def update(params, targets, hparams, image, opt_state):
+    opt = optim.make(optimizer, hparams, lbfgs_memory=lbfgs_memory)
     value_fn = lambda x: objective(model, params, targets, x)[0]
     if linesearch:
       value, grad = optax.value_and_grad_from_state(value_fn)(
           image, state=opt_state)
-      updates, opt_state = optimizer.update(
+      updates, opt_state = opt.update(
           grad, opt_state, image, value=value, grad=grad, value_fn=value_fn)
     else:
       value, grad = jax.value_and_grad(value_fn)(image)
-      updates, opt_state = optimizer.update(grad, opt_state, image)
+      updates, opt_state = opt.update(grad, opt_state, image)
     image = optax.apply_updates(image, updates)
     if clip and not linesearch:
       image = jnp.clip(image, lo, hi)
     return image, opt_state, {'loss': value}
 
-  return jax.jit(step, donate_argnums=(2, 3))
+  return update
+
+
+def init_state(optimizer: str, lbfgs_memory: int, hparams, image):
+  """The optimiser state for ``image``; each leaf owns its buffer.
+
+  (L-BFGS's init shares one buffer between leaves; donation needs each leaf
+  to own its own.)
+  """
+  opt = optim.make(optimizer, hparams, lbfgs_memory=lbfgs_memory)
+  return jax.tree.map(jnp.copy, opt.init(image))
+
+
+def make_step(model, *, optimizer: str, lbfgs_memory: int = 10,
+              clip: bool = False) -> Callable:
+  """``make_update``, jitted, with ``image`` and ``opt_state`` donated."""
+  update = make_update(model, optimizer=optimizer, lbfgs_memory=lbfgs_memory,
+                       clip=clip)
+  return jax.jit(update, donate_argnums=(3, 4))
 
 
 def stylize(config, params, content: np.ndarray, style: np.ndarray, *,
@@ -191,16 +239,13 @@ def stylize(config, params, content: np.ndarray, style: np.ndarray, *,
   check_config(config)
   model = vgg.VGG(depth=depth(config), pooling=config.pooling)
   targets = make_targets(config, model, params, content, style)
-  optimizer = optim.make_optimizer(config)
-  linesearch = optim.uses_linesearch(config.optimizer)
-  step = make_step(model, optimizer, linesearch=linesearch,
-                   clip=config.clip_pixels)
+  hparams = optim.hyperparams(config)
+  step = make_step(model, optimizer=config.optimizer,
+                   lbfgs_memory=config.lbfgs_memory, clip=config.clip_pixels)
   evaluate = jax.jit(lambda p, t, x: objective(model, p, t, x))
 
   image = jnp.asarray(init_image(config, content))
-  # init may share one buffer between leaves (L-BFGS does); donation needs
-  # each leaf to own its buffer.
-  opt_state = jax.tree.map(jnp.copy, optimizer.init(image))
+  opt_state = init_state(config.optimizer, config.lbfgs_memory, hparams, image)
   last_time, last_step = time.perf_counter(), 0
 
   def log(i):
@@ -220,7 +265,7 @@ def stylize(config, params, content: np.ndarray, style: np.ndarray, *,
 
   metrics = log(0)
   for i in range(1, config.num_steps + 1):
-    image, opt_state, _ = step(params, targets, image, opt_state)
+    image, opt_state, _ = step(params, targets, hparams, image, opt_state)
     if i == 1:  # keep compilation out of the reported speed
       jax.block_until_ready(image)
       last_time, last_step = time.perf_counter(), 1

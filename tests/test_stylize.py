@@ -38,13 +38,14 @@ def test_step_equals_plain_optax_adam():
   config = tiny_config()
   model, content, _, targets = _setup(config)
   optimizer = optim.make_optimizer(config)
-  step = stylize.make_step(model, optimizer, linesearch=False, clip=False)
+  step = stylize.make_step(model, optimizer='adam', clip=False)
   x0 = jnp.asarray(content)
   value_fn = lambda x: stylize.objective(model, PARAMS, targets, x)[0]
   value, grad = jax.value_and_grad(value_fn)(x0)
   updates, _ = optimizer.update(grad, optimizer.init(x0), x0)
   expected = x0 + updates
-  image, _, metrics = step(PARAMS, targets, jnp.array(content),
+  image, _, metrics = step(PARAMS, targets, optim.hyperparams(config),
+                           jnp.array(content),
                            optimizer.init(jnp.array(content)))
   np.testing.assert_allclose(metrics['loss'], value, rtol=1e-6)
   np.testing.assert_allclose(image, expected, rtol=1e-5, atol=1e-4)
@@ -63,6 +64,11 @@ def test_adam_schedule_is_staircase_exponential_decay():
   np.testing.assert_allclose(steps[99], -2.0, rtol=1e-5)
   np.testing.assert_allclose(steps[100], -2.0 * 0.94, rtol=1e-5)
   np.testing.assert_allclose(steps[200], -2.0 * 0.94**2, rtol=1e-5)
+  reference = optax.exponential_decay(2.0, 100, 0.94, staircase=True)
+  ours = optim.schedule(optim.hyperparams(tiny_config()))
+  np.testing.assert_allclose([ours(i) for i in range(0, 1000, 7)],
+                             [reference(i) for i in range(0, 1000, 7)],
+                             rtol=1e-6)
 
 
 @pytest.mark.parametrize('optimizer,steps,factor', [('adam', 40, 5.0),
