@@ -1,12 +1,15 @@
 """Command line: ``python -m nst.run --config configs/default.py``.
 
-Flags and main only; the work is ``nst.stylize``. Any config field can be
+Flags and main only; the work is ``nst.stylize``, or ``nst.sweep`` for a
+config with a ``sweep`` section (``--config configs/sweeps/fig3.py``). Any config field can be
 overridden (``--config.style_weight=1e4``); a misspelt field is an error.
 Writes into ``--workdir`` (default ``runs/<config>-<time>``):
   config.json      the resolved config
   metrics.jsonl    one row per log step: step, loss, content, style, tv, steps/s
   step_00050.png   intermediate images every ``save_every`` steps
   final.png        the result
+A sweep writes config.json, metrics.jsonl, members/NNNN.png (+ .json, the
+member's full config), results.csv, contact_sheet.png and index.html.
 An existing, non-empty workdir is refused unless ``--overwrite`` is given.
 """
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from nst import images, stylize, weights
+from nst import images, stylize, sweep, weights
 from nst.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -28,6 +31,10 @@ _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Output directory (default: runs/<config>-<time>).')
 _OVERWRITE = flags.DEFINE_bool(
     'overwrite', False, 'Allow writing into an existing non-empty workdir.')
+_DISTRIBUTED = flags.DEFINE_enum(
+    'distributed', 'auto', ['auto', 'on', 'off'],
+    'Sweeps: call jax.distributed.initialize() (auto: when Slurm, Open MPI, '
+    'a TPU pod or JAX_COORDINATOR_ADDRESS describes several processes).')
 
 
 def default_workdir(config_path: str) -> Path:
@@ -53,12 +60,8 @@ def run(config, workdir: Path, overwrite: bool = False) -> Path:
   stylize.check_config(config)
   check_workdir(workdir, overwrite)
   content = images.load(config.content_image, config.image_size)
+  stylize.check_content_shape(config, content.shape)
   h, w = content.shape[:2]
-  needed = stylize.min_image_side(config)
-  if min(h, w) < needed:
-    raise UserError(f'at image_size={config.image_size} the content image is '
-                    f'{w}x{h} px; the requested layers need a shorter side of '
-                    f'at least {needed} px: raise image_size')
   style = images.load(config.style_image, config.image_size)
   params = weights.load(config.weights, stylize.depth(config))
 
@@ -112,8 +115,16 @@ def main(argv):
   workdir = (Path(_WORKDIR.value) if _WORKDIR.value else
              default_workdir(config_flags.get_config_filename(flags.FLAGS[
                  'config'])))
+  config = _CONFIG.value
   try:
-    run(_CONFIG.value, workdir, _OVERWRITE.value)
+    if 'sweep' in config:
+      if sweep.initialize_distributed(_DISTRIBUTED.value) and not _WORKDIR.value:
+        raise UserError('a sweep over several processes needs --workdir: '
+                        'the same directory for every process')
+      check_workdir(workdir, _OVERWRITE.value)
+      sweep.run(config, workdir)
+    else:
+      run(config, workdir, _OVERWRITE.value)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

@@ -1,0 +1,520 @@
+"""Many configs at once: a sweep as one vmapped, jitted, sharded computation.
+
+A sweep config is a single-run config (every field of configs/default.py)
+plus a ``sweep`` section::
+
+  c.sweep.axes.ratio = (1e-4, 1e-3)       # alpha/beta: style_weight is set
+                                          # to content_weight / ratio
+  c.sweep.axes.style_layers = (('conv1_1',), ('conv1_1', 'conv2_1'))
+  c.sweep.axes.content_image = ('photos/',)  # a folder: each image in it
+  c.sweep.zip = ()      # groups of axes that vary together, e.g.
+                        # (('content_image', 'style_image'),); all other
+                        # axes combine as a product
+  c.sweep.rows = 'style_layers'   # contact sheet rows and columns
+  c.sweep.cols = 'ratio'
+  c.sweep.chunk_size = 0          # members per compiled batch; 0 = all
+
+An axis is any config field (its values replace the field's) or ``ratio``.
+Each combination is a *member*: a complete single-run config, which
+``nst.stylize.stylize`` would turn into the same image.
+
+How it runs:
+  1. ``expand``: axes -> members, validated before anything is computed;
+  2. ``group``: members that share one program (network, pooling, weights,
+     optimiser, steps, image shape) form a group. Everything else -- alpha,
+     beta, tv weight, learning-rate schedule, init image, style image, layer
+     set -- is an array, so one compiled step serves the whole group. A layer
+     set becomes a weight vector over the union of the group's layers
+     (weight 0 = unused);
+  3. a group runs in chunks of ``chunk_size`` members (rounded up to a
+     multiple of the device count) whose member axis is sharded over every
+     device of every host: a ``Mesh`` with one axis, ``member``, and
+     ``NamedSharding``. The update is ``stylize.make_update`` under
+     ``jax.vmap``, jitted, with the images and optimiser states donated;
+  4. each host writes the images of the members on its own devices; process
+     0 writes ``results.csv``, ``metrics.jsonl``, the contact sheets and
+     ``index.html`` (``nst.report``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from nst import images, optim, report, stylize, vgg, weights
+from nst.errors import UserError
+
+RATIO = 'ratio'  # alpha/beta, the paper's content/style ratio
+IMAGE_FIELDS = ('content_image', 'style_image', 'init')
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff',
+                  '.webp')
+# Fields that change the compiled program or the array shapes: members that
+# differ in any of them (or in the content image's shape) run separately.
+PROGRAM_FIELDS = ('network', 'pooling', 'weights', 'optimizer', 'lbfgs_memory',
+                  'clip_pixels', 'num_steps', 'log_every')
+
+
+@dataclasses.dataclass
+class Member:
+  index: int
+  coords: dict[str, int]    # axis -> position in that axis's values
+  values: dict[str, Any]    # axis -> value
+  config: ml_collections.ConfigDict
+
+
+def _freeze(v):
+  return tuple(map(_freeze, v)) if isinstance(v, (list, tuple)) else v
+
+
+def _folder_images(field: str, folder: str) -> tuple[str, ...]:
+  path = Path(folder).expanduser()
+  found = tuple(str(p) for p in sorted(path.iterdir())
+                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+  if not found:
+    raise UserError(f'sweep axis {field}: folder {folder!r} holds no images '
+                    f'({", ".join(IMAGE_SUFFIXES)})')
+  return found
+
+
+def _image_values(field: str, values) -> tuple[str, ...]:
+  """An image axis: a folder (or a tuple mixing folders and images) lists
+  every image in each folder, sorted by name."""
+  if isinstance(values, str):
+    if not Path(values).expanduser().is_dir():
+      raise UserError(f'sweep axis {field}={values!r}: a single string must '
+                      'name a folder of images; give a tuple of values '
+                      'otherwise')
+    values = (values,)
+  out = []
+  for v in values:
+    is_dir = isinstance(v, str) and Path(v).expanduser().is_dir()
+    out += _folder_images(field, v) if is_dir else [v]
+  return tuple(out)
+
+
+def axes(config) -> dict[str, tuple]:
+  """The sweep's axes and values, rows axis first, then cols, then by name."""
+  spec = config.sweep
+  raw = {k: v for k, v in spec.axes.items()}
+  if not raw:
+    raise UserError('sweep.axes is empty; name at least one config field and '
+                    'its values, e.g. sweep.axes.ratio = (1e-4, 1e-3)')
+  fields = [k for k in config.keys() if k != 'sweep']
+  out = {}
+  for name in sorted(raw, key=lambda n: ({spec.rows: 0, spec.cols: 1}.get(
+      n, 2), n)):
+    values = raw[name]
+    if name != RATIO and name not in fields:
+      raise UserError(f'sweep axis {name!r} is not a config field; accepted: '
+                      f'{RATIO} (alpha/beta) or one of {", ".join(fields)}')
+    if name in IMAGE_FIELDS and isinstance(values, (str, list, tuple)):
+      values = _image_values(name, values)
+    if isinstance(values, (str, bytes)) or not isinstance(values,
+                                                          (list, tuple)):
+      raise UserError(f'sweep axis {name}={values!r}: give a tuple of values')
+    if not values:
+      raise UserError(f'sweep axis {name} has no values')
+    out[name] = _freeze(values)
+  if RATIO in out and 'style_weight' in out:
+    raise UserError('sweep axes ratio and style_weight both set style_weight; '
+                    'keep one')
+  for name in (spec.rows, spec.cols):
+    if name and name not in out:
+      raise UserError(f'sweep.rows/cols name {name!r}, which is not a sweep '
+                      f'axis; accepted: {", ".join(out)} or ""')
+  return out
+
+
+def _factors(spec, ax: dict[str, tuple]) -> list[tuple[str, ...]]:
+  """Axes grouped into zipped tuples, in axis order; each a product factor."""
+  seen, groups = set(), []
+  for group in spec.zip:
+    group = tuple(group)
+    for name in group:
+      if name not in ax:
+        raise UserError(f'sweep.zip names {name!r}, which is not a sweep axis;'
+                        f' accepted: {", ".join(ax)}')
+      if name in seen:
+        raise UserError(f'sweep.zip names {name!r} twice')
+      seen.add(name)
+    lengths = {name: len(ax[name]) for name in group}
+    if len(set(lengths.values())) > 1:
+      raise UserError(f'sweep.zip group {group} has axes of different lengths '
+                      f'{lengths}; zipped axes need equal lengths')
+    groups.append(group)
+  groups += [(name,) for name in ax if name not in seen]
+  order = list(ax)
+  return sorted(groups, key=lambda g: min(order.index(n) for n in g))
+
+
+def _member_config(base, values: dict[str, Any]):
+  cfg = ml_collections.ConfigDict(base.to_dict())
+  for name, value in values.items():
+    if name == RATIO:
+      continue
+    try:
+      cfg[name] = value
+    except (TypeError, ValueError) as e:
+      raise UserError(f'sweep axis {name}={value!r} does not fit the field: '
+                      f'{e}') from None
+  for kind in ('content', 'style'):
+    lf, wf = f'{kind}_layers', f'{kind}_layer_weights'
+    if lf in values and wf not in values and base[wf]:
+      # A layer set keeps each layer's weight from the base config.
+      by_name = dict(zip(base[lf], base[wf]))
+      missing = [l for l in cfg[lf] if l not in by_name]
+      if missing:
+        raise UserError(
+            f'sweep axis {lf} value {tuple(cfg[lf])} has {missing}, which the '
+            f'base {wf} gives no weight; set {wf} = () for equal weights, or '
+            f'add them to the base {lf}')
+      cfg[wf] = tuple(by_name[l] for l in cfg[lf])
+  if RATIO in values:
+    ratio = values[RATIO]
+    if not (isinstance(ratio, (int, float)) and math.isfinite(ratio)
+            and ratio > 0):
+      raise UserError(f'sweep axis ratio value {ratio!r}: accepted is a '
+                      'finite number > 0 (alpha/beta)')
+    cfg.style_weight = cfg.content_weight / ratio
+  return cfg
+
+
+def expand(config) -> tuple[dict[str, tuple], list[Member]]:
+  """The axes and every member, each a checked single-run config."""
+  ax = axes(config)
+  base = ml_collections.ConfigDict(
+      {k: v for k, v in config.to_dict().items() if k != 'sweep'})
+  members = []
+  factors = _factors(config.sweep, ax)
+  for combo in itertools.product(
+      *[range(len(ax[group[0]])) for group in factors]):
+    coords = {name: i for group, i in zip(factors, combo) for name in group}
+    coords = {name: coords[name] for name in ax}
+    values = {name: ax[name][i] for name, i in coords.items()}
+    try:
+      cfg = _member_config(base, values)
+      stylize.check_config(cfg)
+    except UserError as e:
+      raise UserError(f'sweep member {len(members)} '
+                      f'({describe(values)}): {e}') from None
+    members.append(Member(len(members), coords, values, cfg))
+  return ax, members
+
+
+def describe(values: dict[str, Any]) -> str:
+  return ', '.join(f'{k}={report.text(v)}' for k, v in values.items())
+
+
+# --- Distributed runtime -----------------------------------------------------
+
+def cluster_present() -> bool:
+  """True where the environment describes a job of several processes."""
+  env = os.environ
+  count = lambda var: int(env.get(var, '1') or '1')
+  return bool(env.get('JAX_COORDINATOR_ADDRESS') or count('SLURM_NTASKS') > 1
+              or count('OMPI_COMM_WORLD_SIZE') > 1
+              or ',' in env.get('TPU_WORKER_HOSTNAMES', ''))
+
+
+def initialize_distributed(mode: str = 'auto') -> bool:
+  """Calls ``jax.distributed.initialize()`` for a multi-process job.
+
+  ``mode``: 'auto' (when ``cluster_present()``), 'on' or 'off'. Slurm, Open
+  MPI and Cloud TPU describe themselves to JAX; elsewhere set
+  JAX_COORDINATOR_ADDRESS (host:port of process 0), JAX_NUM_PROCESSES and
+  JAX_PROCESS_ID. Must run before anything touches a device.
+  """
+  if mode not in ('auto', 'on', 'off'):
+    raise UserError(f'--distributed={mode!r}; accepted: auto, on, off')
+  if mode == 'off' or (mode == 'auto' and not cluster_present()):
+    return False
+  env = os.environ
+  kwargs = {}
+  if env.get('JAX_NUM_PROCESSES'):
+    kwargs['num_processes'] = int(env['JAX_NUM_PROCESSES'])
+  if env.get('JAX_PROCESS_ID'):
+    kwargs['process_id'] = int(env['JAX_PROCESS_ID'])
+  jax.distributed.initialize(**kwargs)
+  return True
+
+
+def member_mesh(devices=None) -> Mesh:
+  """A one-axis mesh, ``member``, over every device of every process."""
+  return Mesh(np.asarray(devices or jax.devices()), ('member',))
+
+
+def _put(make: Callable[[int], Any], n: int, sharding: NamedSharding):
+  """A pytree of global arrays whose slot ``j`` is ``make(j)``.
+
+  Each process computes only the slots that live on its own devices.
+  """
+  local = sorted({j for index in
+                  sharding.addressable_devices_indices_map((n,)).values()
+                  for j in range(n)[index[0]]})
+  trees = {j: jax.device_get(make(j)) for j in local}
+  treedef = jax.tree.structure(trees[local[0]])
+  leaves = {j: jax.tree.leaves(t) for j, t in trees.items()}
+
+  def leaf(k):
+    shape = (n,) + np.shape(leaves[local[0]][k])
+    return jax.make_array_from_callback(
+        shape, sharding, lambda index: np.stack(
+            [np.asarray(leaves[j][k]) for j in range(n)[index[0]]]))
+
+  return jax.tree.unflatten(treedef,
+                            [leaf(k) for k in range(len(leaves[local[0]]))])
+
+
+def _replicate(tree, sharding: NamedSharding):
+  return jax.tree.map(lambda a: jax.make_array_from_callback(
+      np.shape(a), sharding, lambda index: np.asarray(a)[index]), tree)
+
+
+def _gather(tree):
+  """Every process gets the full (host) value of member-sharded arrays."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def _local_slots(array) -> dict[int, np.ndarray]:
+  """{slot: value} for the slots of ``array`` held by this process."""
+  out = {}
+  for shard in array.addressable_shards:
+    data = np.asarray(shard.data)
+    for j, value in zip(range(array.shape[0])[shard.index[0]], data):
+      out[j] = value
+  return out
+
+
+# --- Running -----------------------------------------------------------------
+
+def _union(layer_sets, depth) -> tuple[str, ...]:
+  wanted = set(itertools.chain.from_iterable(layer_sets))
+  return tuple(l for l in vgg.layer_names(depth) if l in wanted)
+
+
+class _Loader:
+  """Loads images and weights once each."""
+
+  def __init__(self):
+    self._images, self._params = {}, {}
+
+  def image(self, spec: str, size: int) -> np.ndarray:
+    if (spec, size) not in self._images:
+      self._images[spec, size] = images.load(spec, size)
+    return self._images[spec, size]
+
+  def params(self, spec: str, depth: int):
+    if (spec, depth) not in self._params:
+      self._params[spec, depth] = weights.load(spec, depth)
+    return self._params[spec, depth]
+
+
+def group(members: list[Member], loader: _Loader) -> list[list[Member]]:
+  """Members that can share one compiled program, in member order."""
+  groups: dict[tuple, list[Member]] = {}
+  for m in members:
+    c = m.config
+    content = loader.image(c.content_image, c.image_size)
+    try:
+      stylize.check_content_shape(c, content.shape)
+    except UserError as e:
+      raise UserError(f'sweep member {m.index} ({describe(m.values)}): '
+                      f'{e}') from None
+    key = tuple(c[f] for f in PROGRAM_FIELDS) + (content.shape,)
+    groups.setdefault(key, []).append(m)
+  return list(groups.values())
+
+
+@dataclasses.dataclass
+class Result:
+  member: Member
+  metrics: dict[str, float]
+  status: str      # 'ok', or 'diverged' (a non-finite loss was seen)
+  wall_s: float    # of the member's chunk, compilation included
+  steps_per_s: float  # of the chunk after its first step (compiled)
+  group: int
+  chunk: int
+  image: str       # relative to the workdir
+  written: bool    # by this process (the one holding the member's image)
+
+
+def image_name(member: Member) -> str:
+  return f'members/{member.index:04d}.png'
+
+
+def _compile(model, c, mesh):
+  """The group's batched step, optimiser init and evaluation."""
+  per_member = NamedSharding(mesh, PartitionSpec('member'))
+  replicated = NamedSharding(mesh, PartitionSpec())
+  update = stylize.make_update(model, optimizer=c.optimizer,
+                               lbfgs_memory=c.lbfgs_memory,
+                               clip=c.clip_pixels)
+  step = jax.jit(jax.vmap(update, in_axes=(None, 0, 0, 0, 0)),
+                 in_shardings=(replicated,) + (per_member,) * 4,
+                 out_shardings=per_member, donate_argnums=(3, 4))
+  init = jax.jit(jax.vmap(lambda hp, x: stylize.init_state(
+      c.optimizer, c.lbfgs_memory, hp, x)), out_shardings=per_member)
+  evaluate = jax.jit(jax.vmap(
+      lambda p, t, x: stylize.objective(model, p, t, x), in_axes=(None, 0, 0)),
+                     out_shardings=per_member)
+  return step, init, evaluate, per_member, replicated
+
+
+def run_group(members: list[Member], *, loader: _Loader, mesh: Mesh,
+              chunk_size: int = 0, group_index: int = 0,
+              on_log: Callable[[dict], None] | None = None,
+              on_image: Callable[[Member, np.ndarray], None] | None = None
+              ) -> list[Result]:
+  """Optimises every member of one group; returns their results.
+
+  ``on_log(row)`` gets one row per member and log step (process 0 only);
+  ``on_image(member, image)`` is called by the process that holds the
+  member's final image (on its devices).
+  """
+  c = members[0].config
+  depth = stylize.depth(c)
+  model = vgg.VGG(depth=depth, pooling=c.pooling)
+  params = loader.params(c.weights, depth)
+  content_layers = _union([m.config.content_layers for m in members], depth)
+  style_layers = _union([m.config.style_layers for m in members], depth)
+  step, init, evaluate, per_member, replicated = _compile(model, c, mesh)
+  device_params = _replicate(params, replicated)
+
+  devices = mesh.devices.size
+  size = min(chunk_size or len(members), len(members))
+  size = -(-size // devices) * devices
+  chunks = [members[k:k + size] for k in range(0, len(members), size)]
+  results = []
+  for chunk_index, chunk in enumerate(chunks):
+    slots = chunk + [chunk[-1]] * (size - len(chunk))  # pad with copies
+
+    def inputs(j):
+      m = slots[j].config
+      content = loader.image(m.content_image, m.image_size)
+      style = loader.image(m.style_image, m.image_size)
+      targets = stylize.make_targets(
+          m, model, params, content, style,
+          content_layers=content_layers, style_layers=style_layers)
+      return targets, optim.hyperparams(m), stylize.init_image(m, content)
+
+    start = time.perf_counter()
+    targets, hparams, image = _put(inputs, size, per_member)
+    opt_state = init(hparams, image)
+    finite = np.ones(size, bool)
+    last = {}
+
+    def log(i, image):
+      total, parts = _gather(evaluate(device_params, targets, image))
+      finite[:] &= np.isfinite(total)
+      for j, m in enumerate(chunk):
+        last[j] = {'member': m.index, 'step': i, 'loss': float(total[j]),
+                   **{k: float(v[j]) for k, v in parts.items()}}
+        if on_log:
+          on_log(last[j])
+      if jax.process_index() == 0:
+        real = total[:len(chunk)]
+        ok = real[np.isfinite(real)]
+        summary = (f'loss median {np.median(ok):.4e} (min {ok.min():.4e}, max '
+                   f'{ok.max():.4e})' if ok.size else 'no finite loss')
+        speed = (f'  {(i - 1) / (time.perf_counter() - after_first):.2f} '
+                 'steps/s' if after_first and i > 1 else '')
+        print(f'group {group_index + 1} chunk {chunk_index + 1}/{len(chunks)}'
+              f' ({len(chunk)} members) step {i:5d}/{c.num_steps}  {summary}'
+              f'{speed}', flush=True)
+
+    after_first = None
+    log(0, image)
+    for i in range(1, c.num_steps + 1):
+      image, opt_state, _ = step(device_params, targets, hparams, image,
+                                   opt_state)
+      if i == 1:  # keep compilation out of the steps/s
+        jax.block_until_ready(image)
+        after_first = time.perf_counter()
+      if c.log_every and i % c.log_every == 0 or i == c.num_steps:
+        log(i, image)
+    jax.block_until_ready(image)
+    end = time.perf_counter()
+    wall = end - start
+    speed = ((c.num_steps - 1) / (end - after_first) if c.num_steps > 1
+             else float('nan'))
+
+    local = {j: v for j, v in _local_slots(image).items() if j < len(chunk)}
+    for j, value in local.items():
+      if on_image:
+        on_image(chunk[j], value)
+    for j, m in enumerate(chunk):
+      metrics = {k: v for k, v in last[j].items() if k != 'member'}
+      results.append(Result(m, metrics, 'ok' if finite[j] else 'diverged',
+                            wall, speed, group_index, chunk_index,
+                            image_name(m), written=j in local))
+  return results
+
+
+def run(config, workdir: Path, devices=None) -> list[Result]:
+  """Runs the sweep ``config`` into ``workdir``; returns the member results.
+
+  ``devices`` (default: all of them, on every process) carry the member axis.
+  The caller checks that ``workdir`` may be written (``nst.run`` does).
+  """
+  ax, members = expand(config)
+  spec = config.sweep
+  if spec.chunk_size < 0:
+    raise UserError(f'sweep.chunk_size={spec.chunk_size}: accepted is >= 0 '
+                    '(0 = a whole group at once)')
+  loader = _Loader()
+  groups = group(members, loader)
+  mesh = member_mesh(devices)
+  lead = jax.process_index() == 0
+  if jax.process_count() > 1:  # nobody writes before everyone has checked
+    multihost_utils.sync_global_devices('nst.sweep: workdir checked')
+  (workdir / 'members').mkdir(parents=True, exist_ok=True)
+  if lead:
+    images.write_atomic(workdir / 'config.json',
+                        config.to_json(indent=2).encode())
+    print(f'{len(members)} members in {len(groups)} group(s) on '
+          f'{mesh.devices.size} device(s), {jax.process_count()} process(es) '
+          f'-> {workdir}', flush=True)
+  metrics_file = open(workdir / 'metrics.jsonl', 'a') if lead else None
+
+  def on_log(row):
+    if metrics_file:
+      metrics_file.write(json.dumps(row) + '\n')
+
+  def on_image(member, value):
+    path = workdir / image_name(member)
+    images.save(path, value)
+    images.write_atomic(path.with_suffix('.json'),
+                        member.config.to_json(indent=2).encode())
+
+  results = []
+  try:
+    for g, group_members in enumerate(groups):
+      results += run_group(group_members, loader=loader, mesh=mesh,
+                           chunk_size=spec.chunk_size, group_index=g,
+                           on_log=on_log, on_image=on_image)
+      if metrics_file:
+        metrics_file.flush()
+  finally:
+    if metrics_file:
+      metrics_file.close()
+  if jax.process_count() > 1:  # every image is written before the sheets
+    multihost_utils.sync_global_devices('nst.sweep: members written')
+  if lead:
+    results.sort(key=lambda r: r.member.index)
+    report.write_all(workdir, ax, results, rows=spec.rows, cols=spec.cols)
+    print(f'wrote {workdir / "results.csv"} and {workdir / "index.html"}',
+          flush=True)
+  return results

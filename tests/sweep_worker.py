@@ -1,0 +1,47 @@
+"""Runs tests/helpers.tiny_sweep in a fresh process (for device counts and
+multi-process runs the test process cannot change); writes an npz.
+
+  python tests/sweep_worker.py OUT.npz OPTIMIZER [DEVICES [CHUNK]]
+  python tests/sweep_worker.py --multiprocess OUT.npz WORKDIR
+"""
+import os
+import sys
+from pathlib import Path
+
+sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]
+
+
+def main(argv):
+  if argv[1] == '--multiprocess':
+    return multiprocess(*argv[2:])
+  out, optimizer = argv[1], argv[2]
+  import jax
+  import numpy as np
+  from helpers import sweep_images, tiny_sweep
+  devices = jax.devices()[:int(argv[3])] if len(argv) > 3 else None
+  config = tiny_sweep(optimizer)
+  if len(argv) > 4:
+    config.sweep.chunk_size = int(argv[4])
+  results = sweep_images(config, devices)
+  np.savez(out, n_devices=len(devices or jax.devices()),
+           **{f'image{i}': x for i, (x, _) in results.items()},
+           **{f'loss{i}': m['loss'] for i, (_, m) in results.items()})
+
+
+def multiprocess(out, workdir):
+  """One process of a jax.distributed job (env: JAX_COORDINATOR_ADDRESS,
+  JAX_NUM_PROCESSES, JAX_PROCESS_ID); runs the sweep with nst.sweep.run."""
+  import jax
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  from nst import sweep
+  assert sweep.initialize_distributed('auto')
+  import numpy as np
+  from helpers import tiny_sweep
+  results = sweep.run(tiny_sweep('adam'), Path(workdir))
+  np.savez(out, process=jax.process_index(), devices=jax.device_count(),
+           written=[r.written for r in results],
+           loss=[r.metrics['loss'] for r in results])
+
+
+if __name__ == '__main__':
+  main(sys.argv)

@@ -1,0 +1,339 @@
+"""Sweeps: expansion, batched == looped, sharded == unsharded, outputs."""
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import sweep_images, tiny_config, tiny_images, tiny_sweep
+from nst import images, report, stylize, sweep, vgg, weights
+from nst.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = Path(__file__).with_name('sweep_worker.py')
+PARAMS = weights.random_params(19)
+
+
+def _single_runs(config):
+  """Each member of ``config`` run on its own by stylize.stylize."""
+  _, members = sweep.expand(config)
+  out = {}
+  for m in members:
+    c = m.config
+    content = images.load(c.content_image, c.image_size)
+    style = images.load(c.style_image, c.image_size)
+    out[m.index] = stylize.stylize(c, PARAMS, content, style)
+  return out
+
+
+# A batched convolution sums in another order than a single one, so the
+# images differ by float rounding (1e-4 of the 0-255 scale). Adam carries
+# that through unchanged; L-BFGS's line search amplifies it step by step
+# (measured on one member: 1e-4 after 1 step, 0.014 after 2, 0.54 after 3),
+# so L-BFGS is compared after 2 steps, which exercise its memory update.
+STEPS = {'adam': 3, 'lbfgs': 2}
+ATOL = {'adam': 1e-3, 'lbfgs': 0.05}
+
+
+@pytest.fixture(scope='module')
+def batched():
+  """{optimizer: the 4-member sweep run as one batch on one device}."""
+  return {opt: sweep_images(tiny_sweep(opt, num_steps=n))
+          for opt, n in STEPS.items()}
+
+
+@pytest.mark.parametrize('optimizer', ['adam', 'lbfgs'])
+def test_batched_sweep_equals_separate_runs(batched, optimizer):
+  single = _single_runs(tiny_sweep(optimizer, num_steps=STEPS[optimizer]))
+  together = batched[optimizer]
+  assert sorted(together) == sorted(single) == [0, 1, 2, 3]
+  for i, (image, metrics) in single.items():
+    np.testing.assert_allclose(together[i][0], image, rtol=1e-5,
+                               atol=ATOL[optimizer])
+    for k in ('loss', 'content', 'style', 'tv'):
+      np.testing.assert_allclose(together[i][1][k], metrics[k], rtol=1e-5)
+    assert together[i][1]['step'] == STEPS[optimizer]
+  # The members differ from each other (a sweep that ignored its axes would
+  # also "match" if every single run ignored them the same way).
+  losses = [m['loss'] for _, m in single.values()]
+  assert len(set(np.round(np.log10(losses), 3))) == 4
+
+
+def _worker(*args, devices=4, env=None):
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(ROOT),
+             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+             **(env or {}))
+  return subprocess.Popen([sys.executable, str(WORKER), *map(str, args)],
+                          env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+
+
+def _finish(proc):
+  out, _ = proc.communicate(timeout=400)
+  assert proc.returncode == 0, out
+
+
+@pytest.mark.parametrize('devices,chunk', [(4, 0), (3, 2)])
+def test_sharded_sweep_equals_unsharded(batched, tmp_path, devices, chunk):
+  # (3, 2): chunks of 2 rounded up to 3 devices: 3 members + 1 with 2 pads.
+  out = tmp_path / 'sharded.npz'
+  _finish(_worker(out, 'adam', devices, chunk))
+  sharded = np.load(out)
+  assert int(sharded['n_devices']) == devices
+  for i, (image, metrics) in batched['adam'].items():
+    np.testing.assert_allclose(sharded[f'image{i}'], image, rtol=1e-5,
+                               atol=1e-3)
+    np.testing.assert_allclose(sharded[f'loss{i}'], metrics['loss'],
+                               rtol=1e-5)
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_each_write_their_own_members(batched, tmp_path):
+  """jax.distributed over 2 local processes x 2 CPU devices each."""
+  env = {'JAX_COORDINATOR_ADDRESS': f'localhost:{_free_port()}',
+         'JAX_NUM_PROCESSES': '2'}
+  workdir = tmp_path / 'sweep'
+  procs = [_worker('--multiprocess', tmp_path / f'p{p}.npz', workdir,
+                   devices=2, env={**env, 'JAX_PROCESS_ID': str(p)})
+           for p in (0, 1)]
+  for p in procs:
+    _finish(p)
+  got = [np.load(tmp_path / f'p{p}.npz') for p in (0, 1)]
+  assert [int(g['process']) for g in got] == [0, 1]
+  assert all(int(g['devices']) == 4 for g in got)
+  written = np.array([g['written'] for g in got])
+  assert (written.sum(axis=0) == 1).all()  # each member by exactly one
+  assert written.sum(axis=1).tolist() == [2, 2]
+  expected = [batched['adam'][i][1]['loss'] for i in range(4)]
+  for g in got:  # every process sees every member's losses
+    np.testing.assert_allclose(g['loss'], expected, rtol=1e-5)
+  rows = list(csv.DictReader(open(workdir / 'results.csv')))
+  assert [int(r['member']) for r in rows] == [0, 1, 2, 3]
+  for i in range(4):
+    png = np.asarray(Image.open(workdir / f'members/{i:04d}.png'))
+    expected_png = images.deprocess(batched['adam'][i][0])
+    assert np.abs(png.astype(int) - expected_png).max() <= 1
+
+
+def test_layer_set_as_weight_vector_equals_layer_list():
+  config = tiny_config(style_layers=('conv1_1', 'conv3_1'),
+                       style_layer_weights=(0.3, 0.7))
+  model = vgg.VGG(depth=19)
+  content, style = tiny_images()
+  union = vgg.layer_names(19)[:vgg.layer_names(19).index('conv5_1') + 1]
+  union = tuple(l for l in union if l.startswith('conv') and l.endswith('_1'))
+  as_list = stylize.make_targets(config, model, PARAMS, content, style)
+  as_vector = stylize.make_targets(config, model, PARAMS, content, style,
+                                   style_layers=union)
+  assert list(as_vector['style_weights']) == list(union)
+  np.testing.assert_allclose(
+      [as_vector['style_weights'][l] for l in union], [0.3, 0, 0.7, 0, 0])
+  x = stylize.init_image(tiny_config(init='noise', init_noise_std=30.0),
+                         content)
+  a = stylize.objective(model, PARAMS, as_list, x)
+  b = stylize.objective(model, PARAMS, as_vector, x)
+  np.testing.assert_allclose(a[0], b[0], rtol=1e-6)
+  np.testing.assert_allclose(a[1]['style'], b[1]['style'], rtol=1e-6)
+  assert float(a[1]['style']) > 0
+
+
+def test_expand_product_zip_and_ratio():
+  c = tiny_sweep()
+  ax, members = sweep.expand(c)
+  assert list(ax) == ['style_layers', 'ratio']  # rows, then cols
+  assert [(m.coords['style_layers'], m.coords['ratio']) for m in members] == [
+      (0, 0), (0, 1), (1, 0), (1, 1)]
+  m = members[1]
+  assert m.config.style_layers == ('conv1_1',)
+  assert m.config.style_weight == pytest.approx(m.config.content_weight / 0.1)
+  assert 'sweep' not in m.config
+  c.sweep.axes.content_weight = (1.0, 2.0)
+  c.sweep.zip = (('ratio', 'content_weight'),)
+  _, members = sweep.expand(c)
+  assert len(members) == 4
+  assert [(m.values['ratio'], m.values['content_weight']) for m in members
+          ][:2] == [(1e-3, 1.0), (1e-1, 2.0)]
+  assert members[1].config.style_weight == pytest.approx(2.0 / 0.1)
+
+
+def test_layer_set_keeps_base_weights_by_name():
+  c = tiny_sweep(style_layers=('conv1_1', 'conv2_1', 'conv3_1'),
+                 style_layer_weights=(1.0, 0.5, 0.25))
+  c.sweep.axes.style_layers = (('conv3_1',), ('conv1_1', 'conv3_1'))
+  _, members = sweep.expand(c)
+  assert members[0].config.style_layer_weights == (0.25,)
+  assert members[2].config.style_layer_weights == (1.0, 0.25)
+  c.sweep.axes.style_layers = (('conv4_1',),)
+  with pytest.raises(UserError, match=r"\['conv4_1'\], which the base "
+                     'style_layer_weights gives no weight'):
+    sweep.expand(c)
+
+
+def test_folder_axis_lists_its_images(tmp_path):
+  for name in ('b.png', 'a.jpg', 'notes.txt'):
+    (tmp_path / name).write_bytes(b'')
+  c = tiny_sweep()
+  c.sweep.axes.content_image = str(tmp_path)
+  assert sweep.axes(c)['content_image'] == (str(tmp_path / 'a.jpg'),
+                                            str(tmp_path / 'b.png'))
+  c = tiny_sweep()
+  c.sweep.axes.content_image = ('skimage:coffee', str(tmp_path))
+  assert sweep.axes(c)['content_image'] == (
+      'skimage:coffee', str(tmp_path / 'a.jpg'), str(tmp_path / 'b.png'))
+
+
+@pytest.mark.parametrize('change,message', [
+    (lambda s: s.axes.__setattr__('colour', (1, 2)),
+     r"sweep axis 'colour' is not a config field"),
+    (lambda s: s.axes.__setattr__('style_weight', (1.0,)),
+     'ratio and style_weight both set style_weight'),
+    (lambda s: s.axes.__setattr__('num_steps', 'five'),
+     r"sweep axis num_steps='five': give a tuple of values"),
+    (lambda s: s.axes.__setattr__('num_steps', ('five',)),
+     r"sweep axis num_steps='five' does not fit the field"),
+    (lambda s: s.axes.__setattr__('ratio', (0.0,)),
+     r'ratio value 0.0: accepted is a finite number > 0'),
+    (lambda s: s.axes.__setattr__('learning_rate', (1.0, -1.0)),
+     r'sweep member 1 \(.*learning_rate=-1\): learning_rate=-1.0'),
+    (lambda s: s.__setattr__('zip', (('ratio', 'style_layers', 'seed'),)),
+     r"sweep.zip names 'seed', which is not a sweep axis"),
+    (lambda s: (s.axes.__setattr__('seed', (1, 2, 3)),
+                s.__setattr__('zip', (('ratio', 'seed'),))),
+     r'different lengths'),
+    (lambda s: s.__setattr__('rows', 'seed'),
+     r"sweep.rows/cols name 'seed', which is not a sweep axis"),
+    (lambda s: s.axes.__setattr__('content_image', 'no/such/folder'),
+     r"must name a folder of images"),
+])
+def test_bad_sweeps_name_the_value(change, message):
+  c = tiny_sweep()
+  change(c.sweep)
+  with pytest.raises(UserError, match=message):
+    sweep.expand(c)
+
+
+def test_outputs_grid_csv_and_index(tmp_path):
+  c = tiny_sweep(num_steps=1)
+  c.sweep.axes.seed = (0, 1)  # a third axis: one sheet per seed
+  results = sweep.run(c, tmp_path)
+  assert len(results) == 8 and all(r.written for r in results)
+  rows = list(csv.DictReader(open(tmp_path / 'results.csv')))
+  assert len(rows) == 8
+  assert list(rows[0])[:4] == ['member', 'style_layers', 'ratio', 'seed']
+  assert rows[5]['style_layers'] == 'conv1_1 conv2_1 conv3_1'
+  assert float(rows[5]['ratio']) == 1e-3 and rows[5]['seed'] == '1'
+  assert all(r['status'] == 'ok' and r['steps'] == '1' for r in rows)
+  by_member = {r.member.index: r for r in results}
+  for r in rows:
+    assert float(r['loss']) == pytest.approx(
+        by_member[int(r['member'])].metrics['loss'], rel=1e-6)
+  metrics = [json.loads(l) for l in open(tmp_path / 'metrics.jsonl')]
+  assert sorted((m['member'], m['step']) for m in metrics) == sorted(
+      (i, s) for i in range(8) for s in (0, 1))
+  assert json.loads((tmp_path / 'members/0005.json').read_text())[
+      'style_layers'] == ['conv1_1', 'conv2_1', 'conv3_1']
+
+  # Two sheets (seed 0, seed 1), each 2 rows x 2 columns of 21x32 images.
+  for k, seed in ((1, 0), (2, 1)):
+    sheet = np.asarray(Image.open(tmp_path / f'contact_sheet_{k:02d}.png'))
+    ax = sweep.axes(c)
+    grids = report.sheets(ax, results, 'style_layers', 'ratio')
+    g = grids[k - 1]
+    assert g['title'] == f'seed={seed}'
+    assert g['row_labels'] == ['conv1_1', 'conv1_1\nconv2_1\nconv3_1']
+    assert g['col_labels'] == ['0.001', '0.1']
+    pictures = [[np.asarray(Image.open(tmp_path / r.image)) for r in row]
+                for row in g['cells']]
+    redrawn, layout = report.contact_sheet(
+        pictures, g['row_labels'], g['col_labels'],
+        corner='style_layers \\ ratio', title=g['title'])
+    np.testing.assert_array_equal(sheet, np.asarray(redrawn))
+    assert len(layout['cells']) == 4
+    for (r, col), (x0, y0, x1, y1) in layout['cells'].items():
+      cell = sheet[y0:y1, x0:x1]
+      member = g['cells'][r][col]
+      assert member.member.values['seed'] == seed
+      assert member.member.coords['style_layers'] == r
+      h, w = pictures[r][col].shape[:2]
+      top, left = (y1 - y0 - h) // 2, (x1 - x0 - w) // 2
+      np.testing.assert_array_equal(cell[top:top + h, left:left + w],
+                                    pictures[r][col])
+    for x0, y0, x1, y1 in layout['rows'] + layout['cols']:
+      assert (sheet[y0:y1, x0:x1] < 100).any()  # a label is drawn there
+  page = (tmp_path / 'index.html').read_text()
+  assert page.count('<img src="members/') == 8
+  assert 'contact_sheet_01.png' in page and 'seed=1' in page
+  assert 'conv1_1<br>conv2_1<br>conv3_1' in page
+
+
+def test_contact_sheet_size_follows_the_grid():
+  cells = [[np.full((20, 30, 3), 60 * r + 20 * c, np.uint8) for c in range(3)]
+           for r in range(2)]
+  cells[1][2] = None
+  sheet, layout = report.contact_sheet(cells, ['a', 'b'], ['x', 'y', 'z'],
+                                       pad=6)
+  x0, y0, x1, y1 = layout['cells'][0, 0]
+  assert (x1 - x0, y1 - y0) == (32, 32)  # at least 32 px, images centred
+  width, height = sheet.size
+  assert width == layout['cells'][0, 2][2] + 6
+  assert height == layout['cells'][1, 0][3] + 6
+  xs = sorted({b[0] for b in layout['cells'].values()})
+  assert np.diff(xs).tolist() == [38, 38]
+  x0, y0, x1, y1 = layout['cells'][1, 2]  # empty: white inside its outline
+  assert (np.asarray(sheet)[y0 + 1:y1 - 1, x0 + 1:x1 - 1] == 255).all()
+  x0, y0, x1, y1 = layout['cells'][1, 1]
+  np.testing.assert_array_equal(np.asarray(sheet)[y0 + 6:y0 + 26, x0 + 1:x1 - 1],
+                                cells[1][1])
+
+
+def _nst_run(*args):
+  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cpu')
+  return subprocess.run(
+      [sys.executable, '-m', 'nst.run', '--config',
+       str(ROOT / 'configs' / 'sweeps' / 'fig3.py'), '--config.weights=random',
+       '--config.image_size=32', '--config.num_steps=1',
+       '--config.optimizer=adam', *args],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_fig3_config_runs_from_the_command_line(tmp_path):
+  result = _nst_run("--config.sweep.axes.ratio=(1e-4, 1e-2)",
+                    f'--workdir={tmp_path}')
+  assert result.returncode == 0, result.stderr
+  assert '10 members in 1 group(s)' in result.stdout
+  rows = list(csv.DictReader(open(tmp_path / 'results.csv')))
+  assert [r['ratio'] for r in rows[:2]] == ['0.0001', '0.01']
+  assert rows[-1]['style_layers'] == 'conv1_1 conv2_1 conv3_1 conv4_1 conv5_1'
+  assert len(rows) == 10 and len(list((tmp_path / 'members').glob('*.png'))) == 10
+  sheet = Image.open(tmp_path / 'contact_sheet.png')
+  assert sheet.size[0] > 2 * 32 and sheet.size[1] > 5 * 32
+  # A second run into the same workdir is refused; nothing is lost.
+  again = _nst_run(f'--workdir={tmp_path}')
+  assert again.returncode == 2
+  assert again.stderr.strip().splitlines() == [
+      f"error: workdir '{tmp_path}' already holds files; choose another "
+      '--workdir or pass --overwrite']
+  assert len(list(csv.DictReader(open(tmp_path / 'results.csv')))) == 10
+
+
+def test_bad_sweep_axis_on_the_command_line_is_one_line(tmp_path):
+  result = _nst_run("--config.sweep.axes.ratio=(1e-4, -1.0)",
+                    f'--workdir={tmp_path / "out"}')
+  assert result.returncode == 2
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('error: sweep member 1 (')
+  assert 'ratio value -1.0: accepted is a finite number > 0' in lines[0]
+  assert not (tmp_path / 'out').exists()
