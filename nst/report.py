@@ -173,7 +173,8 @@ def write_all(workdir: Path, axes: dict[str, tuple], results, *,
   for k, g in enumerate(grids):
     g['file'] = ('contact_sheet.png' if len(grids) == 1 else
                  f'contact_sheet_{k + 1:02d}.png')
-    pictures = [[_read(workdir / r.image) if r else None for r in row]
+    pictures = [[_read(workdir / r.image) if r and r.image else None
+                 for r in row]
                 for row in g['cells']]
     sheet, _ = contact_sheet(pictures, g['row_labels'], g['col_labels'],
                              corner=corner, title=g['title'])
@@ -210,8 +211,9 @@ def index_html(grids, rows: str, cols: str) -> str:
         caption = (f'#{r.member.index} {r.status}<br>loss {m["loss"]:.3e}'
                    f'<br>content {m["content"]:.3e}<br>style '
                    f'{m["style"]:.3e}')
-        parts.append(f'<td><a href="{e(r.image)}"><img src="{e(r.image)}" '
-                     f'title="{e(r.image)}"></a><br>{caption}</td>')
+        picture = (f'<a href="{e(r.image)}"><img src="{e(r.image)}" '
+                   f'title="{e(r.image)}"></a><br>' if r.image else '')
+        parts.append(f'<td>{picture}{caption}</td>')
       parts.append('</tr>')
     parts.append('</table>')
   return '\n'.join(parts) + '\n'

@@ -347,7 +347,7 @@ class Result:
   steps_per_s: float  # of the chunk after its first step (compiled)
   group: int
   chunk: int
-  image: str       # relative to the workdir
+  image: str       # relative to the workdir; '' if diverged
   written: bool    # by this process (the one holding the member's image)
 
 
@@ -451,7 +451,9 @@ def run_group(members: list[Member], *, loader: _Loader, mesh: Mesh,
     speed = ((c.num_steps - 1) / (end - after_first) if c.num_steps > 1
              else float('nan'))
 
-    local = {j: v for j, v in _local_slots(image).items() if j < len(chunk)}
+    # A diverged member's image is not written (its cell stays empty).
+    local = {j: v for j, v in _local_slots(image).items()
+             if j < len(chunk) and finite[j]}
     for j, value in local.items():
       if on_image:
         on_image(chunk[j], value)
@@ -459,7 +461,8 @@ def run_group(members: list[Member], *, loader: _Loader, mesh: Mesh,
       metrics = {k: v for k, v in last[j].items() if k != 'member'}
       results.append(Result(m, metrics, 'ok' if finite[j] else 'diverged',
                             wall, speed, group_index, chunk_index,
-                            image_name(m), written=j in local))
+                            image_name(m) if finite[j] else '',
+                            written=j in local))
   return results
 
 

@@ -337,3 +337,22 @@ def test_bad_sweep_axis_on_the_command_line_is_one_line(tmp_path):
   assert len(lines) == 1 and lines[0].startswith('error: sweep member 1 (')
   assert 'ratio value -1.0: accepted is a finite number > 0' in lines[0]
   assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.filterwarnings('ignore:overflow encountered in cast')
+def test_a_diverging_member_leaves_the_others_alone(tmp_path):
+  c = tiny_sweep(num_steps=2)
+  c.sweep.axes.style_layers = (('conv1_1',),)
+  c.sweep.axes.ratio = (1e-3, 1e-45)  # beta = 1e45: inf in float32
+  results = sweep.run(c, tmp_path)
+  assert [r.status for r in results] == ['ok', 'diverged']
+  assert np.isfinite(results[0].metrics['loss'])
+  assert not np.isfinite(results[1].metrics['loss'])
+  alone = sweep_images(tiny_sweep(num_steps=2))[0][1]  # same as member 0
+  np.testing.assert_allclose(results[0].metrics['loss'], alone['loss'],
+                             rtol=1e-5)
+  rows = list(csv.DictReader(open(tmp_path / 'results.csv')))
+  assert [r['status'] for r in rows] == ['ok', 'diverged']
+  assert [r['image'] for r in rows] == ['members/0000.png', '']
+  assert not (tmp_path / 'members/0001.png').exists()
+  assert (tmp_path / 'contact_sheet.png').is_file()
