@@ -1,8 +1,9 @@
 """Command line: ``python -m nst.run --config configs/default.py``.
 
 Flags and main only; the work is ``nst.stylize``, or ``nst.sweep`` for a
-config with a ``sweep`` section (``--config configs/sweeps/fig3.py``). Any config field can be
-overridden (``--config.style_weight=1e4``); a misspelt field is an error.
+config with a ``sweep`` section (``--config configs/sweeps/fig3.py``). Any
+config field can be overridden (``--config.style_weight=1e4``); a misspelt
+field is an error.
 Writes into ``--workdir`` (default ``runs/<config>-<time>``):
   config.json      the resolved config
   metrics.jsonl    one row per log step: step, loss, content, style, tv, steps/s
@@ -118,7 +119,8 @@ def main(argv):
   config = _CONFIG.value
   try:
     if 'sweep' in config:
-      if sweep.initialize_distributed(_DISTRIBUTED.value) and not _WORKDIR.value:
+      joined = sweep.initialize_distributed(_DISTRIBUTED.value)
+      if joined and not _WORKDIR.value:
         raise UserError('a sweep over several processes needs --workdir: '
                         'the same directory for every process')
       check_workdir(workdir, _OVERWRITE.value)

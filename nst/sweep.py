@@ -103,9 +103,28 @@ def _image_values(field: str, values) -> tuple[str, ...]:
   return tuple(out)
 
 
+SWEEP_DEFAULTS = {'axes': {}, 'zip': (), 'rows': '', 'cols': '',
+                  'chunk_size': 0}
+
+
+def settings(config) -> ml_collections.ConfigDict:
+  """The config's ``sweep`` section with defaults for what it leaves out."""
+  section = config.sweep
+  unknown = sorted(set(section.keys()) - set(SWEEP_DEFAULTS))
+  if unknown:
+    raise UserError(f'unknown sweep field(s) {unknown}; accepted: '
+                    f'{", ".join(SWEEP_DEFAULTS)}')
+  spec = ml_collections.ConfigDict(
+      {k: section.get(k, v) for k, v in SWEEP_DEFAULTS.items()})
+  if not isinstance(spec.chunk_size, int) or spec.chunk_size < 0:
+    raise UserError(f'sweep.chunk_size={spec.chunk_size!r}: accepted is an '
+                    'integer >= 0 (0 = a whole group at once)')
+  return spec
+
+
 def axes(config) -> dict[str, tuple]:
   """The sweep's axes and values, rows axis first, then cols, then by name."""
-  spec = config.sweep
+  spec = settings(config)
   raw = {k: v for k, v in spec.axes.items()}
   if not raw:
     raise UserError('sweep.axes is empty; name at least one config field and '
@@ -196,7 +215,7 @@ def expand(config) -> tuple[dict[str, tuple], list[Member]]:
   base = ml_collections.ConfigDict(
       {k: v for k, v in config.to_dict().items() if k != 'sweep'})
   members = []
-  factors = _factors(config.sweep, ax)
+  factors = _factors(settings(config), ax)
   for combo in itertools.product(
       *[range(len(ax[group[0]])) for group in factors]):
     coords = {name: i for group, i in zip(factors, combo) for name in group}
@@ -473,10 +492,7 @@ def run(config, workdir: Path, devices=None) -> list[Result]:
   The caller checks that ``workdir`` may be written (``nst.run`` does).
   """
   ax, members = expand(config)
-  spec = config.sweep
-  if spec.chunk_size < 0:
-    raise UserError(f'sweep.chunk_size={spec.chunk_size}: accepted is >= 0 '
-                    '(0 = a whole group at once)')
+  spec = settings(config)
   loader = _Loader()
   groups = group(members, loader)
   mesh = member_mesh(devices)

@@ -169,6 +169,16 @@ def test_expand_product_zip_and_ratio():
   assert members[1].config.style_weight == pytest.approx(2.0 / 0.1)
 
 
+def test_a_sweep_section_needs_only_its_axes():
+  c = tiny_config()
+  c.sweep = ml_collections.ConfigDict()
+  c.sweep.axes = ml_collections.ConfigDict({'seed': (0, 1, 2)})
+  ax, members = sweep.expand(c)
+  assert ax == {'seed': (0, 1, 2)}
+  assert [m.config.seed for m in members] == [0, 1, 2]
+  assert sweep.settings(c).chunk_size == 0 and sweep.settings(c).zip == ()
+
+
 def test_layer_set_keeps_base_weights_by_name():
   c = tiny_sweep(style_layers=('conv1_1', 'conv2_1', 'conv3_1'),
                  style_layer_weights=(1.0, 0.5, 0.25))
@@ -217,6 +227,10 @@ def test_folder_axis_lists_its_images(tmp_path):
      r"sweep.rows/cols name 'seed', which is not a sweep axis"),
     (lambda s: s.axes.__setattr__('content_image', 'no/such/folder'),
      r"must name a folder of images"),
+    (lambda s: s.__setattr__('chunk_size', -1),
+     r'sweep.chunk_size=-1: accepted is an integer >= 0'),
+    (lambda s: s.__setattr__('colums', 'ratio'),
+     r"unknown sweep field\(s\) \['colums'\]; accepted: axes, zip, rows"),
 ])
 def test_bad_sweeps_name_the_value(change, message):
   c = tiny_sweep()
@@ -295,8 +309,8 @@ def test_contact_sheet_size_follows_the_grid():
   x0, y0, x1, y1 = layout['cells'][1, 2]  # empty: white inside its outline
   assert (np.asarray(sheet)[y0 + 1:y1 - 1, x0 + 1:x1 - 1] == 255).all()
   x0, y0, x1, y1 = layout['cells'][1, 1]
-  np.testing.assert_array_equal(np.asarray(sheet)[y0 + 6:y0 + 26, x0 + 1:x1 - 1],
-                                cells[1][1])
+  np.testing.assert_array_equal(
+      np.asarray(sheet)[y0 + 6:y0 + 26, x0 + 1:x1 - 1], cells[1][1])
 
 
 def _nst_run(*args):
@@ -317,7 +331,8 @@ def test_fig3_config_runs_from_the_command_line(tmp_path):
   rows = list(csv.DictReader(open(tmp_path / 'results.csv')))
   assert [r['ratio'] for r in rows[:2]] == ['0.0001', '0.01']
   assert rows[-1]['style_layers'] == 'conv1_1 conv2_1 conv3_1 conv4_1 conv5_1'
-  assert len(rows) == 10 and len(list((tmp_path / 'members').glob('*.png'))) == 10
+  assert len(rows) == 10
+  assert len(list((tmp_path / 'members').glob('*.png'))) == 10
   sheet = Image.open(tmp_path / 'contact_sheet.png')
   assert sheet.size[0] > 2 * 32 and sheet.size[1] > 5 * 32
   # A second run into the same workdir is refused; nothing is lost.
