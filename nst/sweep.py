@@ -38,6 +38,7 @@ How it runs:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import math
@@ -324,7 +325,7 @@ def _union(layer_sets, depth) -> tuple[str, ...]:
   return tuple(l for l in vgg.layer_names(depth) if l in wanted)
 
 
-class _Loader:
+class Loader:
   """Loads images and weights once each."""
 
   def __init__(self):
@@ -341,7 +342,7 @@ class _Loader:
     return self._params[spec, depth]
 
 
-def group(members: list[Member], loader: _Loader) -> list[list[Member]]:
+def group(members: list[Member], loader: Loader) -> list[list[Member]]:
   """Members that can share one compiled program, in member order."""
   groups: dict[tuple, list[Member]] = {}
   for m in members:
@@ -392,7 +393,7 @@ def _compile(model, c, mesh):
   return step, init, evaluate, per_member, replicated
 
 
-def run_group(members: list[Member], *, loader: _Loader, mesh: Mesh,
+def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
               chunk_size: int = 0, group_index: int = 0,
               on_log: Callable[[dict], None] | None = None,
               on_image: Callable[[Member, np.ndarray], None] | None = None
@@ -420,8 +421,11 @@ def run_group(members: list[Member], *, loader: _Loader, mesh: Mesh,
   for chunk_index, chunk in enumerate(chunks):
     slots = chunk + [chunk[-1]] * (size - len(chunk))  # pad with copies
 
-    def inputs(j):
-      m = slots[j].config
+    by_index = {m.index: m for m in chunk}
+
+    @functools.cache  # a padded slot reuses its member's inputs
+    def inputs(index):
+      m = by_index[index].config
       content = loader.image(m.content_image, m.image_size)
       style = loader.image(m.style_image, m.image_size)
       targets = stylize.make_targets(
@@ -430,7 +434,8 @@ def run_group(members: list[Member], *, loader: _Loader, mesh: Mesh,
       return targets, optim.hyperparams(m), stylize.init_image(m, content)
 
     start = time.perf_counter()
-    targets, hparams, image = _put(inputs, size, per_member)
+    targets, hparams, image = _put(lambda j: inputs(slots[j].index), size,
+                                   per_member)
     opt_state = init(hparams, image)
     finite = np.ones(size, bool)
     last = {}
@@ -493,7 +498,7 @@ def run(config, workdir: Path, devices=None) -> list[Result]:
   """
   ax, members = expand(config)
   spec = settings(config)
-  loader = _Loader()
+  loader = Loader()
   groups = group(members, loader)
   mesh = member_mesh(devices)
   lead = jax.process_index() == 0

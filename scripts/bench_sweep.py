@@ -53,7 +53,7 @@ def batched(config) -> tuple[float, float]:
   """(wall seconds, seconds of steady-state stepping for all members)."""
   start = time.perf_counter()
   _, members = sweep.expand(config)
-  loader = sweep._Loader()
+  loader = sweep.Loader()
   mesh = sweep.member_mesh()
   stepping = 0.0
   for group in sweep.group(members, loader):

@@ -48,7 +48,7 @@ def sweep_images(config, devices=None):
   """Runs a sweep without writing files: {member: (float image, metrics)}."""
   from nst import sweep
   _, members = sweep.expand(config)
-  loader = sweep._Loader()
+  loader = sweep.Loader()
   mesh = sweep.member_mesh(devices)
   out = {}
   for g, group in enumerate(sweep.group(members, loader)):
