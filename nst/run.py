@@ -64,7 +64,7 @@ def run(config, workdir: Path, overwrite: bool = False) -> Path:
   stylize.check_content_shape(config, content.shape)
   h, w = content.shape[:2]
   style = images.load(config.style_image, config.image_size)
-  params = weights.load(config.weights, stylize.depth(config))
+  params = weights.load(config.weights, config.network)
 
   workdir.mkdir(parents=True, exist_ok=True)
   images.write_atomic(workdir / 'config.json',

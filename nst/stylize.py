@@ -27,14 +27,6 @@ from nst import images, losses, optim, vgg
 from nst.errors import UserError
 
 INITS = ('content', 'noise')
-NETWORKS = {'vgg16': 16, 'vgg19': 19}
-
-
-def depth(config) -> int:
-  if config.network not in NETWORKS:
-    raise UserError(f'unknown network {config.network!r}; accepted: '
-                    f'{", ".join(NETWORKS)}')
-  return NETWORKS[config.network]
 
 
 def layer_weights(layers, weights, default) -> dict[str, float]:
@@ -64,7 +56,7 @@ def check_config(config) -> None:
 
   Called before any image is read or anything compiled.
   """
-  d = depth(config)
+  network = vgg.check_network(config.network)
   optim.check(config.optimizer)
   if not config.style_layers and not config.content_layers:
     raise UserError('content_layers and style_layers are both empty; name at '
@@ -72,7 +64,7 @@ def check_config(config) -> None:
   for kind in ('content', 'style'):
     layers = tuple(config[f'{kind}_layers'])
     weights = tuple(config[f'{kind}_layer_weights'])
-    vgg.check_layers(layers, d)
+    vgg.check_layers(layers, network)
     if len(set(layers)) != len(layers):
       raise UserError(f'{kind}_layers {layers} names a layer twice')
     if weights and len(weights) != len(layers):
@@ -237,7 +229,7 @@ def stylize(config, params, content: np.ndarray, style: np.ndarray, *,
   ``(step, image)`` every ``config.save_every`` steps.
   """
   check_config(config)
-  model = vgg.VGG(depth=depth(config), pooling=config.pooling)
+  model = vgg.VGG(network=config.network, pooling=config.pooling)
   targets = make_targets(config, model, params, content, style)
   hparams = optim.hyperparams(config)
   step = make_step(model, optimizer=config.optimizer,

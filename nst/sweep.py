@@ -320,9 +320,9 @@ def _local_slots(array) -> dict[int, np.ndarray]:
 
 # --- Running -----------------------------------------------------------------
 
-def _union(layer_sets, depth) -> tuple[str, ...]:
+def _union(layer_sets, network) -> tuple[str, ...]:
   wanted = set(itertools.chain.from_iterable(layer_sets))
-  return tuple(l for l in vgg.layer_names(depth) if l in wanted)
+  return tuple(l for l in vgg.layer_names(network) if l in wanted)
 
 
 class Loader:
@@ -336,10 +336,10 @@ class Loader:
       self._images[spec, size] = images.load(spec, size)
     return self._images[spec, size]
 
-  def params(self, spec: str, depth: int):
-    if (spec, depth) not in self._params:
-      self._params[spec, depth] = weights.load(spec, depth)
-    return self._params[spec, depth]
+  def params(self, spec: str, network: str):
+    if (spec, network) not in self._params:
+      self._params[spec, network] = weights.load(spec, network)
+    return self._params[spec, network]
 
 
 def group(members: list[Member], loader: Loader) -> list[list[Member]]:
@@ -405,11 +405,11 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
   member's final image (on its devices).
   """
   c = members[0].config
-  depth = stylize.depth(c)
-  model = vgg.VGG(depth=depth, pooling=c.pooling)
-  params = loader.params(c.weights, depth)
-  content_layers = _union([m.config.content_layers for m in members], depth)
-  style_layers = _union([m.config.style_layers for m in members], depth)
+  model = vgg.VGG(network=c.network, pooling=c.pooling)
+  params = loader.params(c.weights, c.network)
+  content_layers = _union([m.config.content_layers for m in members],
+                          c.network)
+  style_layers = _union([m.config.style_layers for m in members], c.network)
   step, init, evaluate, per_member, replicated = _compile(model, c, mesh)
   device_params = _replicate(params, replicated)
 

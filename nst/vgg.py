@@ -1,9 +1,19 @@
-"""VGG-16 / VGG-19 as a Flax linen module that returns named activations.
+"""VGG-16, VGG-19 and illustration2vec as a Flax linen module of named layers.
 
 Layer names follow the VGG paper and Caffe: ``conv1_1, relu1_1, conv1_2,
 relu1_2, pool1, conv2_1, ...``. The module computes only up to the deepest
 layer that was asked for, so a style loss that stops at ``conv5_1`` never pays
 for ``conv5_2 ... pool5``.
+
+Networks (``network`` in the config):
+  ``vgg19``, ``vgg16``: Simonyan & Zisserman (2014), 3x3 convolutions in five
+    blocks of 2, 2, 4 (3), 4 (3), 4 (3), each block ending in 2x2 pooling.
+  ``i2v``: the illustration2vec network (Saito & Matsui 2015) that the
+    project's TensorFlow seed offered for drawings: conv1_1, pool1, conv2_1,
+    pool2, conv3_1-2, pool3, conv4_1-2, pool4, conv5_1-2, pool5 (the widths of
+    VGG). Its weights come only from its Caffe model
+    (``scripts/convert_weights.py``); like the seed, it is fed the same
+    input as VGG.
 
 Inputs are NHWC float arrays in the library's pixel convention (see
 ``nst.images``: Caffe BGR, 0-255, minus the ImageNet mean). Parameters are
@@ -19,34 +29,46 @@ import jax.numpy as jnp
 from nst.errors import UserError
 
 # Convolutions per block; every block ends with a 2x2 pooling layer.
-_BLOCKS = {16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}
+_BLOCKS = {'vgg19': (2, 2, 4, 4, 4), 'vgg16': (2, 2, 3, 3, 3),
+           'i2v': (1, 1, 2, 2, 2)}
+NETWORKS = tuple(_BLOCKS)
 _WIDTHS = (64, 128, 256, 512, 512)
 POOLINGS = ('max', 'avg')
 
 
-def layer_names(depth: int = 19) -> tuple[str, ...]:
-  """All layer names of VGG-``depth`` in forward order."""
-  if depth not in _BLOCKS:
-    raise UserError(f'unknown VGG depth {depth!r}; accepted: 16, 19')
+def check_network(network: str) -> str:
+  if network not in _BLOCKS:
+    raise UserError(f'unknown network {network!r}; accepted: '
+                    f'{", ".join(NETWORKS)}')
+  return network
+
+
+def layer_names(network: str = 'vgg19') -> tuple[str, ...]:
+  """All layer names of ``network`` in forward order."""
   names = []
-  for block, convs in enumerate(_BLOCKS[depth], start=1):
+  for block, convs in enumerate(_BLOCKS[check_network(network)], start=1):
     for i in range(1, convs + 1):
       names += [f'conv{block}_{i}', f'relu{block}_{i}']
     names.append(f'pool{block}')
   return tuple(names)
 
 
-def conv_names(depth: int = 19) -> tuple[str, ...]:
+def conv_names(network: str = 'vgg19') -> tuple[str, ...]:
   """Names of the layers that hold parameters."""
-  return tuple(n for n in layer_names(depth) if n.startswith('conv'))
+  return tuple(n for n in layer_names(network) if n.startswith('conv'))
 
 
-def check_layers(layers: Iterable[str], depth: int = 19) -> None:
-  """Raises a UserError naming any layer VGG-``depth`` does not have."""
-  valid = layer_names(depth)
+def width(layer: str) -> int:
+  """Channels of a layer (``conv3_1`` -> 256)."""
+  return _WIDTHS[int(layer[4]) - 1]
+
+
+def check_layers(layers: Iterable[str], network: str = 'vgg19') -> None:
+  """Raises a UserError naming any layer ``network`` does not have."""
+  valid = layer_names(network)
   bad = [l for l in layers if l not in valid]
   if bad:
-    raise UserError(f'unknown layer(s) {bad} for VGG-{depth}; '
+    raise UserError(f'unknown layer(s) {bad} for {network}; '
                     f'accepted: {", ".join(valid)}')
 
 
@@ -60,14 +82,14 @@ def min_size(layers: Iterable[str]) -> int:
 
 
 class VGG(nn.Module):
-  """VGG feature extractor.
+  """Feature extractor of VGG-19, VGG-16 or I2V.
 
   Attributes:
-    depth: 16 or 19.
+    network: 'vgg19', 'vgg16' or 'i2v'.
     pooling: 'max' (as trained) or 'avg' (as in Gatys et al. 2015).
     dtype: computation dtype of the convolutions (parameters stay float32).
   """
-  depth: int = 19
+  network: str = 'vgg19'
   pooling: str = 'max'
   dtype: jnp.dtype = jnp.float32
 
@@ -75,18 +97,17 @@ class VGG(nn.Module):
   def __call__(self, x: jnp.ndarray,
                layers: Sequence[str] | None = None) -> dict[str, jnp.ndarray]:
     """Returns {name: activation} for ``layers`` (all layers if None)."""
-    names = layer_names(self.depth)
+    names = layer_names(self.network)
     wanted = set(names if layers is None else layers)
-    check_layers(wanted, self.depth)
+    check_layers(wanted, self.network)
     if self.pooling not in POOLINGS:
       raise UserError(f'unknown pooling {self.pooling!r}; accepted: {POOLINGS}')
     last = max(names.index(n) for n in wanted)
     out = {}
     for name in names[:last + 1]:
       if name.startswith('conv'):
-        width = _WIDTHS[int(name[4]) - 1]
-        x = nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
-                    name=name)(x)
+        x = nn.Conv(width(name), (3, 3), padding=((1, 1), (1, 1)),
+                    dtype=self.dtype, name=name)(x)
       elif name.startswith('relu'):
         x = nn.relu(x)
       elif self.pooling == 'max':

