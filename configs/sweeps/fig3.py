@@ -3,12 +3,13 @@
   python -m nst.run --config configs/sweeps/fig3.py \
       --config.content_image=tubingen.jpg --config.style_image=painting.jpg
 
-Rows: the layers that define style, {conv1_1}, {conv1_1, conv2_1}, ...
-{conv1_1, ..., conv5_1}, each layer weighted 1/(number of layers). Columns:
-alpha/beta = 1e-5, 1e-4, 1e-3, 1e-2. Everything else is configs/paper.py
-(512 px, L-BFGS from white noise, average pooling, content conv4_2). The 20
-members share one compiled step (a layer set is a weight vector over
-conv1_1..conv5_1) and are sharded over every device; ``sweep.chunk_size``
+Rows: the layers that define style, the paper's {conv1_1}, {conv1_1,
+conv2_1}, ... {conv1_1, ..., conv5_1} (rectified: relu1_1 ... here), each
+layer weighted 1/(number of layers). Columns: alpha/beta = 1e-5, 1e-4, 1e-3,
+1e-2. Everything else is configs/paper.py (512 px, L-BFGS from white noise,
+the normalised VGG-19 with average pooling, content relu4_2). The 20 members
+share one compiled step (a layer set is a weight vector over
+relu1_1..relu5_1) and are sharded over every device; ``sweep.chunk_size``
 bounds how many are in memory at once. Without the image overrides it runs
 on the bundled photo and texture of configs/default.py.
 
@@ -21,18 +22,19 @@ import runpy
 import ml_collections
 
 _PAPER = pathlib.Path(__file__).parents[1] / 'paper.py'
-_STYLE_LAYERS = ('conv1_1', 'conv2_1', 'conv3_1', 'conv4_1', 'conv5_1')
 
 
 def get_config():
-  c = runpy.run_path(str(_PAPER))['get_config']()
+  paper = runpy.run_path(str(_PAPER))
+  c = paper['get_config']()
   c.save_every = 0
 
   c.sweep = ml_collections.ConfigDict()
   c.sweep.axes = ml_collections.ConfigDict()
-  # Style layer sets: the first k of conv1_1 ... conv5_1.
-  c.sweep.axes.style_layers = tuple(
-      _STYLE_LAYERS[:k] for k in range(1, len(_STYLE_LAYERS) + 1))
+  # Style layer sets: the first k of relu1_1 ... relu5_1.
+  layers = paper['STYLE_LAYERS']
+  c.sweep.axes.style_layers = tuple(layers[:k]
+                                    for k in range(1, len(layers) + 1))
   c.sweep.axes.ratio = (1e-5, 1e-4, 1e-3, 1e-2)  # alpha/beta
   c.sweep.zip = ()              # product of the two axes: 5 x 4 members
   c.sweep.rows = 'style_layers'
