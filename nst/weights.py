@@ -339,6 +339,30 @@ def from_keras_h5(path: str | os.PathLike, network: str) -> Params:
   return {'params': params}
 
 
+def from_caffemodel(path: str | os.PathLike, network: str) -> Params:
+  """Reads a Caffe ``.caffemodel`` (VGG-16/19, normalised VGG-19, I2V).
+
+  Caffe kernels are (out, in, kh, kw) and take the input this project uses
+  (BGR, 0-255, minus the mean), so only the layout changes. Needs
+  ``protobuf`` (``pip install 'nst[convert]'``).
+  """
+  from nst import caffemodel
+  blobs = caffemodel.read(path)
+  params = {}
+  for name in vgg.conv_names(network):
+    if name not in blobs:
+      raise UserError(f'{path} has no layer {name}; is it a {network}? Its '
+                      f'layers with parameters: {", ".join(blobs)}')
+    if len(blobs[name]) != 2 or blobs[name][0].ndim != 4:
+      raise UserError(f'{path}: layer {name} does not hold a 4-D kernel and '
+                      'a bias')
+    kernel, bias = blobs[name]
+    params[name] = {
+        'kernel': np.ascontiguousarray(kernel.transpose(2, 3, 1, 0)),
+        'bias': bias.reshape(-1)}
+  return {'params': params}
+
+
 # --------------------------------------------------------------------------
 # The params file format, and checking a tree against the module.
 

