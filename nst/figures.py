@@ -148,7 +148,7 @@ def _inset(result: np.ndarray, painting: np.ndarray,
 def panel_grid(panels, cols: int, *, title: str = '', pad: int = 8):
   """``panels`` = [(image or None, caption)], drawn ``cols`` per row with the
   caption above each; returns ``(PIL image, layout)`` with each panel's box."""
-  font = report._font()
+  font = report.label_font()
   probe = ImageDraw.Draw(Image.new('RGB', (1, 1)))
 
   def text_size(s):

