@@ -11,6 +11,10 @@ rectified response, ``relu4_2`` here. Content relu4_2; style relu1_1 ...
 relu5_1 with w_l = 1/5; alpha/beta = 1e-3 (the paper also uses 1e-4);
 512 px; L-BFGS from white noise.
 
+With this normalisation (not the paper's own file) the paper's alpha/beta
+give mostly the photo; its look came at about 1/100 of them
+(``--config.style_weight=1e5``; experiments/fig2 and fig3).
+
 Slow on a CPU: XLA:CPU runs the convolutions inside the line search's loop
 about 3x slower than outside it, so an L-BFGS step costs about 4 Adam steps
 here (measured 0.3 steps/s at 256x192 px on 2 cores). A GPU does not have
