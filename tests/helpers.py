@@ -1,5 +1,4 @@
 """Small configs and images shared by the tests."""
-import numpy as np
 
 from configs import default
 from nst import images

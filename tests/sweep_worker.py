@@ -4,7 +4,6 @@ multi-process runs the test process cannot change); writes an npz.
   python tests/sweep_worker.py OUT.npz OPTIMIZER [DEVICES [CHUNK]]
   python tests/sweep_worker.py --multiprocess OUT.npz WORKDIR
 """
-import os
 import sys
 from pathlib import Path
 

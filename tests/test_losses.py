@@ -1,7 +1,6 @@
 """Losses against values computed by hand."""
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from nst import losses
 

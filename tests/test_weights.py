@@ -3,7 +3,6 @@ import collections
 import hashlib
 import os
 import pickle
-import sys
 from pathlib import Path
 
 import jax
