@@ -10,7 +10,6 @@ as one batched computation (``nst.sweep``), and draws ``figure1.png`` or
 from __future__ import annotations
 
 import dataclasses
-import io
 import sys
 from pathlib import Path
 
@@ -105,12 +104,6 @@ def _picture(workdir: Path, result) -> np.ndarray | None:
     return None
   with Image.open(workdir / result.image) as im:
     return np.asarray(im.convert('RGB'))
-
-
-def _save_png(path: Path, picture: Image.Image) -> None:
-  buffer = io.BytesIO()
-  picture.save(buffer, format='PNG')
-  images.write_atomic(path, buffer.getvalue())
 
 
 def figure1(workdir: Path, results, layers) -> tuple[Image.Image, dict]:
@@ -226,7 +219,7 @@ def run(figure: int, config, images_dir: str | Path, workdir: Path):
   else:
     picture, _ = figure2(workdir, results, images_dir, config.image_size)
   out = workdir / f'figure{figure}.png'
-  _save_png(out, picture)
+  report.save_png(out, picture)
   print(f'wrote {out}', flush=True)
   return out
 

@@ -99,6 +99,21 @@ def _builtin(spec: str) -> np.ndarray:
   return image[..., :3]
 
 
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff',
+                  '.webp')
+
+
+def folder_images(folder: str | os.PathLike) -> tuple[str, ...]:
+  """The image files in ``folder`` (by suffix), sorted by name."""
+  path = Path(folder).expanduser()
+  found = tuple(str(p) for p in sorted(path.iterdir())
+                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+  if not found:
+    raise UserError(f'folder {str(folder)!r} holds no images '
+                    f'({", ".join(IMAGE_SUFFIXES)})')
+  return found
+
+
 def is_builtin(spec: str) -> bool:
   return spec.startswith(('skimage:', 'nst:'))
 

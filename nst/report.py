@@ -166,6 +166,13 @@ def sheets(axes: dict[str, tuple], results, rows: str = '', cols: str = '',
   return list(out.values())
 
 
+def save_png(path: Path, picture: Image.Image) -> None:
+  """Writes a PIL image as PNG, atomically."""
+  buffer = io.BytesIO()
+  picture.save(buffer, format='PNG')
+  images.write_atomic(path, buffer.getvalue())
+
+
 def write_all(workdir: Path, axes: dict[str, tuple], results, *,
               rows: str = '', cols: str = '', zipped=()) -> None:
   """results.csv, the contact sheets and index.html into ``workdir``."""
@@ -182,9 +189,7 @@ def write_all(workdir: Path, axes: dict[str, tuple], results, *,
                 for row in g['cells']]
     sheet, _ = contact_sheet(pictures, g['row_labels'], g['col_labels'],
                              corner=corner, title=g['title'])
-    buffer = io.BytesIO()
-    sheet.save(buffer, format='PNG')
-    images.write_atomic(workdir / g['file'], buffer.getvalue())
+    save_png(workdir / g['file'], sheet)
   images.write_atomic(workdir / 'index.html',
                       index_html(grids, rows, cols).encode())
 

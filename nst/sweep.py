@@ -58,8 +58,6 @@ from nst.errors import UserError
 
 RATIO = 'ratio'  # alpha/beta, the paper's content/style ratio
 IMAGE_FIELDS = ('content_image', 'style_image', 'init')
-IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff',
-                  '.webp')
 # Fields that change the compiled program or the array shapes: members that
 # differ in any of them (or in the content image's shape) run separately.
 PROGRAM_FIELDS = ('network', 'pooling', 'weights', 'optimizer', 'lbfgs_memory',
@@ -79,13 +77,10 @@ def _freeze(v):
 
 
 def _folder_images(field: str, folder: str) -> tuple[str, ...]:
-  path = Path(folder).expanduser()
-  found = tuple(str(p) for p in sorted(path.iterdir())
-                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-  if not found:
-    raise UserError(f'sweep axis {field}: folder {folder!r} holds no images '
-                    f'({", ".join(IMAGE_SUFFIXES)})')
-  return found
+  try:
+    return images.folder_images(folder)
+  except UserError as e:
+    raise UserError(f'sweep axis {field}: {e}') from None
 
 
 def _image_values(field: str, values) -> tuple[str, ...]:

@@ -24,8 +24,6 @@ import numpy as np
 from nst import images, normalize, vgg, weights
 from nst.errors import UserError
 
-IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
-
 
 def expand(specs):
   """Folders become the image files in them (sorted)."""
@@ -33,12 +31,7 @@ def expand(specs):
   for spec in specs:
     path = Path(spec).expanduser()
     if not images.is_builtin(spec) and path.is_dir():
-      files = sorted(p for p in path.iterdir()
-                     if p.suffix.lower() in IMAGE_SUFFIXES)
-      if not files:
-        raise UserError(f'folder {spec!r} holds no image files '
-                        f'({", ".join(IMAGE_SUFFIXES)})')
-      out += [str(p) for p in files]
+      out += images.folder_images(path)
     else:
       out.append(spec)
   return out

@@ -123,4 +123,8 @@ def test_script_writes_a_params_file(tmp_path, capsys):
                          '--images', str(tmp_path / 'missing.jpg'),
                          '--size', '32']) == 2
   assert 'does not exist' in capsys.readouterr().err
+  (tmp_path / 'empty').mkdir()
+  assert _script().main([str(tmp_path / 'x.npz'), '--weights', 'random',
+                         '--images', str(tmp_path / 'empty')]) == 2
+  assert 'holds no images (.png, .jpg' in capsys.readouterr().err
   assert not (tmp_path / 'x.npz').exists()
