@@ -17,8 +17,24 @@ def get_config() -> ml_collections.ConfigDict:
 
   # --- Images: a path, 'skimage:NAME' (bundled sample) or 'nst:swirls'.
   c.content_image = 'skimage:chelsea'
-  c.style_image = 'nst:swirls'
+  c.style_image = 'nst:swirls'  # several: 'a.jpg,b.jpg' (blended, or one
+                                # per mask region)
   c.image_size = 256            # longer side of the output, px
+
+  # --- Style controls.
+  c.style_blend_weights = ()    # one per style image; () = equal. Without
+                                # masks they are normalised to sum 1
+  c.style_scale = 1.0           # style images are read at style_scale *
+                                # the output size (longer side)
+  c.style_masks = ''            # '' = none; else one mask image per style
+                                # image, comma-separated: white where that
+                                # style applies, black where not (no mask
+                                # covers a pixel: no style there)
+  c.preserve_colour = 'none'    # 'none' | 'luminance' (style on luminance
+                                # only, content's colours kept) |
+                                # 'histogram' (style recoloured first)
+  c.style_loss = 'gram'         # 'gram' (the paper) | 'mean_cov' (squared
+                                # 2-Wasserstein between Gaussian fits)
 
   # --- Network.
   c.network = 'vgg19'           # 'vgg19' | 'vgg16' | 'i2v'
@@ -53,6 +69,15 @@ def get_config() -> ml_collections.ConfigDict:
   c.init = 'content'            # 'content' | 'noise' | an image path
   c.init_noise_std = 1.0        # std of the white noise (0-255 scale)
   c.seed = 0
+  c.avg_decay = 0.0             # iterate averaging: the output is the
+                                # bias-corrected EMA of the image with this
+                                # decay (e.g. 0.99); 0 = the last iterate
+  # Multi-scale, coarse to fine: sizes (longer side, px) optimised first,
+  # each result resized to start the next; image_size comes last with
+  # num_steps. E.g. scales = (128, 256) with image_size = 512. Recommended for
+  # large outputs: see configs/large.py.
+  c.scales = ()
+  c.scale_steps = ()            # steps at each of scales; () = num_steps
   c.clip_pixels = True          # keep pixels in 0..255 after each Adam step
                                 # (L-BFGS runs unconstrained; outputs are
                                 # always clipped when written)

@@ -168,6 +168,15 @@ def load(spec: str, size: int) -> np.ndarray:
   return preprocess(resize(read_rgb(spec), size))
 
 
+def read_mask(spec: str, height: int, width: int) -> np.ndarray:
+  """A mask image as float32 (height, width) on 0-1: its grey level,
+  resized (bilinear) to exactly ``height`` x ``width``; white = 1."""
+  grey = Image.fromarray(read_rgb(spec)).convert('L')
+  if grey.size != (width, height):
+    grey = grey.resize((width, height), Image.Resampling.BILINEAR)
+  return np.asarray(grey, np.float32) / 255
+
+
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
   """Writes bytes to a temporary file beside ``path``, then renames it."""
   path = Path(path)

@@ -1,4 +1,5 @@
-"""Pure loss functions of Gatys, Ecker & Bethge (2015).
+"""Pure loss functions: Gatys, Ecker & Bethge (2015) and the style losses
+and spatial control of Gatys et al. (2017).
 
 Notation of the paper: a layer ``l`` has ``N_l`` filters, each a feature map
 of ``M_l`` = height x width positions; ``F^l`` is the (M_l, N_l) matrix of the
@@ -10,6 +11,27 @@ Gram matrix of the generated image and ``A^l`` the style image's.
             L_style = sum_l w_l * E_l
   total:    alpha * L_content + beta * L_style + tv_weight * L_tv
 
+Style statistics are *moments*: the mean ``mu = F^T 1 / M`` (N,) and the
+second raw moment ``S = F^T F / M`` (N, N), the Gram matrix per position.
+Written with them, ``E_l = 1/(4 N^2) sum_ij (S_ij - S^A_ij)^2``: the paper's
+formula when both images have M positions, and still meaningful when the
+style image has another size (a style scale, another aspect ratio). Moments,
+unlike covariances, blend linearly: the moments of several style images
+weighted w_s are the weighted sums of theirs.
+
+Two style distances per layer (``STYLE_LOSSES``):
+  ``gram``     the paper's E_l above;
+  ``mean_cov`` the squared 2-Wasserstein distance between Gaussians with the
+               two means and covariances, divided by N:
+               (|mu - mu_A|^2 + tr(C + C_A - 2 (C_A^1/2 C C_A^1/2)^1/2)) / N,
+               with ``eps`` added to the diagonal of the generated C.
+
+Spatial control: a mask ``m`` (H, W) at the layer's resolution weighs each
+position by m^2 (the paper's F * T, squared by the Gram product), and the
+moments are taken per unit of weight, so a region is compared with its style
+as a whole image would be. ``regions`` masks (R, H, W) and their weights
+(R,) give ``sum_r weight_r * distance(moments under mask r, target r)``.
+
 Feature maps are (H, W, C) arrays (one image, no batch axis); ``vmap`` adds
 batches. Nothing here knows about files, configs or networks.
 """
@@ -17,9 +39,12 @@ from __future__ import annotations
 
 from typing import Mapping
 
+import jax
 import jax.numpy as jnp
 
 Features = Mapping[str, jnp.ndarray]
+STYLE_LOSSES = ('gram', 'mean_cov')
+EPS = 1e-4  # added to the generated covariance's diagonal (mean_cov)
 
 
 def gram(features: jnp.ndarray) -> jnp.ndarray:
@@ -31,18 +56,81 @@ def gram(features: jnp.ndarray) -> jnp.ndarray:
   return jnp.einsum('mi,mj->ij', f, f, preferred_element_type=jnp.float32)
 
 
+def moments(features: jnp.ndarray, mask: jnp.ndarray | None = None
+            ) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Mean (N,) and second raw moment (N, N) of (H, W, N) features.
+
+  With a ``mask`` (H, W), each position counts ``mask**2``; a mask of zeros
+  gives zeros (not NaN).
+  """
+  f = features.reshape(-1, features.shape[-1])
+  if mask is None:
+    m = f.shape[0]
+    mean = jnp.sum(f, axis=0, dtype=jnp.float32) / m
+    return mean, gram(features) / m
+  w = (mask.reshape(-1, 1) ** 2).astype(jnp.float32)
+  total = jnp.maximum(jnp.sum(w), 1e-12)
+  mean = jnp.sum(w * f, axis=0) / total
+  g = jnp.einsum('mi,mj->ij', w * f, f, preferred_element_type=jnp.float32)
+  return mean, g / total
+
+
+def covariance(mean: jnp.ndarray, srm: jnp.ndarray) -> jnp.ndarray:
+  """Covariance from the mean and the second raw moment."""
+  return srm - jnp.outer(mean, mean)
+
+
+def sqrtm(matrix: jnp.ndarray) -> jnp.ndarray:
+  """Square root of a symmetric positive semi-definite matrix."""
+  values, vectors = jnp.linalg.eigh((matrix + matrix.T) / 2)
+  return (vectors * jnp.sqrt(jnp.maximum(values, 0.0))) @ vectors.T
+
+
+def style_target(mean: jnp.ndarray, srm: jnp.ndarray, kind: str
+                 ) -> dict[str, jnp.ndarray]:
+  """What ``style_distance`` of ``kind`` compares against, from moments."""
+  if kind == 'gram':
+    return {'srm': srm}
+  cov = covariance(mean, srm)
+  return {'mean': mean, 'cov': cov, 'cov_sqrt': sqrtm(cov)}
+
+
+def style_distance(mean: jnp.ndarray, srm: jnp.ndarray,
+                   target: Mapping[str, jnp.ndarray]) -> jnp.ndarray:
+  """One layer's style loss from the generated moments; the kind is the
+  target's (see ``style_target``)."""
+  n = srm.shape[-1]
+  if 'cov' not in target:  # gram: E_l = 1/(4 N^2) sum (S - S_A)^2
+    diff = srm - target['srm']
+    return jnp.sum(diff * diff) / (4.0 * n * n)
+  cov = covariance(mean, srm) + EPS * jnp.eye(n, dtype=srm.dtype)
+  root = target['cov_sqrt']
+  cross = root @ cov @ root
+  values = jnp.linalg.eigvalsh((cross + cross.T) / 2)
+  # sqrt's slope is unbounded at 0; below 1e-12 the values count as 0.
+  trace_sqrt = jnp.sum(jnp.sqrt(jnp.maximum(values, 1e-12)))
+  mean_term = jnp.sum((mean - target['mean']) ** 2)
+  cov_term = jnp.trace(target['cov']) + jnp.trace(cov) - 2.0 * trace_sqrt
+  return (mean_term + cov_term) / n
+
+
+def layer_style_loss(features: jnp.ndarray, target: Mapping[str, jnp.ndarray],
+                     masks: jnp.ndarray | None = None,
+                     region_weights: jnp.ndarray | None = None):
+  """One layer's style loss; with ``masks`` (R, H, W), the weighted sum
+  over regions, ``target``'s leaves then having a leading R axis."""
+  if masks is None:
+    return style_distance(*moments(features), target)
+  per_region = jax.vmap(
+      lambda mask, t: style_distance(*moments(features, mask), t))(
+          masks, target)
+  return jnp.sum(region_weights * per_region)
+
+
 def layer_content_loss(features: jnp.ndarray, target: jnp.ndarray):
   """``1/2 sum (F - P)^2`` for one layer."""
   diff = features.astype(jnp.float32) - target
   return 0.5 * jnp.sum(diff * diff)
-
-
-def layer_style_loss(features: jnp.ndarray, target_gram: jnp.ndarray):
-  """``E_l = 1/(4 N^2 M^2) sum (G - A)^2`` for one layer."""
-  m = features.shape[0] * features.shape[1]
-  n = features.shape[-1]
-  diff = gram(features) - target_gram
-  return jnp.sum(diff * diff) / (4.0 * n * n * m * m)
 
 
 def content_loss(*, feats: Features, targets: Features,
@@ -52,11 +140,15 @@ def content_loss(*, feats: Features, targets: Features,
              for l, w in weights.items())
 
 
-def style_loss(*, feats: Features, grams: Features,
-               weights: Mapping[str, float]) -> jnp.ndarray:
-  """``sum_l w_l E_l`` over the layers in ``weights``."""
-  return sum(w * layer_style_loss(feats[l], grams[l])
-             for l, w in weights.items())
+def style_loss(*, feats: Features, targets: Mapping[str, Mapping],
+               weights: Mapping[str, float],
+               masks: Features | None = None,
+               region_weights: jnp.ndarray | None = None) -> jnp.ndarray:
+  """``sum_l w_l E_l`` over the layers in ``weights`` (``masks``: one
+  (R, H_l, W_l) array per layer, see ``layer_style_loss``)."""
+  return sum(w * layer_style_loss(
+      feats[l], targets[l], None if masks is None else masks[l],
+      region_weights) for l, w in weights.items())
 
 
 def tv_loss(image: jnp.ndarray) -> jnp.ndarray:
@@ -67,16 +159,19 @@ def tv_loss(image: jnp.ndarray) -> jnp.ndarray:
 
 
 def total_loss(*, feats: Features, image: jnp.ndarray, content_targets:
-               Features, style_grams: Features,
+               Features, style_targets: Mapping[str, Mapping],
                content_weights: Mapping[str, float],
                style_weights: Mapping[str, float], alpha, beta,
-               tv_weight=0.0) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+               tv_weight=0.0, style_masks: Features | None = None,
+               region_weights: jnp.ndarray | None = None,
+               ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
   """``alpha L_content + beta L_style + tv_weight L_tv`` and its parts."""
   parts = {
       'content': content_loss(feats=feats, targets=content_targets,
                               weights=content_weights),
-      'style': style_loss(feats=feats, grams=style_grams,
-                          weights=style_weights),
+      'style': style_loss(feats=feats, targets=style_targets,
+                          weights=style_weights, masks=style_masks,
+                          region_weights=region_weights),
       'tv': tv_loss(image),
   }
   parts = {k: jnp.asarray(v, jnp.float32) for k, v in parts.items()}

@@ -10,6 +10,12 @@ with ``staircase=True``).
 needs the objective itself (``value_fn``); ``uses_linesearch`` tells the
 update step to pass it.
 
+Iterate averaging (``avg_decay`` in the config, 0 = off): an exponential
+moving average of the image over the steps, bias-corrected as Adam's moments
+are -- after t steps ``(1 - d) sum_k d^(t-k) x_k / (1 - d^t)`` -- which is
+the output when enabled. The average is always kept (one image-sized buffer);
+with d = 0 it is the last iterate exactly, so no setting is special-cased.
+
 The numeric hyper-parameters are arrays (``hyperparams``), not Python
 constants, so one compiled update serves every learning rate of a sweep:
 ``make`` is called inside the traced step with the member's arrays.
@@ -37,7 +43,8 @@ def check(name: str) -> None:
 def hyperparams(config) -> dict[str, jnp.ndarray]:
   """The config's numeric optimiser settings as float32 arrays."""
   return {k: jnp.asarray(config[k], jnp.float32)
-          for k in ('learning_rate', 'lr_decay_rate', 'lr_decay_steps')}
+          for k in ('learning_rate', 'lr_decay_rate', 'lr_decay_steps',
+                    'avg_decay')}
 
 
 def schedule(hparams) -> optax.Schedule:
@@ -61,3 +68,21 @@ def make_optimizer(config) -> optax.GradientTransformationExtraArgs:
   """``make`` with everything taken from ``config``."""
   return make(config.optimizer, hyperparams(config),
               lbfgs_memory=config.lbfgs_memory)
+
+
+def average_init(image):
+  """The iterate average before any step: an empty sum."""
+  return {'sum': jnp.zeros_like(image), 'count': jnp.zeros((), jnp.int32)}
+
+
+def average_update(average, image, decay):
+  """Adds the new iterate ``image`` to the moving average."""
+  return {'sum': decay * average['sum'] + (1 - decay) * image,
+          'count': average['count'] + 1}
+
+
+def averaged(average, decay, image):
+  """The bias-corrected average; ``image`` itself before the first step."""
+  count = average['count']
+  correction = 1 - decay ** jnp.maximum(count, 1).astype(jnp.float32)
+  return jnp.where(count > 0, average['sum'] / correction, image)

@@ -6,7 +6,8 @@ config field can be overridden (``--config.style_weight=1e4``); a misspelt
 field is an error.
 Writes into ``--workdir`` (default ``runs/<config>-<time>``):
   config.json      the resolved config
-  metrics.jsonl    one row per log step: step, loss, content, style, tv, steps/s
+  metrics.jsonl    one row per log step: step, size, loss, content, style,
+                   tv, steps/s
   step_00050.png   intermediate images every ``save_every`` steps
   final.png        the result
 A sweep writes config.json, metrics.jsonl, members/NNNN.png (+ .json, the
@@ -16,6 +17,7 @@ An existing, non-empty workdir is refused unless ``--overwrite`` is given.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import sys
 from pathlib import Path
@@ -60,33 +62,36 @@ def run(config, workdir: Path, overwrite: bool = False) -> Path:
   """Checks everything, then stylises; returns the final image's path."""
   stylize.check_config(config)
   check_workdir(workdir, overwrite)
-  content = images.load(config.content_image, config.image_size)
-  stylize.check_content_shape(config, content.shape)
-  h, w = content.shape[:2]
-  style = images.load(config.style_image, config.image_size)
+  load = functools.cache(images.load)  # each image read once per size
+  inputs = stylize.load_inputs(config, config.image_size, load)  # checks
+  h, w = inputs.content.shape[:2]
   params = weights.load(config.weights, config.network)
 
   workdir.mkdir(parents=True, exist_ok=True)
   images.write_atomic(workdir / 'config.json',
                       config.to_json(indent=2).encode())
   metrics_file = open(workdir / 'metrics.jsonl', 'a')
-  print(f'{w}x{h} px, {config.num_steps} steps of {config.optimizer} '
-        f'-> {workdir}', flush=True)
+  plan = stylize.scale_plan(config)
+  steps = ' + '.join(f'{n} at {size} px' for size, n in plan[:-1])
+  print(f'{w}x{h} px, {steps + " + " if steps else ""}{config.num_steps} '
+        f'steps of {config.optimizer} -> {workdir}', flush=True)
+  total = sum(n for _, n in plan)
 
   def on_log(step, m):
     metrics_file.write(json.dumps(m) + '\n')
     metrics_file.flush()
-    print(f'step {step:5d}/{config.num_steps}  loss {m["loss"]:.4e}  '
+    print(f'step {step:5d}/{total}  loss {m["loss"]:.4e}  '
           f'content {m["content"]:.4e}  style {m["style"]:.4e}  '
           f'tv {m["tv"]:.3e}' + (f'  {m["steps_per_s"]:.2f} steps/s'
-                                 if m['steps_per_s'] else ''), flush=True)
+                                 if m['steps_per_s'] else '') +
+          (f'  ({m["size"]} px)' if len(plan) > 1 else ''), flush=True)
 
   def on_save(step, image):
     images.save(workdir / f'step_{step:05d}.png', image)
 
   with metrics_file:
-    image, _ = stylize.stylize(config, params, content, style,
-                               on_log=on_log, on_save=on_save)
+    image, _ = stylize.stylize(config, params, load=load, on_log=on_log,
+                               on_save=on_save)
   final = workdir / 'final.png'
   images.save(final, image)
   print(f'wrote {final}', flush=True)

@@ -1,17 +1,24 @@
 """Targets -> initial image -> jitted update step -> loop.
 
-The data flow, one way:
-  1. ``make_targets``: content features and style Gram matrices are computed
-     once, together with the loss weights, into one pytree (``targets``);
-  2. ``init_image``: the content image, white noise, or a given image;
-  3. ``make_update``: one pure ``(params, targets, hparams, image,
-     opt_state) -> (image, opt_state, metrics)``, VGG params passed in;
-     ``make_step`` jits it with the image and optimiser state donated
-     (``nst.sweep`` vmaps the same function over many configs);
-  4. ``stylize``: runs the step, calling back for logging and saving.
+The data flow, one way, at each scale of ``scale_plan`` (one scale unless
+``scales`` names coarser ones):
+  1. ``load_inputs``: content, style images (at ``style_scale``), masks, and
+     the colour preservation's conversions (``nst.colour``);
+  2. ``make_targets``: content features and style targets (moments, blended
+     or one per masked region) are computed once, together with the loss
+     weights, into one pytree (``targets``);
+  3. ``init_image``: the content image, white noise, or a given image; at a
+     finer scale, the previous scale's output resized (``resize_image``);
+  4. ``make_update``: one pure ``(params, targets, hparams, image, state) ->
+     (image, state, metrics)``, VGG params passed in, the state holding the
+     optimiser's and the iterate average's; ``make_step`` jits it with the
+     image and state donated (``nst.sweep`` vmaps the same function);
+  5. ``stylize``: runs the steps, calling back for logging and saving; the
+     output is the iterate average (``output``), colours restored.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import time
@@ -23,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nst import images, losses, optim, vgg
+from nst import colour, images, losses, optim, vgg
 from nst.errors import UserError
 
 INITS = ('content', 'noise')
@@ -41,12 +48,14 @@ def min_image_side(config) -> int:
                       tuple(config.style_layers))
 
 
-def check_content_shape(config, shape) -> None:
+def check_content_shape(config, shape, size: int | None = None) -> None:
   """Raises a UserError if the loaded content image is too small."""
   h, w = shape[:2]
   needed = min_image_side(config)
   if min(h, w) < needed:
-    raise UserError(f'at image_size={config.image_size} the content image is '
+    where = (f'image_size={config.image_size}' if size in (None,
+             config.image_size) else f'scale {size}')
+    raise UserError(f'at {where} the content image is '
                     f'{w}x{h} px; the requested layers need a shorter side of '
                     f'at least {needed} px: raise image_size')
 
@@ -91,10 +100,56 @@ def check_config(config) -> None:
                        ('save_every', 0)):
     if config[field] < least:
       raise UserError(f'{field}={config[field]}: accepted is >= {least}')
+  check_controls(config)
   if not (config.init in INITS or images.is_builtin(config.init)
           or Path(config.init).expanduser().is_file()):
     raise UserError(f'init={config.init!r}; accepted: content, noise, or the '
                     'path of an existing image')
+
+
+def check_controls(config) -> None:
+  """Raises a UserError for bad style, colour, averaging or scale fields."""
+  styles = style_specs(config)
+  if not all(styles):
+    raise UserError(f'style_image={config.style_image!r} has an empty entry; '
+                    'accepted: one image, or several separated by commas')
+  blend = tuple(config.style_blend_weights)
+  if blend and len(blend) != len(styles):
+    raise UserError(f'style_blend_weights has {len(blend)} values for '
+                    f'{len(styles)} style images; give one per image, or () '
+                    'for equal weights')
+  if blend and not (all(math.isfinite(b) and b >= 0 for b in blend)
+                    and sum(blend) > 0):
+    raise UserError(f'style_blend_weights={blend}: each must be a finite '
+                    'number >= 0, and their sum > 0')
+  masks = mask_specs(config)
+  if masks and (len(masks) != len(styles) or not all(masks)):
+    raise UserError(f'style_masks={config.style_masks!r} names {len(masks)} '
+                    f'mask(s) for {len(styles)} style image(s); accepted: '
+                    '"" (no masks) or one mask image per style, separated by '
+                    'commas')
+  if not (math.isfinite(config.style_scale) and config.style_scale > 0):
+    raise UserError(f'style_scale={config.style_scale!r}: accepted is a '
+                    'finite number > 0')
+  colour.check(config.preserve_colour)
+  if config.style_loss not in losses.STYLE_LOSSES:
+    raise UserError(f'style_loss={config.style_loss!r}; accepted: '
+                    f'{", ".join(losses.STYLE_LOSSES)}')
+  if not (math.isfinite(config.avg_decay) and 0 <= config.avg_decay < 1):
+    raise UserError(f'avg_decay={config.avg_decay!r}: accepted is a number '
+                    'in [0, 1) (0 = no averaging)')
+  scales, steps = tuple(config.scales), tuple(config.scale_steps)
+  needed = min_image_side(config)
+  if any(not isinstance(s, int) for s in scales) or list(scales) != sorted(
+      set(scales)) or (scales and not needed <= scales[0]) or (
+          scales and scales[-1] >= config.image_size):
+    raise UserError(f'scales={scales}: accepted are increasing integer sizes '
+                    f'from {needed} px (the layers\' minimum) to below '
+                    f'image_size={config.image_size}, or () for one scale')
+  if steps and (len(steps) != len(scales) or
+                any(not isinstance(s, int) or s < 0 for s in steps)):
+    raise UserError(f'scale_steps={steps}: accepted is () (num_steps at '
+                    f'each scale) or one integer >= 0 per scale {scales}')
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
@@ -103,15 +158,113 @@ def _features(model, params, image, layers):
   return {k: v[0] for k, v in model.apply(params, image[None], layers).items()}
 
 
-def make_targets(config, model, params, content, style, *,
-                 content_layers=None, style_layers=None) -> dict[str, Any]:
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _moments(model, params, image, layers):
+  """{layer: (mean, second raw moment)} of one image's features."""
+  return {l: losses.moments(f)
+          for l, f in _features(model, params, image, layers).items()}
+
+
+def style_specs(config) -> list[str]:
+  """The style image sources: ``style_image`` split at commas."""
+  return [s.strip() for s in config.style_image.split(',')]
+
+
+def mask_specs(config) -> list[str]:
+  """The mask sources, one per style image; [] without masks."""
+  return ([s.strip() for s in config.style_masks.split(',')]
+          if config.style_masks.strip() else [])
+
+
+def blend_weights(config) -> np.ndarray:
+  """One weight per style image; () in the config = 1 each."""
+  weights = tuple(config.style_blend_weights) or (1.0,) * len(
+      style_specs(config))
+  return np.asarray(weights, np.float32)
+
+
+def regions(config) -> int:
+  """Masked regions the style loss sums over; 0 = no masks (one target)."""
+  return len(mask_specs(config))
+
+
+def scale_plan(config) -> list[tuple[int, int]]:
+  """(size, steps) of each scale, coarse to fine, ending at image_size."""
+  steps = tuple(config.scale_steps) or (config.num_steps,) * len(
+      config.scales)
+  return list(zip(config.scales, steps)) + [(config.image_size,
+                                              config.num_steps)]
+
+
+@dataclasses.dataclass
+class Inputs:
+  """The images of one run at one scale, in the Caffe convention."""
+  content: np.ndarray        # what the network sees as the content
+  styles: list[np.ndarray]   # what it sees as each style
+  masks: np.ndarray | None   # (S, H, W) on 0-1 at the content's size
+  original: np.ndarray       # the content photo, in colour
+
+
+def load_inputs(config, size: int, load: Callable = images.load) -> Inputs:
+  """Reads (``load(spec, size)``) and prepares the images at ``size``:
+  each style at ``style_scale * size``, masks at the content's shape, then
+  the colour preservation's conversions."""
+  original = load(config.content_image, size)
+  check_content_shape(config, original.shape, size)
+  style_size = max(1, round(config.style_scale * size))
+  styles = [load(spec, style_size) for spec in style_specs(config)]
+  needed = vgg.min_size(tuple(config.style_layers))
+  for spec, style in zip(style_specs(config), styles):
+    if min(style.shape[:2]) < needed:
+      raise UserError(
+          f'style image {spec!r} at style_scale={config.style_scale} and '
+          f'size {size} is {style.shape[1]}x{style.shape[0]} px; the style '
+          f'layers need a shorter side of at least {needed} px: raise '
+          'style_scale or image_size')
+  h, w = original.shape[:2]
+  masks = (np.stack([images.read_mask(spec, h, w)
+                     for spec in mask_specs(config)])
+           if mask_specs(config) else None)
+  content, styles = colour.prepare(config.preserve_colour, original, styles)
+  return Inputs(content, styles, masks, original)
+
+
+def _pool_to(mask: np.ndarray, shape) -> np.ndarray:
+  """(S, H, W) masks 2x2-average-pooled (stride 2, rounding down, as the
+  network's pooling) until they have a layer's (h, w)."""
+  while mask.shape[1:] != tuple(shape):
+    h, w = mask.shape[1] // 2, mask.shape[2] // 2
+    if h < shape[0] or w < shape[1]:
+      raise ValueError(f'a mask of {mask.shape[1:]} cannot pool to {shape}')
+    mask = mask[:, :2 * h, :2 * w].reshape(-1, h, 2, w, 2).mean((2, 4))
+  return mask
+
+
+def _layer_masks(masks, shapes) -> dict[str, jnp.ndarray]:
+  """(S, H, W) masks at each layer's resolution (``_pool_to``)."""
+  masks = np.asarray(masks, np.float32)
+  return {l: jnp.asarray(_pool_to(masks, s.shape[:2]))
+          for l, s in shapes.items()}
+
+
+def make_targets(config, model, params, inputs: Inputs, *,
+                 content_layers=None, style_layers=None,
+                 area_ratio: float = 1.0) -> dict[str, Any]:
   """Everything the objective compares against, and its weights.
 
-  Returns a pytree of arrays: content features, style Gram matrices, the
+  Returns a pytree of arrays: content features, style targets, the
   per-layer weights and alpha, beta, tv_weight. Computed once, outside the
   step. ``content_layers`` / ``style_layers`` (default: the config's) may
   name more layers than the config uses: those get weight 0, so configs with
   different layer sets share one pytree structure (and one compiled step).
+
+  Several style images blend: their moments, weighted by
+  ``style_blend_weights`` (normalised to sum 1), make one target. With
+  masks, each style is its own region's target, weighted by its blend weight
+  (not normalised; 0 for an empty mask). ``area_ratio`` multiplies alpha: the
+  content loss grows with the pixel count and the style loss does not, so a
+  coarse scale of a multi-scale run gets (final area / its area) to keep
+  alpha/beta's balance.
   """
   content_w = layer_weights(config.content_layers,
                             config.content_layer_weights, 1.0)
@@ -126,20 +279,38 @@ def make_targets(config, model, params, content, style, *,
     content_w = {l: content_w.get(l, 0.0) for l in content_layers}
   if style_layers is not None:
     style_w = {l: style_w.get(l, 0.0) for l in style_layers}
-  content_feats = (_features(model, params, jnp.asarray(content),
-                             tuple(content_w)) if content_w else {})
-  style_feats = (_features(model, params, jnp.asarray(style), tuple(style_w))
-                 if style_w else {})
+  content = jnp.asarray(inputs.content)
+  content_feats = (_features(model, params, content, tuple(content_w))
+                   if content_w else {})
+  per_style = [_moments(model, params, jnp.asarray(s), tuple(style_w))
+               for s in inputs.styles] if style_w else []
+  blend = blend_weights(config)
+  kind = config.style_loss
   f32 = lambda v: jnp.asarray(v, jnp.float32)
-  return {
+  targets = {
       'content': content_feats,
-      'style': {l: losses.gram(f) for l, f in style_feats.items()},
       'content_weights': jax.tree.map(f32, content_w),
       'style_weights': jax.tree.map(f32, style_w),
-      'alpha': f32(config.content_weight),
+      'alpha': f32(config.content_weight * area_ratio),
       'beta': f32(config.style_weight),
       'tv_weight': f32(config.tv_weight),
   }
+  if inputs.masks is None:
+    mix = lambda *xs: sum(w * x for w, x in zip(blend, xs)) / blend.sum()
+    targets['style'] = {
+        l: losses.style_target(*jax.tree.map(mix, *[m[l] for m in per_style]),
+                               kind) for l in style_w}
+    return targets
+  shapes = jax.eval_shape(lambda x: _features(model, params, x,
+                                              tuple(style_w)), content)
+  targets['style'] = {
+      l: jax.tree.map(lambda *xs: jnp.stack(xs), *[
+          losses.style_target(*m[l], kind) for m in per_style])
+      for l in style_w}
+  targets['style_masks'] = _layer_masks(inputs.masks, shapes)
+  nonempty = (inputs.masks.reshape(len(blend), -1).max(axis=1) > 0)
+  targets['region_weights'] = f32(blend * nonempty)
+  return targets
 
 
 def objective(model, params, targets, image):
@@ -149,10 +320,12 @@ def objective(model, params, targets, image):
   feats = _features(model, params, image, layers)
   return losses.total_loss(
       feats=feats, image=image, content_targets=targets['content'],
-      style_grams=targets['style'],
+      style_targets=targets['style'],
       content_weights=targets['content_weights'],
       style_weights=targets['style_weights'], alpha=targets['alpha'],
-      beta=targets['beta'], tv_weight=targets['tv_weight'])
+      beta=targets['beta'], tv_weight=targets['tv_weight'],
+      style_masks=targets.get('style_masks'),
+      region_weights=targets.get('region_weights'))
 
 
 def init_image(config, content: np.ndarray) -> np.ndarray:
@@ -167,13 +340,22 @@ def init_image(config, content: np.ndarray) -> np.ndarray:
   return images.preprocess(images.resize_to(images.read_rgb(config.init), h, w))
 
 
+def resize_image(image, shape) -> np.ndarray:
+  """A (finished scale's) image resized to ``shape`` (H, W, 3), bicubic."""
+  if tuple(image.shape) == tuple(shape):
+    return np.asarray(image, np.float32)
+  return np.asarray(jax.image.resize(jnp.asarray(image), tuple(shape),
+                                     'cubic'), np.float32)
+
+
 def make_update(model, *, optimizer: str, lbfgs_memory: int,
                 clip: bool) -> Callable:
   """One optimisation step of one image, as a pure function.
 
-  ``update(params, targets, hparams, image, opt_state) -> (image, opt_state,
+  ``update(params, targets, hparams, image, state) -> (image, state,
   metrics)``, ``metrics['loss']`` being the total loss of the image that went
-  in. ``hparams`` are the optimiser's array settings (``optim.hyperparams``),
+  in, ``state`` the optimiser's and the iterate average's (``init_state``).
+  ``hparams`` are the optimiser's array settings (``optim.hyperparams``),
   so the same function serves every member of a sweep under ``vmap``. With
   ``clip`` the image is projected onto valid pixel values after each step
   (not with a line search, whose cached value would then be stale).
@@ -181,8 +363,9 @@ def make_update(model, *, optimizer: str, lbfgs_memory: int,
   linesearch = optim.uses_linesearch(optimizer)
   lo, hi = images.pixel_bounds()
 
-  def update(params, targets, hparams, image, opt_state):
+  def update(params, targets, hparams, image, state):
     opt = optim.make(optimizer, hparams, lbfgs_memory=lbfgs_memory)
+    opt_state = state['opt']
     value_fn = lambda x: objective(model, params, targets, x)[0]
     if linesearch:
       value, grad = optax.value_and_grad_from_state(value_fn)(
@@ -195,74 +378,113 @@ def make_update(model, *, optimizer: str, lbfgs_memory: int,
     image = optax.apply_updates(image, updates)
     if clip and not linesearch:
       image = jnp.clip(image, lo, hi)
-    return image, opt_state, {'loss': value}
+    average = optim.average_update(state['average'], image,
+                                   hparams['avg_decay'])
+    return image, {'opt': opt_state, 'average': average}, {'loss': value}
 
   return update
 
 
 def init_state(optimizer: str, lbfgs_memory: int, hparams, image):
-  """The optimiser state for ``image``; each leaf owns its buffer.
+  """The optimiser state and iterate average for ``image``; each leaf owns
+  its buffer.
 
   (L-BFGS's init shares one buffer between leaves; donation needs each leaf
-  to own its own.)
+  to own its own. Its init also has weakly typed scalars where its update
+  returns strong ones: copied with their dtype made explicit, the step's
+  input and output types agree and it compiles once, not twice.)
   """
   opt = optim.make(optimizer, hparams, lbfgs_memory=lbfgs_memory)
-  return jax.tree.map(jnp.copy, opt.init(image))
+  return jax.tree.map(lambda v: jnp.array(v, dtype=v.dtype, copy=True),
+                      {'opt': opt.init(image),
+                       'average': optim.average_init(image)})
 
 
+def output(hparams, image, state):
+  """The run's output after the steps so far: the iterate average."""
+  return optim.averaged(state['average'], hparams['avg_decay'], image)
+
+
+@functools.cache
 def make_step(model, *, optimizer: str, lbfgs_memory: int = 10,
               clip: bool = False) -> Callable:
-  """``make_update``, jitted, with ``image`` and ``opt_state`` donated."""
+  """``make_update``, jitted, with ``image`` and ``state`` donated.
+
+  Cached: runs with the same settings share one jitted function, so a second
+  run at the same shapes compiles nothing."""
   update = make_update(model, optimizer=optimizer, lbfgs_memory=lbfgs_memory,
                        clip=clip)
   return jax.jit(update, donate_argnums=(3, 4))
 
 
-def stylize(config, params, content: np.ndarray, style: np.ndarray, *,
+@functools.cache
+def _evaluator(model) -> Callable:
+  """``(params, targets, hparams, image, state) -> objective(output)``."""
+  return jax.jit(lambda p, t, hp, x, s: objective(model, p, t,
+                                                  output(hp, x, s)))
+
+
+_finish = jax.jit(output)
+
+
+def stylize(config, params, *, load: Callable = images.load,
             on_log: Callable[[int, dict], None] | None = None,
             on_save: Callable[[int, np.ndarray], None] | None = None):
-  """Runs the optimisation; returns the final image and its losses.
+  """Runs the optimisation; returns the output image and its losses.
 
-  ``content`` and ``style`` are Caffe-convention (H, W, 3) arrays. ``on_log``
-  gets ``(step, metrics)`` every ``config.log_every`` steps and at the end,
-  with the losses of the image after that many updates; ``on_save`` gets
-  ``(step, image)`` every ``config.save_every`` steps.
+  Images are read with ``load(spec, size)`` (Caffe convention). Steps are
+  counted across scales. ``on_log`` gets ``(step, metrics)`` every
+  ``config.log_every`` steps and at the end of each scale, with the losses
+  of the output after that many updates; ``on_save`` gets ``(step,
+  output)`` every ``config.save_every`` steps (at that scale's size).
   """
   check_config(config)
   model = vgg.VGG(network=config.network, pooling=config.pooling)
-  targets = make_targets(config, model, params, content, style)
   hparams = optim.hyperparams(config)
   step = make_step(model, optimizer=config.optimizer,
                    lbfgs_memory=config.lbfgs_memory, clip=config.clip_pixels)
-  evaluate = jax.jit(lambda p, t, x: objective(model, p, t, x))
+  evaluate = _evaluator(model)
+  done, image, state, metrics = 0, None, None, {}
+  for size, steps in scale_plan(config):
+    inputs = load_inputs(config, size, load)
+    targets = make_targets(config, model, params, inputs,
+                           area_ratio=(config.image_size / size) ** 2)
+    image = jnp.asarray(
+        init_image(config, inputs.content) if image is None else
+        resize_image(_finish(hparams, image, state), inputs.content.shape))
+    state = init_state(config.optimizer, config.lbfgs_memory, hparams, image)
+    last_time, last_step = time.perf_counter(), done
 
-  image = jnp.asarray(init_image(config, content))
-  opt_state = init_state(config.optimizer, config.lbfgs_memory, hparams, image)
-  last_time, last_step = time.perf_counter(), 0
+    def log(i):
+      nonlocal last_time, last_step
+      total, parts = jax.device_get(evaluate(params, targets, hparams, image,
+                                             state))
+      now = time.perf_counter()
+      metrics = {'step': i, 'size': size, 'loss': float(total),
+                 **{k: float(v) for k, v in parts.items()},
+                 'steps_per_s': (i - last_step) / max(now - last_time, 1e-9)}
+      last_time, last_step = now, i
+      if not math.isfinite(metrics['loss']):
+        raise UserError(f'the loss became {metrics["loss"]} by step {i}; the '
+                        'learning rate or a loss weight is likely too high')
+      if on_log:
+        on_log(i, metrics)
+      return metrics
 
-  def log(i):
-    nonlocal last_time, last_step
-    total, parts = jax.device_get(evaluate(params, targets, image))
-    now = time.perf_counter()
-    metrics = {'step': i, 'loss': float(total),
-               **{k: float(v) for k, v in parts.items()},
-               'steps_per_s': (i - last_step) / max(now - last_time, 1e-9)}
-    last_time, last_step = now, i
-    if not math.isfinite(metrics['loss']):
-      raise UserError(f'the loss became {metrics["loss"]} by step {i}; the '
-                      'learning rate or a loss weight is likely too high')
-    if on_log:
-      on_log(i, metrics)
-    return metrics
-
-  metrics = log(0)
-  for i in range(1, config.num_steps + 1):
-    image, opt_state, _ = step(params, targets, hparams, image, opt_state)
-    if i == 1:  # keep compilation out of the reported speed
-      jax.block_until_ready(image)
-      last_time, last_step = time.perf_counter(), 1
-    if config.log_every and i % config.log_every == 0 or i == config.num_steps:
-      metrics = log(i)
-    if on_save and config.save_every and i % config.save_every == 0:
-      on_save(i, np.array(image))
-  return np.array(image), metrics
+    if done == 0:
+      metrics = log(0)
+    for i in range(done + 1, done + steps + 1):
+      image, state, _ = step(params, targets, hparams, image, state)
+      if i == done + 1:  # keep compilation out of the reported speed
+        jax.block_until_ready(image)
+        last_time, last_step = time.perf_counter(), i
+      if config.log_every and i % config.log_every == 0 or i == done + steps:
+        metrics = log(i)
+      if on_save and config.save_every and i % config.save_every == 0:
+        on_save(i, colour.restore(config.preserve_colour, np.array(
+            _finish(hparams, image, state)), inputs.original))
+    done += steps
+  result = colour.restore(config.preserve_colour,
+                          np.array(_finish(hparams, image, state)),
+                          inputs.original)
+  return result, metrics

@@ -53,7 +53,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from nst import images, optim, report, stylize, vgg, weights
+from nst import colour, images, optim, report, stylize, vgg, weights
 from nst.errors import UserError
 
 RATIO = 'ratio'  # alpha/beta, the paper's content/style ratio
@@ -61,7 +61,8 @@ IMAGE_FIELDS = ('content_image', 'style_image', 'init')
 # Fields that change the compiled program or the array shapes: members that
 # differ in any of them (or in the content image's shape) run separately.
 PROGRAM_FIELDS = ('network', 'pooling', 'weights', 'optimizer', 'lbfgs_memory',
-                  'clip_pixels', 'num_steps', 'log_every')
+                  'clip_pixels', 'num_steps', 'log_every', 'style_loss',
+                  'scales', 'scale_steps')
 
 
 @dataclasses.dataclass
@@ -342,13 +343,17 @@ def group(members: list[Member], loader: Loader) -> list[list[Member]]:
   groups: dict[tuple, list[Member]] = {}
   for m in members:
     c = m.config
-    content = loader.image(c.content_image, c.image_size)
+    shapes = []
     try:
-      stylize.check_content_shape(c, content.shape)
+      for size, _ in stylize.scale_plan(c):
+        content = loader.image(c.content_image, size)
+        stylize.check_content_shape(c, content.shape, size)
+        shapes.append(content.shape)
     except UserError as e:
       raise UserError(f'sweep member {m.index} ({describe(m.values)}): '
                       f'{e}') from None
-    key = tuple(c[f] for f in PROGRAM_FIELDS) + (content.shape,)
+    key = tuple(_freeze(c[f]) for f in PROGRAM_FIELDS) + (
+        tuple(shapes), stylize.regions(c))
     groups.setdefault(key, []).append(m)
   return list(groups.values())
 
@@ -383,9 +388,11 @@ def _compile(model, c, mesh):
   init = jax.jit(jax.vmap(lambda hp, x: stylize.init_state(
       c.optimizer, c.lbfgs_memory, hp, x)), out_shardings=per_member)
   evaluate = jax.jit(jax.vmap(
-      lambda p, t, x: stylize.objective(model, p, t, x), in_axes=(None, 0, 0)),
+      lambda p, t, hp, x, s: stylize.objective(
+          model, p, t, stylize.output(hp, x, s)), in_axes=(None, 0, 0, 0, 0)),
                      out_shardings=per_member)
-  return step, init, evaluate, per_member, replicated
+  finish = jax.jit(jax.vmap(stylize.output), out_shardings=per_member)
+  return step, init, evaluate, finish, per_member, replicated
 
 
 def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
@@ -405,8 +412,11 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
   content_layers = _union([m.config.content_layers for m in members],
                           c.network)
   style_layers = _union([m.config.style_layers for m in members], c.network)
-  step, init, evaluate, per_member, replicated = _compile(model, c, mesh)
+  step, init, evaluate, finish, per_member, replicated = _compile(
+      model, c, mesh)
   device_params = _replicate(params, replicated)
+  plan = stylize.scale_plan(c)
+  total_steps = sum(n for _, n in plan)
 
   devices = mesh.devices.size
   size = min(chunk_size or len(members), len(members))
@@ -415,31 +425,21 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
   results = []
   for chunk_index, chunk in enumerate(chunks):
     slots = chunk + [chunk[-1]] * (size - len(chunk))  # pad with copies
-
     by_index = {m.index: m for m in chunk}
-
-    @functools.cache  # a padded slot reuses its member's inputs
-    def inputs(index):
-      m = by_index[index].config
-      content = loader.image(m.content_image, m.image_size)
-      style = loader.image(m.style_image, m.image_size)
-      targets = stylize.make_targets(
-          m, model, params, content, style,
-          content_layers=content_layers, style_layers=style_layers)
-      return targets, optim.hyperparams(m), stylize.init_image(m, content)
-
     start = time.perf_counter()
-    targets, hparams, image = _put(lambda j: inputs(slots[j].index), size,
-                                   per_member)
-    opt_state = init(hparams, image)
     finite = np.ones(size, bool)
     last = {}
+    after_first = None
+    image = state = None
+    done = 0
 
-    def log(i, image):
-      total, parts = _gather(evaluate(device_params, targets, image))
+    def log(i, scale, targets, hparams, image, state):
+      total, parts = _gather(evaluate(device_params, targets, hparams, image,
+                                      state))
       finite[:] &= np.isfinite(total)
       for j, m in enumerate(chunk):
-        last[j] = {'member': m.index, 'step': i, 'loss': float(total[j]),
+        last[j] = {'member': m.index, 'step': i, 'size': scale,
+                   'loss': float(total[j]),
                    **{k: float(v[j]) for k, v in parts.items()}}
         if on_log:
           on_log(last[j])
@@ -450,32 +450,59 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
                    f'{ok.max():.4e})' if ok.size else 'no finite loss')
         speed = (f'  {(i - 1) / (time.perf_counter() - after_first):.2f} '
                  'steps/s' if after_first and i > 1 else '')
+        where = f' ({scale} px)' if len(plan) > 1 else ''
         print(f'group {group_index + 1} chunk {chunk_index + 1}/{len(chunks)}'
-              f' ({len(chunk)} members) step {i:5d}/{c.num_steps}  {summary}'
-              f'{speed}', flush=True)
+              f' ({len(chunk)} members) step {i:5d}/{total_steps}{where}  '
+              f'{summary}{speed}', flush=True)
 
-    after_first = None
-    log(0, image)
-    for i in range(1, c.num_steps + 1):
-      image, opt_state, _ = step(device_params, targets, hparams, image,
-                                   opt_state)
-      if i == 1:  # keep compilation out of the steps/s
-        jax.block_until_ready(image)
-        after_first = time.perf_counter()
-      if c.log_every and i % c.log_every == 0 or i == c.num_steps:
-        log(i, image)
-    jax.block_until_ready(image)
+    for scale, steps in plan:
+
+      @functools.cache  # a padded slot reuses its member's inputs
+      def inputs(index, scale=scale):
+        m = by_index[index].config
+        loaded = stylize.load_inputs(m, scale, loader.image)
+        targets = stylize.make_targets(
+            m, model, params, loaded, content_layers=content_layers,
+            style_layers=style_layers, area_ratio=(m.image_size / scale) ** 2)
+        return loaded, targets
+
+      targets, hparams = _put(lambda j: (inputs(slots[j].index)[1],
+                                         optim.hyperparams(slots[j].config)),
+                              size, per_member)
+      if image is None:
+        image = _put(lambda j: stylize.init_image(
+            slots[j].config, inputs(slots[j].index)[0].content), size,
+                     per_member)
+      else:
+        shape = inputs(slots[0].index)[0].content.shape
+        image = jax.jit(jax.vmap(lambda x: jax.image.resize(x, shape, 'cubic')),
+                        out_shardings=per_member)(finish(hparams, image, state))
+      state = init(hparams, image)
+      if done == 0:
+        log(0, scale, targets, hparams, image, state)
+      for i in range(done + 1, done + steps + 1):
+        image, state, _ = step(device_params, targets, hparams, image, state)
+        if after_first is None:  # keep compilation out of the steps/s
+          jax.block_until_ready(image)
+          after_first = time.perf_counter()
+        if c.log_every and i % c.log_every == 0 or i == done + steps:
+          log(i, scale, targets, hparams, image, state)
+      done += steps
+    out = finish(hparams, image, state)
+    jax.block_until_ready(out)
     end = time.perf_counter()
     wall = end - start
-    speed = ((c.num_steps - 1) / (end - after_first) if c.num_steps > 1
+    speed = ((total_steps - 1) / (end - after_first) if total_steps > 1
              else float('nan'))
 
     # A diverged member's image is not written (its cell stays empty).
-    local = {j: v for j, v in _local_slots(image).items()
+    local = {j: v for j, v in _local_slots(out).items()
              if j < len(chunk) and finite[j]}
     for j, value in local.items():
       if on_image:
-        on_image(chunk[j], value)
+        member = chunk[j]
+        on_image(member, colour.restore(member.config.preserve_colour, value,
+                                        inputs(member.index)[0].original))
     for j, m in enumerate(chunk):
       metrics = {k: v for k, v in last[j].items() if k != 'member'}
       results.append(Result(m, metrics, 'ok' if finite[j] else 'diverged',

@@ -27,7 +27,7 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs import default  # noqa: E402
-from nst import images, stylize, sweep, weights  # noqa: E402
+from nst import stylize, sweep, weights  # noqa: E402
 
 
 def sweep_config(members: int, size: int, steps: int, weights_spec: str,
@@ -70,9 +70,7 @@ def sequential(config) -> tuple[float, float]:
   for m in members:
     c = m.config
     params = weights.load(c.weights, c.network)
-    content = images.load(c.content_image, c.image_size)
-    style = images.load(c.style_image, c.image_size)
-    _, final = stylize.stylize(c, params, content, style)
+    _, final = stylize.stylize(c, params)
     stepping += c.num_steps / final['steps_per_s']
   return time.perf_counter() - start, stepping
 

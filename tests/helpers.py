@@ -8,6 +8,7 @@ def tiny_config(**overrides):
   """The default config at 32 px with random weights and few steps."""
   c = default.get_config()
   c.weights = 'random'
+  c.content_image = 'skimage:astronaut'
   c.image_size = 32
   c.num_steps = 2
   c.log_every = 1
@@ -22,6 +23,13 @@ def tiny_images(size=32):
   content = images.resize(images.read_rgb('skimage:astronaut'), size)
   style = images.resize(images.swirls(64), size)
   return images.preprocess(content), images.preprocess(style)
+
+
+def tiny_inputs(size=32):
+  """``tiny_images`` as ``stylize.Inputs`` (one style, no masks)."""
+  from nst import stylize
+  content, style = tiny_images(size)
+  return stylize.Inputs(content, [style], None, content)
 
 
 def tiny_sweep(optimizer='adam', **overrides):

@@ -5,7 +5,7 @@ Deselect offline with ``pytest -m 'not pretrained'``.
 import pytest
 
 from helpers import tiny_config
-from nst import images, stylize, weights
+from nst import stylize, weights
 
 pytestmark = pytest.mark.pretrained
 
@@ -21,15 +21,13 @@ def params():
 
 
 def test_real_weights_transfer_style_and_keep_content(params):
-  content = images.load('skimage:chelsea', 64)
-  style = images.load('nst:swirls', 64)
   runs = {}
   for alpha in (1.0, 0.0):
     config = tiny_config(weights='', image_size=64, num_steps=60, log_every=0,
-                         style_weight=3e3, content_weight=alpha)
+                         style_weight=3e3, content_weight=alpha,
+                         content_image='skimage:chelsea')
     log = []
-    stylize.stylize(config, params, content, style,
-                    on_log=lambda i, m: log.append(m))
+    stylize.stylize(config, params, on_log=lambda i, m: log.append(m))
     runs[alpha] = log
   first, last = runs[1.0][0], runs[1.0][-1]
   assert last['step'] == 60

@@ -5,7 +5,7 @@ import numpy as np
 import optax
 import pytest
 
-from helpers import tiny_config, tiny_images
+from helpers import tiny_config, tiny_images, tiny_inputs
 from nst import optim, stylize, vgg, weights
 from nst.errors import UserError
 
@@ -14,9 +14,9 @@ PARAMS = weights.random_params('vgg19')
 
 def _setup(config):
   model = vgg.VGG(network='vgg19', pooling=config.pooling)
-  content, style = tiny_images()
-  targets = stylize.make_targets(config, model, PARAMS, content, style)
-  return model, content, style, targets
+  inputs = tiny_inputs()
+  targets = stylize.make_targets(config, model, PARAMS, inputs)
+  return model, inputs.content, inputs.styles[0], targets
 
 
 def test_targets_hold_features_grams_and_weights():
@@ -24,7 +24,7 @@ def test_targets_hold_features_grams_and_weights():
   _, _, _, targets = _setup(config)
   assert sorted(targets['content']) == ['conv4_2']
   assert targets['content']['conv4_2'].shape == (4, 4, 512)
-  assert targets['style']['conv3_1'].shape == (256, 256)
+  assert targets['style']['conv3_1']['srm'].shape == (256, 256)
   np.testing.assert_allclose(
       [targets['style_weights'][l] for l in config.style_layers], [0.2] * 5)
   assert float(targets['content_weights']['conv4_2']) == 1.0
@@ -44,9 +44,10 @@ def test_step_equals_plain_optax_adam():
   value, grad = jax.value_and_grad(value_fn)(x0)
   updates, _ = optimizer.update(grad, optimizer.init(x0), x0)
   expected = x0 + updates
-  image, _, metrics = step(PARAMS, targets, optim.hyperparams(config),
-                           jnp.array(content),
-                           optimizer.init(jnp.array(content)))
+  hparams = optim.hyperparams(config)
+  image, _, metrics = step(PARAMS, targets, hparams, jnp.array(content),
+                           stylize.init_state('adam', 10, hparams,
+                                              jnp.array(content)))
   np.testing.assert_allclose(metrics['loss'], value, rtol=1e-6)
   np.testing.assert_allclose(image, expected, rtol=1e-5, atol=1e-4)
 
@@ -76,20 +77,18 @@ def test_adam_schedule_is_staircase_exponential_decay():
 def test_objective_drops(optimizer, steps, factor):
   config = tiny_config(optimizer=optimizer, num_steps=steps, init='noise',
                        init_noise_std=30.0, log_every=0)
-  content, style = tiny_images()
   logged = []
-  image, final = stylize.stylize(config, PARAMS, content, style,
+  image, final = stylize.stylize(config, PARAMS,
                                  on_log=lambda i, m: logged.append(m))
   assert [m['step'] for m in logged] == [0, steps]
   assert final['loss'] < logged[0]['loss'] / factor
-  assert image.shape == content.shape and np.isfinite(image).all()
+  assert image.shape == (32, 32, 3) and np.isfinite(image).all()
 
 
 def test_clip_projects_onto_valid_pixels():
-  content, style = tiny_images()
   runs = {clip: stylize.stylize(
       tiny_config(num_steps=1, learning_rate=200.0, clip_pixels=clip),
-      PARAMS, content, style)[0] for clip in (True, False)}
+      PARAMS)[0] for clip in (True, False)}
   lo, hi = stylize.images.pixel_bounds()
   assert ((runs[False] < lo) | (runs[False] > hi)).mean() > 0.1
   np.testing.assert_allclose(runs[True], np.clip(runs[False], lo, hi),
@@ -135,3 +134,18 @@ def test_init_from_image_file_is_resized_to_the_content(tmp_path):
   assert x.shape == (16, 32, 3)
   out = stylize.images.deprocess(x)
   assert out[:, :12].max() <= 2 and out[:, -12:].min() >= 253
+
+
+@pytest.mark.parametrize('optimizer', ['adam', 'lbfgs'])
+def test_step_state_keeps_its_types_so_the_step_compiles_once(optimizer):
+  config = tiny_config(optimizer=optimizer)
+  model, content, _, targets = _setup(config)
+  hparams = optim.hyperparams(config)
+  image = jnp.array(content)
+  state = stylize.init_state(optimizer, 10, hparams, image)
+  kinds = lambda tree: [(x.shape, x.dtype, x.weak_type)
+                        for x in jax.tree.leaves(tree)]
+  before = kinds(state)
+  step = stylize.make_step(model, optimizer=optimizer)
+  _, state, _ = step(PARAMS, targets, hparams, image, state)
+  assert kinds(state) == before

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import sweep_images, tiny_config, tiny_images, tiny_sweep
+from helpers import sweep_images, tiny_config, tiny_inputs, tiny_sweep
 from nst import images, report, stylize, sweep, vgg, weights
 from nst.errors import UserError
 
@@ -26,10 +26,7 @@ def _single_runs(config):
   _, members = sweep.expand(config)
   out = {}
   for m in members:
-    c = m.config
-    content = images.load(c.content_image, c.image_size)
-    style = images.load(c.style_image, c.image_size)
-    out[m.index] = stylize.stylize(c, PARAMS, content, style)
+    out[m.index] = stylize.stylize(m.config, PARAMS)
   return out
 
 
@@ -127,15 +124,41 @@ def test_two_processes_each_write_their_own_members(batched, tmp_path):
     assert np.abs(png.astype(int) - expected_png).max() <= 1
 
 
+def test_controls_sweep_in_one_batch_equal_to_separate_runs():
+  """Averaging, colour preservation, blend weights and style scale vary per
+  member of one batch; multi-scale runs the whole batch through each scale."""
+  config = tiny_sweep('adam', num_steps=2, scales=(16,), scale_steps=(2,),
+                      style_image='nst:swirls,skimage:coffee',
+                      style_layers=('conv1_1', 'conv2_1', 'conv3_1'))
+  config.sweep.axes = ml_collections.ConfigDict({
+      'avg_decay': (0.0, 0.8), 'preserve_colour': ('luminance', 'histogram'),
+      'style_blend_weights': ((1.0, 0.0), (1.0, 2.0)),
+      'style_scale': (1.0, 0.75)})
+  config.sweep.zip = (('avg_decay', 'preserve_colour', 'style_blend_weights'),)
+  config.sweep.rows, config.sweep.cols = 'avg_decay', 'style_scale'
+  _, members = sweep.expand(config)
+  assert len(sweep.group(members, sweep.Loader())) == 1
+  together = sweep_images(config)
+  single = _single_runs(config)
+  for i, (image, metrics) in single.items():
+    np.testing.assert_allclose(together[i][0], image, rtol=1e-5, atol=1e-2)
+    for k in ('loss', 'content', 'style', 'tv'):
+      np.testing.assert_allclose(together[i][1][k], metrics[k], rtol=1e-4)
+    assert together[i][1]['step'] == 4 and together[i][1]['size'] == 32
+  losses = [m['loss'] for _, m in single.values()]
+  assert len(set(np.round(np.log10(losses), 3))) == 4
+
+
 def test_layer_set_as_weight_vector_equals_layer_list():
   config = tiny_config(style_layers=('conv1_1', 'conv3_1'),
                        style_layer_weights=(0.3, 0.7))
   model = vgg.VGG(network='vgg19')
-  content, style = tiny_images()
+  inputs = tiny_inputs()
+  content = inputs.content
   union = vgg.layer_names('vgg19')[:vgg.layer_names('vgg19').index('conv5_1') + 1]
   union = tuple(l for l in union if l.startswith('conv') and l.endswith('_1'))
-  as_list = stylize.make_targets(config, model, PARAMS, content, style)
-  as_vector = stylize.make_targets(config, model, PARAMS, content, style,
+  as_list = stylize.make_targets(config, model, PARAMS, inputs)
+  as_vector = stylize.make_targets(config, model, PARAMS, inputs,
                                    style_layers=union)
   assert list(as_vector['style_weights']) == list(union)
   np.testing.assert_allclose(
