@@ -99,3 +99,38 @@ def test_i2v_config_runs_and_names_its_weights(tmp_path):
   rows = [json.loads(l) for l in
           (tmp_path / 'out' / 'metrics.jsonl').read_text().splitlines()]
   assert rows[-1]['loss'] < rows[0]['loss']
+
+
+def test_controls_from_the_command_line(tmp_path):
+  """Two styles, one masked region each, luminance only, two scales."""
+  mask = np.zeros((21, 32), np.uint8)
+  mask[:, :16] = 255
+  Image.fromarray(mask).save(tmp_path / 'left.png')
+  Image.fromarray(255 - mask).save(tmp_path / 'right.png')
+  result = nst_run(*TINY, '--config.style_image=nst:swirls,skimage:coffee',
+                   f'--config.style_masks={tmp_path / "left.png"},'
+                   f'{tmp_path / "right.png"}',
+                   '--config.preserve_colour=luminance',
+                   '--config.style_layers=("conv1_1", "conv2_1")',
+                   '--config.style_layer_weights=()',
+                   '--config.content_layers=("conv2_2",)',
+                   '--config.scales=(16,)', '--config.scale_steps=(1,)',
+                   f'--workdir={tmp_path / "out"}')
+  assert result.returncode == 0, result.stderr
+  rows = [json.loads(l) for l in
+          (tmp_path / 'out' / 'metrics.jsonl').read_text().splitlines()]
+  assert [(r['step'], r['size']) for r in rows] == [(0, 16), (1, 16), (3, 32)]
+  assert np.asarray(Image.open(tmp_path / 'out' / 'final.png')).shape == (
+      21, 32, 3)
+
+
+def test_bad_control_values_are_one_clear_error(tmp_path):
+  for args, message in (
+      (['--config.preserve_colour=yes'], "preserve_colour='yes'; accepted"),
+      (['--config.style_image=nst:swirls,skimage:coffee',
+        '--config.style_masks=nope.png,nope2.png'],
+       "image 'nope.png' does not exist")):
+    result = nst_run(*TINY, *args, f'--workdir={tmp_path / "o"}')
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and 'Traceback' not in result.stderr
+    assert not (tmp_path / 'o').exists()

@@ -393,3 +393,21 @@ def test_a_diverging_member_leaves_the_others_alone(tmp_path):
   assert [r['image'] for r in rows] == ['members/0000.png', '']
   assert not (tmp_path / 'members/0001.png').exists()
   assert (tmp_path / 'contact_sheet.png').is_file()
+
+
+def test_masks_and_style_loss_split_a_sweep_into_programs(tmp_path):
+  mask = tmp_path / 'mask.png'
+  Image.fromarray(np.full((8, 8), 255, np.uint8)).save(mask)
+  config = tiny_sweep()
+  config.sweep.axes = ml_collections.ConfigDict({
+      'style_masks': ('', str(mask)), 'style_loss': ('gram', 'mean_cov'),
+      'avg_decay': (0.0, 0.5)})
+  config.sweep.rows, config.sweep.cols = 'style_masks', 'style_loss'
+  _, members = sweep.expand(config)
+  groups = sweep.group(members, sweep.Loader())
+  # avg_decay is an array of the program; masks and the loss are not.
+  assert [[m.index for m in g] for g in groups] == [
+      [0, 1], [2, 3], [4, 5], [6, 7]]
+  assert {(g[0].config.style_masks, g[0].config.style_loss)
+          for g in groups} == {('', 'gram'), ('', 'mean_cov'),
+                               (str(mask), 'gram'), (str(mask), 'mean_cov')}
