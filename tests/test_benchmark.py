@@ -1,0 +1,25 @@
+"""scripts/benchmark.py's own side runs and reports (the peer needs torch,
+which is not a dependency; it is exercised by running the benchmark)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_benchmark_times_our_step_without_a_peer(tmp_path):
+  out = tmp_path / 'rows.json'
+  result = subprocess.run(
+      [sys.executable, str(ROOT / 'scripts' / 'benchmark.py'), '--sizes',
+       '32', '--steps', '2', '--warmup', '1', '--no-peer', '--json',
+       str(out)], capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert result.returncode == 0, result.stderr
+  (row,) = json.loads(out.read_text())
+  ours = row['ours']
+  assert ours['size'] == 32 and ours['shape'] == [32, 32]
+  assert 0 < ours['median_s'] < 60 and ours['compile_s'] > 0
+  assert ours['peak_rss'] > 0 and ours['backend'] == 'cpu'
+  assert '    32 ' in result.stdout
