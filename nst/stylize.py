@@ -128,6 +128,10 @@ def check_controls(config) -> None:
                     f'mask(s) for {len(styles)} style image(s); accepted: '
                     '"" (no masks) or one mask image per style, separated by '
                     'commas')
+  if masks and not config.style_layers:
+    raise UserError(f'style_masks={config.style_masks!r} with no '
+                    'style_layers: masks steer the style loss; name style '
+                    'layers or set style_masks=""')
   if not (math.isfinite(config.style_scale) and config.style_scale > 0):
     raise UserError(f'style_scale={config.style_scale!r}: accepted is a '
                     'finite number > 0')

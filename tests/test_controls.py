@@ -230,6 +230,8 @@ def test_mean_cov_style_loss_is_optimised():
     ({'style_image': TWO_STYLES, 'style_blend_weights': (0.0, 0.0)},
      r'sum > 0'),
     ({'style_masks': 'a.png,b.png'}, r'2 mask\(s\) for 1 style'),
+    ({'style_masks': 'a.png', 'style_layers': (), 'style_layer_weights': ()},
+     'with no style_layers'),
     ({'style_scale': 0.0}, r'style_scale=0.0'),
     ({'preserve_colour': 'yes'}, r"preserve_colour='yes'; accepted: none, "
                                  'luminance, histogram'),
