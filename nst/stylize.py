@@ -34,6 +34,15 @@ from nst import colour, images, losses, optim, vgg
 from nst.errors import UserError
 
 INITS = ('content', 'noise')
+COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def make_model(config) -> vgg.VGG:
+  """The network of ``config``: its architecture, pooling, compute dtype
+  and rematerialisation."""
+  return vgg.VGG(network=config.network, pooling=config.pooling,
+                 dtype=COMPUTE_DTYPES[config.compute_dtype],
+                 remat=bool(config.remat))
 
 
 def layer_weights(layers, weights, default) -> dict[str, float]:
@@ -101,6 +110,11 @@ def check_config(config) -> None:
     if config[field] < least:
       raise UserError(f'{field}={config[field]}: accepted is >= {least}')
   check_controls(config)
+  if config.compute_dtype not in COMPUTE_DTYPES:
+    raise UserError(f'compute_dtype={config.compute_dtype!r}; accepted: '
+                    f'{", ".join(COMPUTE_DTYPES)}')
+  if not isinstance(config.remat, bool):
+    raise UserError(f'remat={config.remat!r}; accepted: True or False')
   if not (config.init in INITS or images.is_builtin(config.init)
           or Path(config.init).expanduser().is_file()):
     raise UserError(f'init={config.init!r}; accepted: content, noise, or the '
@@ -286,6 +300,7 @@ def make_targets(config, model, params, inputs: Inputs, *,
   content = jnp.asarray(inputs.content)
   content_feats = (_features(model, params, content, tuple(content_w))
                    if content_w else {})
+  content_feats = jax.tree.map(lambda v: v.astype(jnp.float32), content_feats)
   per_style = [_moments(model, params, jnp.asarray(s), tuple(style_w))
                for s in inputs.styles] if style_w else []
   blend = blend_weights(config)
@@ -443,7 +458,7 @@ def stylize(config, params, *, load: Callable = images.load,
   output)`` every ``config.save_every`` steps (at that scale's size).
   """
   check_config(config)
-  model = vgg.VGG(network=config.network, pooling=config.pooling)
+  model = make_model(config)
   hparams = optim.hyperparams(config)
   step = make_step(model, optimizer=config.optimizer,
                    lbfgs_memory=config.lbfgs_memory, clip=config.clip_pixels)

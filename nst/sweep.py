@@ -60,9 +60,9 @@ RATIO = 'ratio'  # alpha/beta, the paper's content/style ratio
 IMAGE_FIELDS = ('content_image', 'style_image', 'init')
 # Fields that change the compiled program or the array shapes: members that
 # differ in any of them (or in the content image's shape) run separately.
-PROGRAM_FIELDS = ('network', 'pooling', 'weights', 'optimizer', 'lbfgs_memory',
-                  'clip_pixels', 'num_steps', 'log_every', 'style_loss',
-                  'scales', 'scale_steps')
+PROGRAM_FIELDS = ('network', 'pooling', 'compute_dtype', 'remat', 'weights',
+                  'optimizer', 'lbfgs_memory', 'clip_pixels', 'num_steps',
+                  'log_every', 'style_loss', 'scales', 'scale_steps')
 
 
 @dataclasses.dataclass
@@ -407,7 +407,7 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
   member's final image (on its devices).
   """
   c = members[0].config
-  model = vgg.VGG(network=c.network, pooling=c.pooling)
+  model = stylize.make_model(c)
   params = loader.params(c.weights, c.network)
   content_layers = _union([m.config.content_layers for m in members],
                           c.network)

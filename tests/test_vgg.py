@@ -1,4 +1,5 @@
 """VGG layer names, shapes, early stopping and pooling."""
+import flax.linen
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -77,3 +78,42 @@ def test_min_size():
   assert vgg.min_size(['conv1_1']) == 1
   assert vgg.min_size(['conv4_2', 'relu2_1']) == 8
   assert vgg.min_size(['pool5']) == 32
+
+
+@pytest.mark.parametrize('kind', ['max', 'avg'])
+def test_pool_matches_reduce_window_values_and_gradient(kind):
+  # Odd sides (the last row and column are dropped) and ReLU outputs, whose
+  # zero ties are where the two gradients could differ.
+  x = jax.nn.relu(jax.random.normal(jax.random.key(2), (2, 9, 7, 5)))
+  nn_pool = {'max': flax.linen.max_pool, 'avg': flax.linen.avg_pool}[kind]
+  ref = lambda x: nn_pool(x, (2, 2), strides=(2, 2))
+  np.testing.assert_array_equal(vgg.pool(x, kind), ref(x))
+  w = jax.random.normal(jax.random.key(3), (2, 4, 3, 5))
+  grads = [jax.grad(lambda x: jnp.sum(w * f(jax.nn.relu(x))))(x - 0.5)
+           for f in (lambda x: vgg.pool(x, kind), ref)]
+  np.testing.assert_allclose(grads[0], grads[1], rtol=1e-6, atol=1e-7)
+
+
+def test_remat_same_features_and_gradient_params_tree():
+  x = jax.random.normal(jax.random.key(4), (1, 16, 16, 3))
+  params = vgg.VGG().init(jax.random.key(0), x, ('conv3_1',))
+  layers = ('relu1_1', 'conv2_2', 'conv3_1')
+
+  def loss(model, x):
+    out = model.apply(params, x, layers)
+    return sum(jnp.sum(jnp.sin(v)) for v in out.values())
+
+  plain, remat = vgg.VGG(), vgg.VGG(remat=True)
+  assert (jax.tree.structure(remat.init(jax.random.key(0), x, ('conv3_1',)))
+          == jax.tree.structure(params))
+  for a, b in zip(jax.tree.leaves(plain.apply(params, x, layers)),
+                  jax.tree.leaves(remat.apply(params, x, layers))):
+    np.testing.assert_array_equal(a, b)
+  g_plain = jax.grad(lambda x: loss(plain, x))(x)
+  g_remat = jax.grad(lambda x: loss(remat, x))(x)
+  np.testing.assert_allclose(g_remat, g_plain, rtol=1e-5, atol=1e-6)
+  # Rematerialised: the backward program recomputes the 4 convolutions of
+  # blocks 1 and 2 (block 3 ends at conv3_1, an output: nothing to redo).
+  count = lambda m: str(jax.make_jaxpr(jax.grad(lambda x: loss(m, x)))(
+      x)).count('conv_general_dilated')
+  assert count(plain) == 10 and count(remat) == 14
