@@ -459,6 +459,7 @@ def stylize(config, params, *, load: Callable = images.load,
   """
   check_config(config)
   model = make_model(config)
+  params = vgg.with_flipped(params)
   hparams = optim.hyperparams(config)
   step = make_step(model, optimizer=config.optimizer,
                    lbfgs_memory=config.lbfgs_memory, clip=config.clip_pixels)

@@ -408,7 +408,7 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
   """
   c = members[0].config
   model = stylize.make_model(c)
-  params = loader.params(c.weights, c.network)
+  params = vgg.with_flipped(loader.params(c.weights, c.network))
   content_layers = _union([m.config.content_layers for m in members],
                           c.network)
   style_layers = _union([m.config.style_layers for m in members], c.network)

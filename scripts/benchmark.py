@@ -44,48 +44,115 @@ PEER_SCRIPT = Path(__file__).with_name('peer_pastiche.py')
 PEER_PACKAGE = 'pastiche==1.6.0'
 
 
-def ours(size: int, steps: int, warmup: int, content: str, style: str
-         ) -> dict:
-  """Times this project's jitted step (run in a worker process)."""
-  sys.path.insert(0, str(ROOT))
-  import jax
-  from configs import default
-  from nst import optim, stylize, vgg, weights
+class Ours:
+  """This project's jitted step on one size (in a worker process)."""
 
-  start = time.perf_counter()
-  config = default.get_config()
-  config.image_size = size
-  config.content_image, config.style_image = content, style
-  params = weights.random_params('vgg19')
-  model = vgg.VGG(network='vgg19', pooling=config.pooling)
-  inputs = stylize.load_inputs(config, size)
-  targets = stylize.make_targets(config, model, params, inputs)
-  hparams = optim.hyperparams(config)
-  image = jax.numpy.asarray(inputs.content)
-  state = stylize.init_state('adam', 10, hparams, image)
-  step = stylize.make_step(model, optimizer='adam', clip=True)
-  jax.block_until_ready((targets, state))
-  setup = time.perf_counter() - start
-  t = time.perf_counter()
-  compiled = step.lower(params, targets, hparams, image, state).compile()
-  compile_s = time.perf_counter() - t
-  times = []
-  for i in range(warmup + steps):
+  def __init__(self, size: int, content: str, style: str, dtype: str,
+               remat: bool):
+    sys.path.insert(0, str(ROOT))
+    import jax
+    from configs import default
+    from nst import optim, stylize, vgg, weights
+    self.jax = jax
+    start = time.perf_counter()
+    config = default.get_config()
+    config.image_size = size
+    config.content_image, config.style_image = content, style
+    config.compute_dtype, config.remat = dtype, remat
+    self.params = vgg.with_flipped(weights.random_params('vgg19'))
+    model = stylize.make_model(config)
+    inputs = stylize.load_inputs(config, size)
+    self.targets = stylize.make_targets(config, model, self.params, inputs)
+    self.hparams = optim.hyperparams(config)
+    self.image = jax.numpy.asarray(inputs.content)
+    self.state = stylize.init_state('adam', 10, self.hparams, self.image)
+    step = stylize.make_step(model, optimizer='adam', clip=True)
+    jax.block_until_ready((self.targets, self.state))
+    self.setup_s = time.perf_counter() - start
     t = time.perf_counter()
-    image, state, metrics = compiled(params, targets, hparams, image, state)
-    jax.block_until_ready(image)
-    if i >= warmup:
+    self.compiled = step.lower(self.params, self.targets, self.hparams,
+                               self.image, self.state).compile()
+    self.compile_s = time.perf_counter() - t
+    self.plan = self.compiled.memory_analysis()
+    self.size, self.loss = size, None
+
+  def steps(self, n: int) -> list[float]:
+    times = []
+    for _ in range(n):
+      t = time.perf_counter()
+      self.image, self.state, metrics = self.compiled(
+          self.params, self.targets, self.hparams, self.image, self.state)
+      self.jax.block_until_ready(self.image)
       times.append(time.perf_counter() - t)
-  device = jax.devices()[0]
-  stats = device.memory_stats() if device.platform != 'cpu' else None
-  return {'impl': 'nst', 'size': size, 'shape': list(image.shape[:2]),
-          'median_s': statistics.median(times), 'min_s': min(times),
-          'setup_s': setup, 'compile_s': compile_s,
-          'peak_rss': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-          * 1024,
-          'peak_device': stats.get('peak_bytes_in_use') if stats else None,
-          'version': f'jax {jax.__version__}', 'backend': device.platform,
-          'device': device.device_kind, 'loss': float(metrics['loss'])}
+    self.loss = float(metrics['loss'])
+    return times
+
+  def ready(self) -> dict:
+    jax = self.jax
+    return {'impl': 'nst', 'size': self.size,
+            'shape': list(self.image.shape[:2]), 'setup_s': self.setup_s,
+            'compile_s': self.compile_s,
+            'planned_bytes': getattr(self.plan, 'peak_memory_in_bytes', None),
+            'version': f'jax {jax.__version__}',
+            'backend': jax.default_backend(),
+            'device': jax.devices()[0].device_kind}
+
+  def final(self) -> dict:
+    device = self.jax.devices()[0]
+    stats = device.memory_stats() if device.platform != 'cpu' else None
+    return {'peak_rss': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            * 1024,
+            'peak_device': stats.get('peak_bytes_in_use') if stats else None,
+            'loss': self.loss}
+
+
+def serve(worker) -> None:
+  """The worker side of the interleaving: prints ``worker.ready()`` as one
+  JSON line, then for each line ``n`` on stdin runs n steps and prints
+  their times; at an empty line or the end of input prints
+  ``worker.final()`` and returns. (scripts/peer_pastiche.py speaks the same
+  protocol.)"""
+  print(json.dumps(worker.ready()), flush=True)
+  for line in sys.stdin:
+    if not line.strip():
+      break
+    print(json.dumps({'times': worker.steps(int(line))}), flush=True)
+  print(json.dumps(worker.final()), flush=True)
+
+
+class Worker:
+  """A running worker process, driven over its stdin and stdout."""
+
+  def __init__(self, cmd: list[str], env=None):
+    self.cmd = cmd
+    self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True, env=env)
+    self.info = self.read()
+    self.times: list[float] = []
+
+  def read(self) -> dict:
+    line = self.proc.stdout.readline()
+    if not line:
+      err = self.proc.stderr.read()
+      raise RuntimeError(f'{" ".join(self.cmd[:3])} ... failed:\n'
+                         f'{err[-3000:]}')
+    return json.loads(line)
+
+  def run(self, n: int) -> None:
+    self.proc.stdin.write(f'{n}\n')
+    self.proc.stdin.flush()
+    self.times += self.read()['times']
+
+  def close(self) -> dict:
+    self.proc.stdin.write('\n')
+    self.proc.stdin.flush()
+    self.info.update(self.read())
+    self.proc.wait()
+    times = self.times
+    self.info.update(median_s=statistics.median(times), min_s=min(times),
+                     steps=len(times))
+    return self.info
 
 
 def peer_python(args) -> str:
@@ -107,13 +174,6 @@ def peer_python(args) -> str:
   return str(python)
 
 
-def run_worker(cmd: list[str], env=None) -> dict:
-  out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-  if out.returncode != 0:
-    raise RuntimeError(f'{" ".join(cmd[:3])} ... failed:\n{out.stderr[-3000:]}')
-  return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def write_images(folder: Path, size: int) -> tuple[str, str]:
   """A square content photo and style texture as PNG files (both sides
   read the same files)."""
@@ -132,11 +192,76 @@ def mib(n):
   return f'{n / 2**20:8.0f}' if n else f'{"-":>8s}'
 
 
+def measure(args, size: int, tmp: Path, peer: str | None, device: str
+            ) -> dict:
+  """Starts the workers for one size and runs their steps interleaved:
+  ``--warmup`` steps each, then ``--rounds`` rounds of ``--steps`` steps,
+  ours then the peer's, so a machine that slows down or speeds up in the
+  meantime slows both alike."""
+  content, style = write_images(tmp, size)
+  common = ['--content', content, '--style', style, '--size', str(size)]
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      [str(ROOT)] + [p for p in [os.environ.get('PYTHONPATH')] if p]),
+      # on a GPU the two processes share it: no preallocation
+      XLA_PYTHON_CLIENT_PREALLOCATE='false')
+  workers = {'ours': Worker([sys.executable, __file__, '--worker', *common,
+                             '--dtype', args.dtype]
+                            + (['--remat'] if args.remat else []), env)}
+  if peer:
+    workers['peer'] = Worker([peer, str(PEER_SCRIPT), *common, '--device',
+                              device])
+  try:
+    if args.rounds:
+      for w in workers.values():
+        w.run(args.warmup)
+        w.times.clear()
+    for _ in range(args.rounds):
+      for w in workers.values():
+        w.run(args.steps)
+  finally:
+    row = {k: w.close() if args.rounds else w.info
+           for k, w in workers.items()}
+  return row
+
+
+def fit(args, tmp: Path, budget: float) -> int:
+  """The largest size (a multiple of 64 px) whose step XLA plans within
+  ``budget`` bytes, found by compiling (not running) the step."""
+  planned = {}
+
+  def fits(size):
+    if size not in planned:
+      info = measure(argparse.Namespace(**{**vars(args), 'rounds': 0}),
+                     size, tmp, None, 'cpu')['ours']
+      planned[size] = info['planned_bytes']
+      print(f'  {size} px: XLA plans {planned[size] / 2**30:.1f} GiB',
+            flush=True)
+    return planned[size] <= budget
+
+  lo, hi = 0, 64
+  while fits(hi):
+    lo, hi = hi, hi * 2
+  while hi - lo > 64:
+    mid = (lo + hi) // 128 * 64
+    lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+  return lo
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--sizes', type=int, nargs='+', default=None)
-  p.add_argument('--steps', type=int, default=20)
-  p.add_argument('--warmup', type=int, default=3)
+  p.add_argument('--rounds', type=int, default=5,
+                 help='rounds of --steps steps, ours and the peer in turn')
+  p.add_argument('--steps', type=int, default=4, help='steps per round')
+  p.add_argument('--warmup', type=int, default=2)
+  p.add_argument('--dtype', default='float32', choices=('float32',
+                                                        'bfloat16'),
+                 help="our compute dtype (the peer's is float32)")
+  p.add_argument('--remat', action='store_true',
+                 help='our step with per-block rematerialisation')
+  p.add_argument('--fit-gib', type=float, default=0,
+                 help='instead: find the largest size whose step fits in '
+                 'this many GiB (by XLA\'s plan), then time it')
   p.add_argument('--peer-python', default='')
   p.add_argument('--peer-env', default='~/.cache/nst/peer-pastiche')
   p.add_argument('--torch-spec', default='torch')
@@ -150,8 +275,7 @@ def main(argv=None) -> int:
   p.add_argument('--size', type=int, default=0, help=argparse.SUPPRESS)
   args = p.parse_args(argv)
   if args.worker:
-    print(json.dumps(ours(args.size, args.steps, args.warmup, args.content,
-                          args.style)))
+    serve(Ours(args.size, args.content, args.style, args.dtype, args.remat))
     return 0
 
   import jax
@@ -159,43 +283,49 @@ def main(argv=None) -> int:
   sizes = args.sizes or ([256, 512, 1024, 2048] if backend == 'gpu'
                          else [256, 512])
   device = args.device or ('cuda' if backend == 'gpu' else 'cpu')
-  peer = None if args.no_peer else peer_python(args)
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
+    if args.fit_gib:
+      print(f'largest size within {args.fit_gib:g} GiB, dtype {args.dtype}'
+            f', remat {args.remat}:', flush=True)
+      sizes = [fit(args, Path(tmp), args.fit_gib * 2**30)]
+    peer = None if args.no_peer or args.fit_gib else peer_python(args)
     for size in sizes:
-      content, style = write_images(Path(tmp), size)
-      common = ['--content', content, '--style', style, '--size', str(size),
-                '--steps', str(args.steps), '--warmup', str(args.warmup)]
-      env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-          [str(ROOT)] + [p for p in [os.environ.get('PYTHONPATH')] if p]))
-      row = {'ours': run_worker([sys.executable, __file__, '--worker',
-                                 *common], env)}
-      if peer:
-        row['peer'] = run_worker([peer, str(PEER_SCRIPT), *common,
-                                  '--device', device])
+      row = measure(args, size, Path(tmp), peer, device)
       rows.append(row)
       o = row['ours']
-      print(f'{size} px: ours {o["median_s"] * 1e3:.1f} ms/step'
-            + (f', peer {row["peer"]["median_s"] * 1e3:.1f} ms/step'
-               if peer else ''), flush=True)
+      if args.rounds:
+        print(f'{size} px: ours {o["median_s"] * 1e3:.1f} ms/step'
+              + (f', peer {row["peer"]["median_s"] * 1e3:.1f} ms/step'
+                 if peer else ''), flush=True)
 
   o = rows[0]['ours']
-  print(f'\nours: {o["version"]} on {o["device"]} ({o["backend"]}); peer: '
+  print(f'\nours: {o["version"]} on {o["device"]} ({o["backend"]}), '
+        f'{args.dtype}{", remat" if args.remat else ""}; peer: '
         + (f'pastiche 1.6.0, {rows[0]["peer"]["version"]} on {device} '
-           f'({rows[0]["peer"]["threads"]} threads)' if peer else 'none'))
-  print(f'{"size":>6s} {"ours ms":>9s} {"peer ms":>9s} {"ours/peer":>9s} '
-        f'{"compile s":>9s} {"ours MiB":>8s} {"peer MiB":>8s}'
-        + (f' {"ours dev":>8s} {"peer dev":>8s}' if backend == 'gpu' else ''))
+           f'({rows[0]["peer"]["threads"]} threads)' if peer else 'none')
+        + f'; medians of {args.rounds} x {args.steps} steps, interleaved')
+  header = (f'{"size":>6s} {"ours ms":>9s} {"peer ms":>9s} {"ours/peer":>9s}'
+            f' {"ms/Mpx":>7s} {"compile s":>9s} {"ours MiB":>8s} '
+            f'{"plan MiB":>8s} {"peer MiB":>8s}')
+  print(header + (f' {"ours dev":>8s} {"peer dev":>8s}' if backend == 'gpu'
+                  else ''))
   for row in rows:
     o, q = row['ours'], row.get('peer')
-    ratio = f'{o["median_s"] / q["median_s"]:9.2f}' if q else f'{"-":>9s}'
-    line = (f'{o["size"]:6d} {o["median_s"] * 1e3:9.1f} '
-            + (f'{q["median_s"] * 1e3:9.1f}' if q else f'{"-":>9s}')
-            + f' {ratio} {o["compile_s"]:9.1f} {mib(o["peak_rss"])} '
-            + (mib(q['peak_rss']) if q else f'{"-":>8s}'))
+    ms = lambda r: f'{r["median_s"] * 1e3:9.1f}' if r and 'median_s' in r \
+        else f'{"-":>9s}'
+    ratio = (f'{o["median_s"] / q["median_s"]:9.2f}' if q and args.rounds
+             else f'{"-":>9s}')
+    mpx = o['shape'][0] * o['shape'][1] / 1e6
+    per_mpx = (f'{o["median_s"] * 1e3 / mpx:7.0f}' if args.rounds
+               else f'{"-":>7s}')
+    line = (f'{o["size"]:6d} {ms(o)} {ms(q)} {ratio} {per_mpx} '
+            f'{o["compile_s"]:9.1f} {mib(o.get("peak_rss"))} '
+            f'{mib(o["planned_bytes"])} '
+            + (mib(q.get('peak_rss')) if q else f'{"-":>8s}'))
     if backend == 'gpu':
-      line += f' {mib(o["peak_device"])} ' + (mib(q['peak_device']) if q
-                                               else f'{"-":>8s}')
+      line += f' {mib(o.get("peak_device"))} ' + (
+          mib(q.get('peak_device')) if q else f'{"-":>8s}')
     print(line)
   if args.json:
     Path(args.json).write_text(json.dumps(rows, indent=1))

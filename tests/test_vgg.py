@@ -117,3 +117,26 @@ def test_remat_same_features_and_gradient_params_tree():
   count = lambda m: str(jax.make_jaxpr(jax.grad(lambda x: loss(m, x)))(
       x)).count('conv_general_dilated')
   assert count(plain) == 10 and count(remat) == 14
+
+
+def test_flipped_kernels_give_the_same_gradients():
+  x = jax.random.normal(jax.random.key(5), (1, 16, 16, 3))
+  params = vgg.VGG().init(jax.random.key(0), x, ('conv3_1',))
+  flipped = vgg.with_flipped(params)
+  assert sorted(flipped['flipped']) == sorted(params['params'])
+  # conv2_1: (3, 3, 64, 128) -> (3, 3, 128, 64), rotated by 180 degrees.
+  k, f = params['params']['conv2_1']['kernel'], flipped['flipped']['conv2_1'][
+      'kernel']
+  np.testing.assert_array_equal(f[2, 0, 5, 7], k[0, 2, 7, 5])
+
+  def loss(variables, x, remat=False):
+    out = vgg.VGG(remat=remat).apply(variables, x, ('conv1_2', 'conv3_1'))
+    return sum(jnp.sum(jnp.sin(v)) for v in out.values())
+
+  for remat in (False, True):
+    dv_plain, dx_plain = jax.grad(loss, argnums=(0, 1))(params, x, remat)
+    dv_flip, dx_flip = jax.grad(loss, argnums=(0, 1))(flipped, x, remat)
+    np.testing.assert_allclose(dx_flip, dx_plain, rtol=1e-5, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(dv_flip['params']),
+                    jax.tree.leaves(dv_plain['params'])):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
