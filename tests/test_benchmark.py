@@ -23,3 +23,4 @@ def test_benchmark_times_our_step_without_a_peer(tmp_path):
   assert 0 < ours['median_s'] < 60 and ours['compile_s'] > 0
   assert ours['peak_rss'] > 0 and ours['backend'] == 'cpu'
   assert '    32 ' in result.stdout
+
