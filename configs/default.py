@@ -45,8 +45,9 @@ def get_config() -> ml_collections.ConfigDict:
                                 # convolutions and activations (Gram
                                 # matrices and losses stay float32)
   c.remat = False               # recompute each VGG block's activations in
-                                # the backward pass instead of storing them:
-                                # less memory (large images), ~1.3x the time
+                                # the backward pass instead of storing them
+                                # (GPU/TPU memory; XLA's CPU compiler
+                                # merges the recomputation away)
 
   # --- Loss: alpha * L_content + beta * L_style + tv_weight * L_tv.
   c.content_layers = ('conv4_2',)

@@ -118,11 +118,27 @@ def is_builtin(spec: str) -> bool:
   return spec.startswith(('skimage:', 'nst:'))
 
 
+def _wide_grey(im: Image.Image) -> np.ndarray:
+  """A 16- or 32-bit integer or float grey image as RGB uint8: integers
+  are read as 16-bit (0-65535, how PNG and TIFF store them), floats as 0-1
+  (or 0-255 when larger values occur). PIL's own conversion would clip
+  everything above 255 to white."""
+  grey = np.asarray(im, np.float64)
+  if im.mode == 'F':
+    scale = 255.0 if grey.max(initial=0) > 1 else 1.0
+  else:
+    scale = 65535.0
+  grey = np.round(np.clip(grey / scale, 0, 1) * 255).astype(np.uint8)
+  return np.repeat(grey[..., None], 3, axis=-1)
+
+
 def read_rgb(spec: str) -> np.ndarray:
   """Reads an image path or builtin name as RGB uint8 (H, W, 3).
 
-  EXIF orientation is applied; grey, palette and alpha images become RGB
-  (alpha composited on white).
+  EXIF orientation is applied; grey (8- and 16-bit), palette, CMYK and
+  alpha images become RGB (alpha composited on white). Images above PIL's
+  decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``, 89.5 million
+  px, times 2) are refused with a UserError.
   """
   if is_builtin(spec):
     return _builtin(spec)
@@ -134,12 +150,17 @@ def read_rgb(spec: str) -> np.ndarray:
   try:
     with Image.open(path) as im:
       im = ImageOps.exif_transpose(im)
-      if im.mode in ('RGBA', 'LA', 'PA') or (im.mode == 'P' and
-                                             'transparency' in im.info):
-        im = im.convert('RGBA')
-        background = Image.new('RGBA', im.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(background, im)
-      rgb = np.asarray(im.convert('RGB'))
+      if im.mode.startswith('I') or im.mode == 'F':
+        rgb = _wide_grey(im)
+      else:
+        if im.mode in ('RGBA', 'LA', 'PA') or (im.mode == 'P' and
+                                               'transparency' in im.info):
+          im = im.convert('RGBA')
+          background = Image.new('RGBA', im.size, (255, 255, 255, 255))
+          im = Image.alpha_composite(background, im)
+        rgb = np.asarray(im.convert('RGB'))
+  except Image.DecompressionBombError as e:
+    raise UserError(f'refusing image {spec!r}: {e}') from None
   except (UnidentifiedImageError, OSError, ValueError) as e:
     raise UserError(f'cannot read image {spec!r}: {e}') from None
   if min(rgb.shape[:2]) < 2:

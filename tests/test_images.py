@@ -1,0 +1,62 @@
+"""Reading images of every common kind, and refusing bad ones clearly."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from nst import images
+from nst.errors import UserError
+
+
+def test_16_bit_grey_is_scaled_not_clipped(tmp_path):
+  grey = np.array([[0, 257, 32896], [65535, 65535 // 2, 1000]], np.uint16)
+  Image.fromarray(grey).save(tmp_path / 'g16.png')
+  rgb = images.read_rgb(str(tmp_path / 'g16.png'))
+  assert rgb.shape == (2, 3, 3) and rgb.dtype == np.uint8
+  np.testing.assert_array_equal(rgb[..., 0], [[0, 1, 128], [255, 127, 4]])
+  np.testing.assert_array_equal(rgb[..., 0], rgb[..., 2])
+
+
+def test_float_grey_on_0_1(tmp_path):
+  Image.fromarray(np.array([[0.0, 0.5], [1.0, 0.25]], np.float32)).save(
+      tmp_path / 'f.tif')
+  rgb = images.read_rgb(str(tmp_path / 'f.tif'))
+  np.testing.assert_array_equal(rgb[..., 1], [[0, 128], [255, 64]])
+
+
+def test_cmyk_palette_alpha_and_exif_rotation(tmp_path):
+  Image.new('CMYK', (4, 2), (0, 255, 255, 0)).save(tmp_path / 'cmyk.tif')
+  np.testing.assert_array_equal(images.read_rgb(str(tmp_path / 'cmyk.tif'))[
+      0, 0], [255, 0, 0])
+  rgba = np.zeros((2, 2, 4), np.uint8)
+  rgba[0, 0] = (0, 0, 255, 255)  # opaque blue; the rest fully transparent
+  Image.fromarray(rgba).save(tmp_path / 'a.png')
+  rgb = images.read_rgb(str(tmp_path / 'a.png'))
+  np.testing.assert_array_equal(rgb[0, 0], [0, 0, 255])
+  np.testing.assert_array_equal(rgb[1, 1], [255, 255, 255])  # on white
+  Image.fromarray(rgba[..., :3]).convert('P').save(tmp_path / 'p.png')
+  assert images.read_rgb(str(tmp_path / 'p.png'))[0, 0, 2] == 255
+  # EXIF orientation 6 (rotate 90 degrees clockwise to display): a 4x2
+  # stored image is shown, and read, as 2 wide and 4 high.
+  im = Image.new('RGB', (4, 2), (10, 20, 30))
+  exif = Image.Exif()
+  exif[0x0112] = 6
+  im.save(tmp_path / 'r.jpg', exif=exif)
+  assert images.read_rgb(str(tmp_path / 'r.jpg')).shape == (4, 2, 3)
+
+
+def test_bad_images_are_one_clear_error(tmp_path, monkeypatch):
+  Image.new('RGB', (64, 64), (1, 2, 3)).save(tmp_path / 'ok.png')
+  data = (tmp_path / 'ok.png').read_bytes()
+  (tmp_path / 'cut.png').write_bytes(data[:len(data) // 2])
+  (tmp_path / 'text.png').write_text('not an image')
+  Image.new('RGB', (1, 1)).save(tmp_path / 'dot.png')
+  cases = {'cut.png': 'cannot read image', 'text.png': 'cannot read image',
+           'dot.png': 'is 1x1 px; at least 2x2', 'none.png': 'does not exist',
+           '.': 'is a directory'}
+  for name, message in cases.items():
+    with pytest.raises(UserError, match=message):
+      images.read_rgb(str(tmp_path / name))
+  # Above twice PIL's limit an image is refused before it is decoded.
+  monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 1000)
+  with pytest.raises(UserError, match=r"refusing image .*ok.png.*4096 pixels"):
+    images.read_rgb(str(tmp_path / 'ok.png'))
