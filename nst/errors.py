@@ -8,3 +8,14 @@ anything else that escapes is a bug and keeps its traceback.
 
 class UserError(Exception):
   """A bad path, image, layer name or config value given by the user."""
+
+
+class Diverged(UserError):
+  """The loss became non-finite. ``step`` is the first log step where it
+  was seen; ``last_finite`` is ``(step, image)`` of the latest log step
+  whose loss was finite (``None`` if none was), the image as the run
+  would have written it."""
+
+  def __init__(self, message: str, step: int, last_finite=None):
+    super().__init__(message)
+    self.step, self.last_finite = step, last_finite

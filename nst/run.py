@@ -10,6 +10,8 @@ Writes into ``--workdir`` (default ``runs/<config>-<time>``):
                    tv, steps/s
   step_00050.png   intermediate images every ``save_every`` steps
   final.png        the result
+  last_finite_NNNNN.png  instead, if the loss became non-finite: the output
+                   of the latest log step whose loss was finite
 A sweep writes config.json, metrics.jsonl, members/NNNN.png (+ .json, the
 member's full config), results.csv, contact_sheet.png and index.html.
 An existing, non-empty workdir is refused unless ``--overwrite`` is given.
@@ -26,7 +28,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from nst import images, stylize, sweep, weights
-from nst.errors import UserError
+from nst.errors import Diverged, UserError
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', 'configs/default.py', 'Path to a config file.', lock_config=True)
@@ -90,8 +92,16 @@ def run(config, workdir: Path, overwrite: bool = False) -> Path:
     images.save(workdir / f'step_{step:05d}.png', image)
 
   with metrics_file:
-    image, _ = stylize.stylize(config, params, load=load, on_log=on_log,
-                               on_save=on_save)
+    try:
+      image, _ = stylize.stylize(config, params, load=load, on_log=on_log,
+                                 on_save=on_save)
+    except Diverged as e:
+      if e.last_finite is None:
+        raise
+      step, image = e.last_finite
+      kept = workdir / f'last_finite_{step:05d}.png'
+      images.save(kept, image)
+      raise UserError(f'{e}; the output of step {step} is in {kept}') from None
   final = workdir / 'final.png'
   images.save(final, image)
   print(f'wrote {final}', flush=True)

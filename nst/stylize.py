@@ -31,7 +31,7 @@ import numpy as np
 import optax
 
 from nst import colour, images, losses, optim, vgg
-from nst.errors import UserError
+from nst.errors import Diverged, UserError
 
 INITS = ('content', 'noise')
 COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -456,6 +456,8 @@ def stylize(config, params, *, load: Callable = images.load,
   ``config.log_every`` steps and at the end of each scale, with the losses
   of the output after that many updates; ``on_save`` gets ``(step,
   output)`` every ``config.save_every`` steps (at that scale's size).
+  A non-finite loss at a log step raises ``Diverged``, which carries the
+  output of the latest log step whose loss was finite.
   """
   check_config(config)
   model = make_model(config)
@@ -465,6 +467,12 @@ def stylize(config, params, *, load: Callable = images.load,
                    lbfgs_memory=config.lbfgs_memory, clip=config.clip_pixels)
   evaluate = _evaluator(model)
   done, image, state, metrics = 0, None, None, {}
+  last_finite = None  # (step, output) at the latest finite log step
+
+  def result():
+    return colour.restore(config.preserve_colour, np.array(
+        _finish(hparams, image, state)), inputs.original)
+
   for size, steps in scale_plan(config):
     inputs = load_inputs(config, size, load)
     targets = make_targets(config, model, params, inputs,
@@ -476,7 +484,7 @@ def stylize(config, params, *, load: Callable = images.load,
     last_time, last_step = time.perf_counter(), done
 
     def log(i):
-      nonlocal last_time, last_step
+      nonlocal last_time, last_step, last_finite
       total, parts = jax.device_get(evaluate(params, targets, hparams, image,
                                              state))
       now = time.perf_counter()
@@ -485,8 +493,12 @@ def stylize(config, params, *, load: Callable = images.load,
                  'steps_per_s': (i - last_step) / max(now - last_time, 1e-9)}
       last_time, last_step = now, i
       if not math.isfinite(metrics['loss']):
-        raise UserError(f'the loss became {metrics["loss"]} by step {i}; the '
-                        'learning rate or a loss weight is likely too high')
+        raise Diverged(
+            f'the loss became {metrics["loss"]} by step {i} (last finite: '
+            + (f'step {last_finite[0]}' if last_finite else 'none')
+            + '); the learning rate or a loss weight is likely too high',
+            i, last_finite)
+      last_finite = (i, result())
       if on_log:
         on_log(i, metrics)
       return metrics
@@ -501,10 +513,6 @@ def stylize(config, params, *, load: Callable = images.load,
       if config.log_every and i % config.log_every == 0 or i == done + steps:
         metrics = log(i)
       if on_save and config.save_every and i % config.save_every == 0:
-        on_save(i, colour.restore(config.preserve_colour, np.array(
-            _finish(hparams, image, state)), inputs.original))
+        on_save(i, result())
     done += steps
-  result = colour.restore(config.preserve_colour,
-                          np.array(_finish(hparams, image, state)),
-                          inputs.original)
-  return result, metrics
+  return result(), metrics

@@ -62,6 +62,26 @@ def test_missing_image_is_one_clear_error(tmp_path):
   assert 'Traceback' not in result.stderr and not (tmp_path / 'o').exists()
 
 
+def test_non_finite_loss_stops_and_keeps_the_last_finite_image(tmp_path):
+  # Unclipped Adam steps of 1e30: the features overflow at step 1.
+  out = tmp_path / 'o'
+  result = nst_run(*TINY, '--config.num_steps=5', '--config.log_every=1',
+                   '--config.clip_pixels=False', '--config.learning_rate=1e30',
+                   f'--workdir={out}')
+  assert result.returncode == 2 and 'Traceback' not in result.stderr
+  assert 'by step 1 (last finite: step 0)' in result.stderr
+  assert 'learning rate or a loss weight is likely too high' in result.stderr
+  kept = out / 'last_finite_00000.png'
+  assert str(kept) in result.stderr and not (out / 'final.png').exists()
+  rows = [json.loads(l) for l in (out / 'metrics.jsonl').read_text().splitlines()]
+  assert [r['step'] for r in rows] == [0]
+  # Step 0's output is the content image (init='content').
+  from nst import images
+  np.testing.assert_array_equal(
+      np.asarray(Image.open(kept)),
+      images.deprocess(images.load('skimage:chelsea', 32)))
+
+
 def test_default_workdir_is_new_each_run(tmp_path):
   for _ in range(2):
     result = nst_run(*TINY, '--config.num_steps=0', cwd=tmp_path)
