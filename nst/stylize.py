@@ -461,7 +461,9 @@ def stylize(config, params, *, load: Callable = images.load,
   """
   check_config(config)
   model = make_model(config)
-  params = vgg.with_flipped(params)
+  # On the device once: host (NumPy) params would be copied to an
+  # accelerator at every step (on a GPU, most of a step's time).
+  params = jax.device_put(vgg.with_flipped(params))
   hparams = optim.hyperparams(config)
   step = make_step(model, optimizer=config.optimizer,
                    lbfgs_memory=config.lbfgs_memory, clip=config.clip_pixels)

@@ -185,3 +185,23 @@ def test_remat_runs_the_same_steps():
                              atol=1e-3)
   assert out[True][1]['loss'] == pytest.approx(out[False][1]['loss'],
                                                rel=1e-5)
+
+
+def test_stylize_hands_the_step_device_params(monkeypatch):
+  # Host (NumPy) params would be copied to an accelerator at every step.
+  seen = []
+  make_step = stylize.make_step
+
+  def spy(*args, **kwargs):
+    step = make_step(*args, **kwargs)
+
+    def wrapped(params, *rest):
+      seen.append({type(v) for v in jax.tree.leaves(params)})
+      return step(params, *rest)
+    return wrapped
+
+  monkeypatch.setattr(stylize, 'make_step', spy)
+  host = jax.tree.map(np.asarray, PARAMS)
+  stylize.stylize(tiny_config(num_steps=2), host)
+  assert len(seen) == 2
+  assert all(issubclass(t, jax.Array) for s in seen for t in s), seen
