@@ -26,12 +26,17 @@ Gram matrices, backward to the pixels, the optimiser update -- at each size
 
 Each side runs in its own worker process (so ``ru_maxrss`` is that side's
 peak resident memory; on a GPU the peak device memory is reported too).
-Both workers stay alive and take turns: ``--warmup`` unmeasured steps each,
-then ``--rounds`` rounds of ``--steps`` steps, ours then the peer's, so a
-machine whose speed drifts during the run (a shared CPU) slows both alike.
-Times are medians over all measured steps. The table's ratio is ours /
-peer (below 1: ours is faster), from this run; ms/Mpx is our median per
-megapixel (flat when the cost is linear in pixels).
+Both start together (on a machine with few cores our compile time may
+include some of the peer's start-up), stay alive and take turns:
+``--warmup`` unmeasured steps each, then ``--rounds`` rounds of ``--steps``
+steps, ours then the peer's, so a machine whose speed drifts during the run
+(a shared CPU) slows both alike. Each side runs steps as its own loop does:
+ours back to back with one wait at the end of a round, as ``nst.stylize``
+does (a step's time is the round's mean); pastiche's ``draw()`` waits for
+every step (it reads the loss back). Times are medians (ours over rounds,
+the peer's over steps). The table's ratio is ours / peer (below 1: ours is
+faster), from this run; ms/Mpx is our median per megapixel (flat when the
+cost is linear in pixels).
 """
 from __future__ import annotations
 
@@ -94,15 +99,16 @@ class Ours:
     self.size, self.loss = size, None
 
   def steps(self, n: int) -> list[float]:
-    times = []
+    """Runs n steps as ``nst.stylize`` does -- each dispatched without
+    waiting for the last, one wait at the end -- and returns n copies of
+    the mean step time. (On a CPU that is the same as timing each step; on
+    a GPU it keeps the device busy while Python dispatches the next.)"""
+    t = time.perf_counter()
     for _ in range(n):
-      t = time.perf_counter()
       self.image, self.state, metrics = self.compiled(
           self.params, self.targets, self.hparams, self.image, self.state)
-      self.jax.block_until_ready(self.image)
-      times.append(time.perf_counter() - t)
-      self.loss = float(metrics['loss'])
-    return times
+    self.loss = float(metrics['loss'])
+    return [(time.perf_counter() - t) / n] * n
 
   def ready(self) -> dict:
     jax = self.jax
@@ -145,8 +151,11 @@ class Worker:
     self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  text=True, env=env)
-    self.info = self.read()
+    self.info: dict = {}
     self.times: list[float] = []
+
+  def wait_ready(self) -> None:
+    self.info = self.read()
 
   def read(self) -> dict:
     line = self.proc.stdout.readline()
@@ -230,6 +239,8 @@ def measure(args, size: int, tmp: Path, peer: str | None, device: str
     workers['peer'] = Worker([peer, str(PEER_SCRIPT), *common, '--device',
                               device])
   try:
+    for w in workers.values():  # both start (import, compile) at once
+      w.wait_ready()
     if args.rounds:
       for w in workers.values():
         w.run(args.warmup)
@@ -270,6 +281,9 @@ def main(argv=None) -> int:
     serve(Ours(args.size, args.content, args.style, args.dtype, args.remat))
     return 0
 
+  # This process only asks which backend there is: on a GPU it must not
+  # take the memory the workers need.
+  os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
   import jax
   backend = jax.default_backend()
   sizes = args.sizes or ([256, 512, 1024, 2048] if backend == 'gpu'
