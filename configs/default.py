@@ -20,6 +20,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.style_image = 'nst:swirls'  # several: 'a.jpg,b.jpg' (blended, or one
                                 # per mask region)
   c.image_size = 256            # longer side of the output, px
+  c.alpha_background = (255, 255, 255)  # transparent pixels are composited
+                                # on this colour (R, G, B)
+  c.max_image_pixels = 178_956_970  # larger input files are refused
+                                # before decoding (decompression bombs)
 
   # --- Style controls.
   c.style_blend_weights = ()    # one per style image; () = equal. Without
@@ -92,4 +96,7 @@ def get_config() -> ml_collections.ConfigDict:
   # --- Output (under --workdir).
   c.log_every = 10              # a progress line and a metrics.jsonl row
   c.save_every = 50             # an intermediate image; 0 = final only
+  c.checkpoint_every = 100      # checkpoint.npz (image, optimiser state,
+                                # step) for --resume; 0 = only when stopped
+                                # by SIGINT / SIGTERM
   return c

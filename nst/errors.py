@@ -19,3 +19,12 @@ class Diverged(UserError):
   def __init__(self, message: str, step: int, last_finite=None):
     super().__init__(message)
     self.step, self.last_finite = step, last_finite
+
+
+class Stopped(Exception):
+  """The run was asked to stop (SIGINT or SIGTERM) after ``step`` steps and
+  has checkpointed; ``image`` is its output so far. Not an error."""
+
+  def __init__(self, step: int, image=None):
+    super().__init__(f'stopped after step {step}')
+    self.step, self.image = step, image

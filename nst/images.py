@@ -132,13 +132,19 @@ def _wide_grey(im: Image.Image) -> np.ndarray:
   return np.repeat(grey[..., None], 3, axis=-1)
 
 
-def read_rgb(spec: str) -> np.ndarray:
+# PIL refuses images above twice its MAX_IMAGE_PIXELS (89.5 million px).
+DEFAULT_MAX_PIXELS = 178_956_970
+WHITE = (255, 255, 255)
+
+
+def read_rgb(spec: str, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+             background: tuple[int, int, int] = WHITE) -> np.ndarray:
   """Reads an image path or builtin name as RGB uint8 (H, W, 3).
 
   EXIF orientation is applied; grey (8- and 16-bit), palette, CMYK and
-  alpha images become RGB (alpha composited on white). Images above PIL's
-  decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``, 89.5 million
-  px, times 2) are refused with a UserError.
+  alpha images become RGB (alpha composited on ``background``). A file of
+  more than ``max_pixels`` pixels is refused with a UserError before it is
+  decoded (a decompression bomb: a small file that decodes to gigabytes).
   """
   if is_builtin(spec):
     return _builtin(spec)
@@ -147,8 +153,16 @@ def read_rgb(spec: str) -> np.ndarray:
     raise UserError(f'image {spec!r} does not exist')
   if path.is_dir():
     raise UserError(f'image {spec!r} is a directory, not an image file')
+  limit = Image.MAX_IMAGE_PIXELS
   try:
+    Image.MAX_IMAGE_PIXELS = None  # this function's own limit applies
     with Image.open(path) as im:
+      if im.width * im.height > max_pixels:
+        raise UserError(
+            f'refusing image {spec!r}: {im.width}x{im.height} = '
+            f'{im.width * im.height} px is more than max_image_pixels='
+            f'{max_pixels} (a decompression bomb?); raise the limit if the '
+            'image is genuine')
       im = ImageOps.exif_transpose(im)
       if im.mode.startswith('I') or im.mode == 'F':
         rgb = _wide_grey(im)
@@ -156,13 +170,14 @@ def read_rgb(spec: str) -> np.ndarray:
         if im.mode in ('RGBA', 'LA', 'PA') or (im.mode == 'P' and
                                                'transparency' in im.info):
           im = im.convert('RGBA')
-          background = Image.new('RGBA', im.size, (255, 255, 255, 255))
-          im = Image.alpha_composite(background, im)
+          under = Image.new('RGBA', im.size, (*background, 255))
+          im = Image.alpha_composite(under, im)
         rgb = np.asarray(im.convert('RGB'))
-  except Image.DecompressionBombError as e:
-    raise UserError(f'refusing image {spec!r}: {e}') from None
-  except (UnidentifiedImageError, OSError, ValueError) as e:
+  except (UnidentifiedImageError, OSError, ValueError,
+          Image.DecompressionBombError) as e:
     raise UserError(f'cannot read image {spec!r}: {e}') from None
+  finally:
+    Image.MAX_IMAGE_PIXELS = limit
   if min(rgb.shape[:2]) < 2:
     raise UserError(f'image {spec!r} is {rgb.shape[1]}x{rgb.shape[0]} px; '
                     'at least 2x2 is needed')
@@ -184,15 +199,16 @@ def resize(rgb: np.ndarray, size: int) -> np.ndarray:
   return resize_to(rgb, max(1, round(h * scale)), max(1, round(w * scale)))
 
 
-def load(spec: str, size: int) -> np.ndarray:
-  """An image source resized to ``size`` (longer side), Caffe convention."""
-  return preprocess(resize(read_rgb(spec), size))
+def load(spec: str, size: int, **options) -> np.ndarray:
+  """An image source resized to ``size`` (longer side), Caffe convention.
+  ``options``: ``read_rgb``'s ``max_pixels`` and ``background``."""
+  return preprocess(resize(read_rgb(spec, **options), size))
 
 
-def read_mask(spec: str, height: int, width: int) -> np.ndarray:
+def read_mask(spec: str, height: int, width: int, **options) -> np.ndarray:
   """A mask image as float32 (height, width) on 0-1: its grey level,
   resized (bilinear) to exactly ``height`` x ``width``; white = 1."""
-  grey = Image.fromarray(read_rgb(spec)).convert('L')
+  grey = Image.fromarray(read_rgb(spec, **options)).convert('L')
   if grey.size != (width, height):
     grey = grey.resize((width, height), Image.Resampling.BILINEAR)
   return np.asarray(grey, np.float32) / 255

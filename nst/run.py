@@ -12,23 +12,31 @@ Writes into ``--workdir`` (default ``runs/<config>-<time>``):
   final.png        the result
   last_finite_NNNNN.png  instead, if the loss became non-finite: the output
                    of the latest log step whose loss was finite
+  checkpoint.npz   every ``checkpoint_every`` steps and when SIGINT or
+                   SIGTERM stops the run (then with step_NNNNN.png, the
+                   output so far): ``--resume`` continues from it, and the
+                   steps after it are the same as an unstopped run's
 A sweep writes config.json, metrics.jsonl, members/NNNN.png (+ .json, the
-member's full config), results.csv, contact_sheet.png and index.html.
-An existing, non-empty workdir is refused unless ``--overwrite`` is given.
+member's full config, and .result.json, its losses), results.csv,
+contact_sheet.png and index.html. Stopped by SIGINT or SIGTERM, it keeps the
+members it finished; ``--resume`` runs only the others.
+An existing, non-empty workdir is refused unless ``--overwrite`` or
+``--resume`` is given; ``--resume`` needs the same config as the stopped run.
 """
 from __future__ import annotations
 
 import datetime
 import functools
 import json
+import signal
 import sys
 from pathlib import Path
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from nst import images, stylize, sweep, weights
-from nst.errors import Diverged, UserError
+from nst import checkpoint, images, stylize, sweep, weights
+from nst.errors import Diverged, Stopped, UserError
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', 'configs/default.py', 'Path to a config file.', lock_config=True)
@@ -36,6 +44,10 @@ _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Output directory (default: runs/<config>-<time>).')
 _OVERWRITE = flags.DEFINE_bool(
     'overwrite', False, 'Allow writing into an existing non-empty workdir.')
+_RESUME = flags.DEFINE_bool(
+    'resume', False, 'Continue the stopped run in --workdir from its '
+    'checkpoint, or the stopped sweep with its unfinished members (same '
+    'config).')
 _DISTRIBUTED = flags.DEFINE_enum(
     'distributed', 'auto', ['auto', 'on', 'off'],
     'Sweeps: call jax.distributed.initialize() (auto: when Slurm, Open MPI, '
@@ -57,26 +69,81 @@ def check_workdir(workdir: Path, overwrite: bool) -> None:
     raise UserError(f'workdir {str(workdir)!r} exists and is not a directory')
   if workdir.is_dir() and any(workdir.iterdir()) and not overwrite:
     raise UserError(f'workdir {str(workdir)!r} already holds files; choose '
-                    'another --workdir or pass --overwrite')
+                    'another --workdir, pass --resume to continue a stopped '
+                    'run there, or --overwrite')
 
 
-def run(config, workdir: Path, overwrite: bool = False) -> Path:
-  """Checks everything, then stylises; returns the final image's path."""
+def check_resume(config, workdir: Path) -> checkpoint.Checkpoint:
+  """The workdir's checkpoint, if it was made with this config."""
+  ckpt = checkpoint.load(workdir / checkpoint.NAME)
+  checkpoint.check_same_config(ckpt.config, config, workdir)
+  return ckpt
+
+
+def check_sweep_resume(config, workdir: Path) -> None:
+  """Resuming a sweep needs its workdir and the same config."""
+  try:
+    saved = json.loads((workdir / 'config.json').read_text())
+  except (OSError, ValueError) as e:
+    raise UserError(f'nothing to resume in {str(workdir)!r}: cannot read '
+                    f'its config.json ({e})') from None
+  checkpoint.check_same_config(saved, config, workdir)
+
+
+class StopRequest:
+  """SIGINT and SIGTERM ask the run to stop at the end of the current step
+  (it then checkpoints); a second SIGINT interrupts at once."""
+
+  def __init__(self):
+    self.signal = None
+
+  def __enter__(self):
+    self.previous = {s: signal.signal(s, self.handle)
+                     for s in (signal.SIGINT, signal.SIGTERM)}
+    return self
+
+  def __exit__(self, *exc):
+    for s, handler in self.previous.items():
+      signal.signal(s, handler)
+
+  def handle(self, signum, frame):
+    if self.signal is not None and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    self.signal = signum
+    print(f'{signal.Signals(signum).name}: stopping after this step '
+          '(again to interrupt at once)', file=sys.stderr, flush=True)
+
+  def __call__(self) -> bool:
+    return self.signal is not None
+
+
+def run(config, workdir: Path, overwrite: bool = False,
+        resume: bool = False, stop: StopRequest | None = None) -> Path:
+  """Checks everything, then stylises; returns the final image's path.
+
+  With ``resume``, continues from ``workdir``'s checkpoint."""
   stylize.check_config(config)
-  check_workdir(workdir, overwrite)
-  load = functools.cache(images.load)  # each image read once per size
+  ckpt = check_resume(config, workdir) if resume else None
+  if not resume:
+    check_workdir(workdir, overwrite)
+  load = functools.cache(stylize.image_loader(config))  # once per size
   inputs = stylize.load_inputs(config, config.image_size, load)  # checks
   h, w = inputs.content.shape[:2]
   params = weights.load(config.weights, config.network)
 
   workdir.mkdir(parents=True, exist_ok=True)
-  images.write_atomic(workdir / 'config.json',
-                      config.to_json(indent=2).encode())
+  config_json = config.to_json(indent=2)
+  if ckpt:
+    checkpoint.keep_rows(workdir / 'metrics.jsonl',
+                         lambda r: r['step'] <= ckpt.done)
+  else:
+    images.write_atomic(workdir / 'config.json', config_json.encode())
   metrics_file = open(workdir / 'metrics.jsonl', 'a')
   plan = stylize.scale_plan(config)
   steps = ' + '.join(f'{n} at {size} px' for size, n in plan[:-1])
   print(f'{w}x{h} px, {steps + " + " if steps else ""}{config.num_steps} '
-        f'steps of {config.optimizer} -> {workdir}', flush=True)
+        f'steps of {config.optimizer} -> {workdir}'
+        + (f' (resuming after step {ckpt.done})' if ckpt else ''), flush=True)
   total = sum(n for _, n in plan)
 
   def on_log(step, m):
@@ -91,10 +158,15 @@ def run(config, workdir: Path, overwrite: bool = False) -> Path:
   def on_save(step, image):
     images.save(workdir / f'step_{step:05d}.png', image)
 
+  def on_checkpoint(step, image, state):
+    checkpoint.save(workdir / checkpoint.NAME, step, image, state,
+                    config_json)
+
   with metrics_file:
     try:
       image, _ = stylize.stylize(config, params, load=load, on_log=on_log,
-                                 on_save=on_save)
+                                 on_save=on_save, on_checkpoint=on_checkpoint,
+                                 should_stop=stop, resume=ckpt)
     except Diverged as e:
       if e.last_finite is None:
         raise
@@ -102,6 +174,9 @@ def run(config, workdir: Path, overwrite: bool = False) -> Path:
       kept = workdir / f'last_finite_{step:05d}.png'
       images.save(kept, image)
       raise UserError(f'{e}; the output of step {step} is in {kept}') from None
+    except Stopped as e:
+      on_save(e.step, e.image)
+      raise
   final = workdir / 'final.png'
   images.save(final, image)
   print(f'wrote {final}', flush=True)
@@ -128,23 +203,39 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if _RESUME.value and not _WORKDIR.value:
+    print('error: --resume needs --workdir: the directory of the run to '
+          'continue', file=sys.stderr)
+    sys.exit(2)
   workdir = (Path(_WORKDIR.value) if _WORKDIR.value else
              default_workdir(config_flags.get_config_filename(flags.FLAGS[
                  'config'])))
   config = _CONFIG.value
   try:
-    if 'sweep' in config:
-      joined = sweep.initialize_distributed(_DISTRIBUTED.value)
-      if joined and not _WORKDIR.value:
-        raise UserError('a sweep over several processes needs --workdir: '
-                        'the same directory for every process')
-      check_workdir(workdir, _OVERWRITE.value)
-      sweep.run(config, workdir)
-    else:
-      run(config, workdir, _OVERWRITE.value)
+    with StopRequest() as stop:
+      if 'sweep' in config:
+        joined = sweep.initialize_distributed(_DISTRIBUTED.value)
+        if joined and not _WORKDIR.value:
+          raise UserError('a sweep over several processes needs --workdir: '
+                          'the same directory for every process')
+        if _RESUME.value:
+          check_sweep_resume(config, workdir)
+        else:
+          check_workdir(workdir, _OVERWRITE.value)
+        sweep.run(config, workdir, resume=_RESUME.value, should_stop=stop)
+      else:
+        run(config, workdir, _OVERWRITE.value, _RESUME.value, stop)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
+  except Stopped as e:
+    kept = ('the members finished so far are kept (the chunk in progress '
+            'is not)' if 'sweep' in config else
+            f'checkpoint and step_{e.step:05d}.png are')
+    print(f'stopped after step {e.step}; {kept} in {workdir}; continue with '
+          f'the same command and --resume --workdir {workdir}',
+          file=sys.stderr)
+    sys.exit(128 + stop.signal)
   except KeyboardInterrupt:
     print('interrupted', file=sys.stderr)
     sys.exit(130)

@@ -30,8 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nst import colour, images, losses, optim, vgg
-from nst.errors import Diverged, UserError
+from nst import checkpoint, colour, images, losses, optim, vgg
+from nst.errors import Diverged, Stopped, UserError
 
 INITS = ('content', 'noise')
 COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -69,6 +69,19 @@ def check_content_shape(config, shape, size: int | None = None) -> None:
                     f'at least {needed} px: raise image_size')
 
 
+def check_image_options(config) -> None:
+  limit = config.max_image_pixels
+  if isinstance(limit, bool) or not isinstance(limit, int) or limit < 4:
+    raise UserError(f'max_image_pixels={limit!r}: accepted is a whole '
+                    'number >= 4')
+  colour_ = config.alpha_background
+  if not (isinstance(colour_, (tuple, list)) and len(colour_) == 3 and all(
+      isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255
+      for v in colour_)):
+    raise UserError(f'alpha_background={colour_!r}: accepted is (R, G, B), '
+                    'three whole numbers 0-255')
+
+
 def check_config(config) -> None:
   """Raises a UserError for config values that cannot run.
 
@@ -104,9 +117,10 @@ def check_config(config) -> None:
   if not (math.isfinite(config.lr_decay_rate) and config.lr_decay_rate > 0):
     raise UserError(f'lr_decay_rate={config.lr_decay_rate!r}: accepted is a '
                     'finite number > 0')
+  check_image_options(config)
   for field, least in (('num_steps', 0), ('lr_decay_steps', 1),
                        ('lbfgs_memory', 1), ('log_every', 0),
-                       ('save_every', 0)):
+                       ('save_every', 0), ('checkpoint_every', 0)):
     if config[field] < least:
       raise UserError(f'{field}={config[field]}: accepted is >= {least}')
   check_controls(config)
@@ -223,10 +237,23 @@ class Inputs:
   original: np.ndarray       # the content photo, in colour
 
 
-def load_inputs(config, size: int, load: Callable = images.load) -> Inputs:
-  """Reads (``load(spec, size)``) and prepares the images at ``size``:
-  each style at ``style_scale * size``, masks at the content's shape, then
-  the colour preservation's conversions."""
+def image_options(config) -> dict[str, Any]:
+  """How the config has image files read (``images.read_rgb``'s options)."""
+  return {'max_pixels': config.max_image_pixels,
+          'background': tuple(config.alpha_background)}
+
+
+def image_loader(config) -> Callable[[str, int], np.ndarray]:
+  """``images.load`` with the config's ``image_options``."""
+  return functools.partial(images.load, **image_options(config))
+
+
+def load_inputs(config, size: int, load: Callable | None = None) -> Inputs:
+  """Reads (``load(spec, size)``; default ``image_loader(config)``) and
+  prepares the images at ``size``: each style at ``style_scale * size``,
+  masks at the content's shape, then the colour preservation's
+  conversions."""
+  load = load or image_loader(config)
   original = load(config.content_image, size)
   check_content_shape(config, original.shape, size)
   style_size = max(1, round(config.style_scale * size))
@@ -240,7 +267,7 @@ def load_inputs(config, size: int, load: Callable = images.load) -> Inputs:
           f'layers need a shorter side of at least {needed} px: raise '
           'style_scale or image_size')
   h, w = original.shape[:2]
-  masks = (np.stack([images.read_mask(spec, h, w)
+  masks = (np.stack([images.read_mask(spec, h, w, **image_options(config))
                      for spec in mask_specs(config)])
            if mask_specs(config) else None)
   content, styles = colour.prepare(config.preserve_colour, original, styles)
@@ -356,7 +383,8 @@ def init_image(config, content: np.ndarray) -> np.ndarray:
     return np.asarray(jax.random.normal(key, content.shape) *
                       config.init_noise_std, np.float32)
   h, w = content.shape[:2]
-  return images.preprocess(images.resize_to(images.read_rgb(config.init), h, w))
+  return images.preprocess(images.resize_to(
+      images.read_rgb(config.init, **image_options(config)), h, w))
 
 
 def resize_image(image, shape) -> np.ndarray:
@@ -446,16 +474,28 @@ def _evaluator(model) -> Callable:
 _finish = jax.jit(output)
 
 
-def stylize(config, params, *, load: Callable = images.load,
+def stylize(config, params, *, load: Callable | None = None,
             on_log: Callable[[int, dict], None] | None = None,
-            on_save: Callable[[int, np.ndarray], None] | None = None):
+            on_save: Callable[[int, np.ndarray], None] | None = None,
+            on_checkpoint: Callable[[int, np.ndarray, Any], None] | None = None,
+            should_stop: Callable[[], bool] | None = None,
+            resume: checkpoint.Checkpoint | None = None):
   """Runs the optimisation; returns the output image and its losses.
 
-  Images are read with ``load(spec, size)`` (Caffe convention). Steps are
-  counted across scales. ``on_log`` gets ``(step, metrics)`` every
-  ``config.log_every`` steps and at the end of each scale, with the losses
-  of the output after that many updates; ``on_save`` gets ``(step,
-  output)`` every ``config.save_every`` steps (at that scale's size).
+  Images are read with ``load(spec, size)`` (Caffe convention; default
+  ``image_loader(config)``). Steps are counted across scales. ``on_log``
+  gets ``(step, metrics)`` every ``config.log_every`` steps and at the end
+  of each scale, with the losses of the output after that many updates;
+  ``on_save`` gets ``(step, output)`` every ``config.save_every`` steps (at
+  that scale's size); ``on_checkpoint`` gets ``(step, image, state)`` (host
+  arrays) every ``config.checkpoint_every`` steps and before ``Stopped`` is
+  raised, if they and the output's loss are finite.
+
+  ``should_stop()`` is asked after every step; when it says yes, the run
+  checkpoints and raises ``Stopped`` with the output so far. ``resume``
+  (a checkpoint of this config) continues from its step: the steps after
+  it are the same computation as in a run that was never stopped.
+
   A non-finite loss at a log step raises ``Diverged``, which carries the
   output of the latest log step whose loss was finite.
   """
@@ -470,20 +510,48 @@ def stylize(config, params, *, load: Callable = images.load,
   evaluate = _evaluator(model)
   done, image, state, metrics = 0, None, None, {}
   last_finite = None  # (step, output) at the latest finite log step
+  start = resume.done if resume else 0
 
   def result():
     return colour.restore(config.preserve_colour, np.array(
         _finish(hparams, image, state)), inputs.original)
 
+  def save_checkpoint(i):
+    """Hands the image and state to ``on_checkpoint`` unless the loss or
+    any of them is non-finite (then the last checkpoint stays)."""
+    if not on_checkpoint:
+      return
+    loss, host_image, host_state = jax.device_get((evaluate(
+        params, targets, hparams, image, state)[0], image, state))
+    if all(np.isfinite(v).all() for v in jax.tree.leaves(
+        (loss, host_image, host_state)) if np.issubdtype(v.dtype, np.floating)):
+      on_checkpoint(i, host_image, host_state)
+
   for size, steps in scale_plan(config):
+    if done + steps < start:  # this scale was finished before the checkpoint
+      done += steps
+      continue
     inputs = load_inputs(config, size, load)
     targets = make_targets(config, model, params, inputs,
                            area_ratio=(config.image_size / size) ** 2)
-    image = jnp.asarray(
-        init_image(config, inputs.content) if image is None else
-        resize_image(_finish(hparams, image, state), inputs.content.shape))
-    state = init_state(config.optimizer, config.lbfgs_memory, hparams, image)
-    last_time, last_step = time.perf_counter(), done
+    first = done
+    if done < start:  # the checkpoint's step is in this scale
+      image = jnp.asarray(resume.image)
+      if image.shape != inputs.content.shape:
+        raise UserError(f'the checkpoint holds a {image.shape[1]}x'
+                        f'{image.shape[0]} image at step {start}; this run '
+                        f'is {inputs.content.shape[1]}x'
+                        f'{inputs.content.shape[0]} there')
+      state = checkpoint.fit_state(resume, init_state(
+          config.optimizer, config.lbfgs_memory, hparams, image))
+      first = start
+    else:
+      image = jnp.asarray(
+          init_image(config, inputs.content) if image is None else
+          resize_image(_finish(hparams, image, state), inputs.content.shape))
+      state = init_state(config.optimizer, config.lbfgs_memory, hparams,
+                         image)
+    last_time, last_step = time.perf_counter(), first
 
     def log(i):
       nonlocal last_time, last_step, last_finite
@@ -505,16 +573,21 @@ def stylize(config, params, *, load: Callable = images.load,
         on_log(i, metrics)
       return metrics
 
-    if done == 0:
+    if first == 0:
       metrics = log(0)
-    for i in range(done + 1, done + steps + 1):
+    for i in range(first + 1, done + steps + 1):
       image, state, _ = step(params, targets, hparams, image, state)
-      if i == done + 1:  # keep compilation out of the reported speed
+      if i == first + 1:  # keep compilation out of the reported speed
         jax.block_until_ready(image)
         last_time, last_step = time.perf_counter(), i
       if config.log_every and i % config.log_every == 0 or i == done + steps:
         metrics = log(i)
       if on_save and config.save_every and i % config.save_every == 0:
         on_save(i, result())
+      if config.checkpoint_every and i % config.checkpoint_every == 0:
+        save_checkpoint(i)
+      if should_stop and should_stop():
+        save_checkpoint(i)
+        raise Stopped(i, result())
     done += steps
   return result(), metrics

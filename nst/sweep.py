@@ -53,8 +53,9 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from nst import colour, images, optim, report, stylize, vgg, weights
-from nst.errors import UserError
+from nst import (checkpoint, colour, images, optim, report, stylize, vgg,
+                 weights)
+from nst.errors import Stopped, UserError
 
 RATIO = 'ratio'  # alpha/beta, the paper's content/style ratio
 IMAGE_FIELDS = ('content_image', 'style_image', 'init')
@@ -327,10 +328,16 @@ class Loader:
   def __init__(self):
     self._images, self._params = {}, {}
 
-  def image(self, spec: str, size: int) -> np.ndarray:
-    if (spec, size) not in self._images:
-      self._images[spec, size] = images.load(spec, size)
-    return self._images[spec, size]
+  def image(self, spec: str, size: int, **options) -> np.ndarray:
+    key = spec, size, tuple(sorted(options.items()))
+    if key not in self._images:
+      self._images[key] = images.load(spec, size, **options)
+    return self._images[key]
+
+  def images_for(self, config) -> Callable[[str, int], np.ndarray]:
+    """``image`` with ``config``'s image options (a ``load`` for
+    ``stylize.load_inputs``)."""
+    return functools.partial(self.image, **stylize.image_options(config))
 
   def params(self, spec: str, network: str):
     if (spec, network) not in self._params:
@@ -346,7 +353,7 @@ def group(members: list[Member], loader: Loader) -> list[list[Member]]:
     shapes = []
     try:
       for size, _ in stylize.scale_plan(c):
-        content = loader.image(c.content_image, size)
+        content = loader.images_for(c)(c.content_image, size)
         stylize.check_content_shape(c, content.shape, size)
         shapes.append(content.shape)
     except UserError as e:
@@ -375,6 +382,36 @@ def image_name(member: Member) -> str:
   return f'members/{member.index:04d}.png'
 
 
+def result_name(member: Member) -> str:
+  return f'members/{member.index:04d}.result.json'
+
+
+def save_result(workdir: Path, r: Result) -> None:
+  """The record of a finished member, which ``--resume`` keeps."""
+  record = {'metrics': r.metrics, 'status': r.status, 'wall_s': r.wall_s,
+            'steps_per_s': r.steps_per_s, 'group': r.group,
+            'chunk': r.chunk, 'image': r.image}
+  images.write_atomic(workdir / result_name(r.member),
+                      json.dumps(record).encode())
+
+
+def finished(workdir: Path, members: list[Member]) -> dict[int, Result]:
+  """{index: result} of the members a stopped sweep finished: those with a
+  readable record (and their image, unless they diverged)."""
+  out = {}
+  for m in members:
+    try:
+      r = json.loads((workdir / result_name(m)).read_text())
+      result = Result(m, r['metrics'], r['status'], r['wall_s'],
+                      r['steps_per_s'], r['group'], r['chunk'], r['image'],
+                      written=bool(r['image']))
+    except (OSError, ValueError, KeyError, TypeError):
+      continue
+    if not result.image or (workdir / result.image).is_file():
+      out[m.index] = result
+  return out
+
+
 def _compile(model, c, mesh):
   """The group's batched step, optimiser init and evaluation."""
   per_member = NamedSharding(mesh, PartitionSpec('member'))
@@ -398,13 +435,17 @@ def _compile(model, c, mesh):
 def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
               chunk_size: int = 0, group_index: int = 0,
               on_log: Callable[[dict], None] | None = None,
-              on_image: Callable[[Member, np.ndarray], None] | None = None
+              on_image: Callable[[Member, np.ndarray], None] | None = None,
+              on_result: Callable[[Result], None] | None = None,
+              should_stop: Callable[[], bool] | None = None
               ) -> list[Result]:
   """Optimises every member of one group; returns their results.
 
   ``on_log(row)`` gets one row per member and log step (process 0 only);
   ``on_image(member, image)`` is called by the process that holds the
-  member's final image (on its devices).
+  member's final image (on its devices); ``on_result(result)`` for each
+  member when its chunk is done. ``should_stop()`` is asked after every
+  step: yes raises ``Stopped`` (the chunk in progress is dropped).
   """
   c = members[0].config
   model = stylize.make_model(c)
@@ -460,7 +501,7 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
       @functools.cache  # a padded slot reuses its member's inputs
       def inputs(index, scale=scale):
         m = by_index[index].config
-        loaded = stylize.load_inputs(m, scale, loader.image)
+        loaded = stylize.load_inputs(m, scale, loader.images_for(m))
         targets = stylize.make_targets(
             m, model, params, loaded, content_layers=content_layers,
             style_layers=style_layers, area_ratio=(m.image_size / scale) ** 2)
@@ -487,6 +528,8 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
           after_first = time.perf_counter()
         if c.log_every and i % c.log_every == 0 or i == done + steps:
           log(i, scale, targets, hparams, image, state)
+        if should_stop and should_stop():
+          raise Stopped(i)
       done += steps
     out = finish(hparams, image, state)
     jax.block_until_ready(out)
@@ -509,30 +552,42 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
                             wall, speed, group_index, chunk_index,
                             image_name(m) if finite[j] else '',
                             written=j in local))
+      if on_result:
+        on_result(results[-1])
   return results
 
 
-def run(config, workdir: Path, devices=None) -> list[Result]:
+def run(config, workdir: Path, devices=None, resume: bool = False,
+        should_stop: Callable[[], bool] | None = None) -> list[Result]:
   """Runs the sweep ``config`` into ``workdir``; returns the member results.
 
   ``devices`` (default: all of them, on every process) carry the member axis.
   The caller checks that ``workdir`` may be written (``nst.run`` does).
+  With ``resume``, members that a stopped run of the same sweep finished
+  (``members/NNNN.result.json``) are kept and only the others run.
+  ``should_stop()`` is asked after every step (see ``run_group``).
   """
   ax, members = expand(config)
   spec = settings(config)
   loader = Loader()
-  groups = group(members, loader)
+  kept = finished(workdir, members) if resume else {}
+  groups = group([m for m in members if m.index not in kept], loader)
   mesh = member_mesh(devices)
   lead = jax.process_index() == 0
   if jax.process_count() > 1:  # nobody writes before everyone has checked
     multihost_utils.sync_global_devices('nst.sweep: workdir checked')
   (workdir / 'members').mkdir(parents=True, exist_ok=True)
   if lead:
-    images.write_atomic(workdir / 'config.json',
-                        config.to_json(indent=2).encode())
+    if resume:  # rows of the chunks that were dropped are written again
+      checkpoint.keep_rows(workdir / 'metrics.jsonl',
+                           lambda r: r['member'] in kept)
+    else:
+      images.write_atomic(workdir / 'config.json',
+                          config.to_json(indent=2).encode())
     print(f'{len(members)} members in {len(groups)} group(s) on '
           f'{mesh.devices.size} device(s), {jax.process_count()} process(es) '
-          f'-> {workdir}', flush=True)
+          f'-> {workdir}' + (f' ({len(kept)} finished before, kept)'
+                             if resume else ''), flush=True)
   metrics_file = open(workdir / 'metrics.jsonl', 'a') if lead else None
 
   def on_log(row):
@@ -545,14 +600,19 @@ def run(config, workdir: Path, devices=None) -> list[Result]:
     images.write_atomic(path.with_suffix('.json'),
                         member.config.to_json(indent=2).encode())
 
-  results = []
+  def on_result(result):
+    if metrics_file:
+      metrics_file.flush()
+    if lead:
+      save_result(workdir, result)
+
+  results = list(kept.values())
   try:
     for g, group_members in enumerate(groups):
       results += run_group(group_members, loader=loader, mesh=mesh,
                            chunk_size=spec.chunk_size, group_index=g,
-                           on_log=on_log, on_image=on_image)
-      if metrics_file:
-        metrics_file.flush()
+                           on_log=on_log, on_image=on_image,
+                           on_result=on_result, should_stop=should_stop)
   finally:
     if metrics_file:
       metrics_file.close()

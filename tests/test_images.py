@@ -56,7 +56,39 @@ def test_bad_images_are_one_clear_error(tmp_path, monkeypatch):
   for name, message in cases.items():
     with pytest.raises(UserError, match=message):
       images.read_rgb(str(tmp_path / name))
-  # Above twice PIL's limit an image is refused before it is decoded.
+  # Above the limit an image is refused before it is decoded.
+  decoded = []
+  monkeypatch.setattr(Image.Image, 'load', lambda im: decoded.append(im))
+  with pytest.raises(UserError, match=r"refusing image .*ok.png.*64x64 = "
+                     r"4096 px is more than max_image_pixels=4095"):
+    images.read_rgb(str(tmp_path / 'ok.png'), max_pixels=4095)
+  assert decoded == []
+  monkeypatch.undo()
+  assert images.read_rgb(str(tmp_path / 'ok.png'), max_pixels=4096).shape == (
+      64, 64, 3)
+  # A limit above PIL's own applies (PIL's global is left as it was).
   monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 1000)
-  with pytest.raises(UserError, match=r"refusing image .*ok.png.*4096 pixels"):
-    images.read_rgb(str(tmp_path / 'ok.png'))
+  assert images.read_rgb(str(tmp_path / 'ok.png')).shape == (64, 64, 3)
+  assert Image.MAX_IMAGE_PIXELS == 1000
+
+
+def test_alpha_is_composited_on_the_configured_colour(tmp_path):
+  from helpers import tiny_config
+  from nst import stylize
+  rgba = np.zeros((32, 32, 4), np.uint8)
+  rgba[:16] = (0, 0, 255, 255)    # opaque blue top half
+  rgba[16:] = (255, 0, 0, 128)    # half-transparent red bottom half
+  Image.fromarray(rgba).save(tmp_path / 'a.png')
+  config = tiny_config(content_image=str(tmp_path / 'a.png'),
+                       alpha_background=(0, 255, 0))
+  inputs = stylize.load_inputs(config, 32)
+  rgb = images.deprocess(inputs.original)
+  np.testing.assert_array_equal(rgb[0, 0], [0, 0, 255])
+  # 128/255 of red over green: (255 * 128 + 0 * 127) / 255 etc.
+  np.testing.assert_allclose(rgb[-1, -1], [128, 127, 0], atol=1)
+  for bad in ((0, 255), (0, 256, 0), (0.5, 0, 0)):
+    with pytest.raises(UserError, match=r'alpha_background=.*accepted is '
+                       r'\(R, G, B\)'):
+      stylize.check_config(tiny_config(alpha_background=bad))
+  with pytest.raises(UserError, match='max_image_pixels=0: accepted'):
+    stylize.check_config(tiny_config(max_image_pixels=0))

@@ -6,7 +6,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
+
+from helpers import tiny_config
+from nst import images, run
+from nst.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ['--config.weights=random', '--config.image_size=32',
@@ -76,7 +81,6 @@ def test_non_finite_loss_stops_and_keeps_the_last_finite_image(tmp_path):
   rows = [json.loads(l) for l in (out / 'metrics.jsonl').read_text().splitlines()]
   assert [r['step'] for r in rows] == [0]
   # Step 0's output is the content image (init='content').
-  from nst import images
   np.testing.assert_array_equal(
       np.asarray(Image.open(kept)),
       images.deprocess(images.load('skimage:chelsea', 32)))
@@ -154,3 +158,60 @@ def test_bad_control_values_are_one_clear_error(tmp_path):
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and 'Traceback' not in result.stderr
     assert not (tmp_path / 'o').exists()
+
+
+def _bad_inputs(tmp):
+  """(config overrides, message) for bad images and config values."""
+  Image.new('RGB', (64, 64)).save(tmp / 'ok.png')
+  data = (tmp / 'ok.png').read_bytes()
+  (tmp / 'cut.png').write_bytes(data[:len(data) // 2])
+  (tmp / 'text.png').write_text('not an image')
+  Image.new('RGB', (1, 1)).save(tmp / 'dot.png')
+  (tmp / 'empty.png').write_bytes(b'')
+  return [
+      ({'content_image': str(tmp / 'empty.png')}, 'cannot read image'),
+      ({'content_image': str(tmp / 'none.png')}, 'does not exist'),
+      ({'content_image': str(tmp)}, 'is a directory'),
+      ({'style_image': str(tmp / 'text.png')}, 'cannot read image'),
+      ({'style_image': str(tmp / 'cut.png')}, 'cannot read image'),
+      ({'content_image': str(tmp / 'dot.png')}, 'is 1x1 px'),
+      ({'content_image': str(tmp / 'ok.png'), 'max_image_pixels': 100},
+       'more than max_image_pixels=100'),
+      ({'style_layers': ('conv1_1', 'relu9_1')}, r"\['relu9_1'\].*accepted: "
+       'conv1_1, relu1_1'),
+      ({'content_layers': (), 'style_layers': ()}, 'both empty'),
+      ({'style_weight': -1.0}, 'style_weight=-1.0'),
+      ({'content_weight': float('inf')}, 'content_weight=inf'),
+      ({'image_size': 4}, 'image_size=4 is too small'),
+      ({'optimizer': 'sgd'}, "unknown optimizer 'sgd'"),
+      ({'init': 'bogus'}, "init='bogus'"),
+      ({'style_image': 'nst:swirls,nst:swirls', 'style_blend_weights': (1.0,)},
+       'style_blend_weights'),
+  ]
+
+
+def test_bad_inputs_are_refused_before_anything_is_written(tmp_path):
+  workdir = tmp_path / 'previous'
+  workdir.mkdir()
+  for name in ('final.png', 'metrics.jsonl', 'config.json'):
+    (workdir / name).write_bytes(name.encode())
+  before = {p.name: p.read_bytes() for p in workdir.iterdir()}
+  for overrides, message in _bad_inputs(tmp_path):
+    with pytest.raises(UserError, match=message):
+      run.run(tiny_config(**overrides), workdir, overwrite=True)
+    assert {p.name: p.read_bytes() for p in workdir.iterdir()} == before
+    with pytest.raises(UserError, match=message):
+      run.run(tiny_config(**overrides), tmp_path / 'new')
+    assert not (tmp_path / 'new').exists()
+
+
+def test_unreadable_file_is_one_clear_error(tmp_path, monkeypatch):
+  Image.new('RGB', (8, 8)).save(tmp_path / 'locked.png')
+
+  def denied(*args, **kwargs):
+    raise PermissionError(13, 'Permission denied', str(tmp_path / 'locked.png'))
+
+  monkeypatch.setattr(Image, 'open', denied)  # tests may run as root
+  with pytest.raises(UserError, match=r"cannot read image .*locked.png.*"
+                     'Permission denied'):
+    images.read_rgb(str(tmp_path / 'locked.png'))

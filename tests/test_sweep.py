@@ -362,7 +362,8 @@ def test_fig3_config_runs_from_the_command_line(tmp_path):
   assert again.returncode == 2
   assert again.stderr.strip().splitlines() == [
       f"error: workdir '{tmp_path}' already holds files; choose another "
-      '--workdir or pass --overwrite']
+      '--workdir, pass --resume to continue a stopped run there, or '
+      '--overwrite']
   assert len(list(csv.DictReader(open(tmp_path / 'results.csv')))) == 10
 
 

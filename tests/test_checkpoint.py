@@ -1,0 +1,249 @@
+"""Checkpoints: a stopped run, resumed, ends bit-identical to one never
+stopped; bad checkpoints and configs are refused."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from helpers import tiny_config
+from nst import checkpoint, stylize, weights
+from nst.errors import Stopped, UserError
+from test_run import ROOT, nst_run
+
+PARAMS = weights.random_params('vgg19')
+
+
+def _stopped_then_resumed(config, stop_after, path):
+  """Runs until ``stop_after`` steps, checkpoints to ``path``, resumes."""
+  calls = []
+
+  def should_stop():
+    calls.append(1)
+    return len(calls) == stop_after
+
+  def on_checkpoint(step, image, state):
+    checkpoint.save(path, step, image, state, config.to_json())
+
+  with pytest.raises(Stopped) as e:
+    stylize.stylize(config, PARAMS, should_stop=should_stop,
+                    on_checkpoint=on_checkpoint)
+  assert e.value.step == stop_after
+  ckpt = checkpoint.load(path)
+  assert ckpt.done == stop_after
+  return stylize.stylize(config, PARAMS, resume=ckpt)
+
+
+@pytest.mark.parametrize('scales,stop_after', [
+    ((), 3),
+    ((16,), 2),   # inside the first scale
+    ((16,), 3),   # at its last step: the next scale starts from it
+    ((16,), 5),   # inside the second
+])
+def test_stopped_and_resumed_equals_uninterrupted(tmp_path, scales,
+                                                  stop_after):
+  config = tiny_config(num_steps=4, log_every=1, scales=scales,
+                       scale_steps=(3,) * len(scales), checkpoint_every=0)
+  want_image, want = stylize.stylize(config, PARAMS)
+  got_image, got = _stopped_then_resumed(config, stop_after,
+                                         tmp_path / 'c.npz')
+  np.testing.assert_array_equal(got_image, want_image)
+  assert got['loss'] == want['loss'] and got['step'] == want['step']
+
+
+def test_lbfgs_state_round_trips(tmp_path):
+  config = tiny_config(num_steps=4, optimizer='lbfgs', checkpoint_every=0)
+  want_image, want = stylize.stylize(config, PARAMS)
+  got_image, got = _stopped_then_resumed(config, 2, tmp_path / 'c.npz')
+  np.testing.assert_array_equal(got_image, want_image)
+  assert got['loss'] == want['loss']
+
+
+def test_checkpoints_every_n_steps_only_while_finite():
+  seen = []
+  config = tiny_config(num_steps=5, checkpoint_every=2)
+  stylize.stylize(config, PARAMS,
+                  on_checkpoint=lambda s, i, st: seen.append(s))
+  assert seen == [2, 4]
+  # Unclipped steps of 1e30 overflow at once: no checkpoint is written.
+  seen.clear()
+  with pytest.raises(UserError, match='likely too high'):
+    stylize.stylize(tiny_config(num_steps=4, checkpoint_every=1,
+                                log_every=2, clip_pixels=False,
+                                learning_rate=1e30), PARAMS,
+                    on_checkpoint=lambda s, i, st: seen.append(s))
+  assert seen == []
+
+
+def test_checkpoint_that_does_not_fit_is_refused(tmp_path):
+  config = tiny_config(num_steps=3)
+  path = tmp_path / 'c.npz'
+  with pytest.raises(Stopped):
+    stylize.stylize(config, PARAMS, should_stop=lambda: True,
+                    on_checkpoint=lambda s, i, st: checkpoint.save(
+                        path, s, i, st, '{}'))
+  ckpt = checkpoint.load(path)
+  with pytest.raises(UserError, match=r"does not fit this run.*"
+                     r"\['opt'\]\[0\]\.mu: unexpected"):
+    stylize.stylize(tiny_config(num_steps=3, optimizer='lbfgs'), PARAMS,
+                    resume=ckpt)
+  with pytest.raises(UserError, match='checkpoint holds a 32x32 image at '
+                     'step 1; this run is 16x16'):
+    stylize.stylize(tiny_config(num_steps=3, image_size=16), PARAMS,
+                    resume=ckpt)
+
+
+def test_unreadable_checkpoints_are_user_errors(tmp_path):
+  with pytest.raises(UserError, match='no checkpoint at'):
+    checkpoint.load(tmp_path / 'none.npz')
+  (tmp_path / 'bad.npz').write_bytes(b'PK\x03\x04 not really')
+  with pytest.raises(UserError, match='cannot read checkpoint'):
+    checkpoint.load(tmp_path / 'bad.npz')
+  # An object array would need unpickling: refused, not loaded.
+  np.savez(tmp_path / 'obj.npz', done=np.int64(1), image=np.zeros((2, 2, 3)),
+           config=np.array([{'a': 1}], dtype=object))
+  with pytest.raises(UserError, match='cannot read checkpoint'):
+    checkpoint.load(tmp_path / 'obj.npz')
+
+
+ARGS = ['--config.weights=random', '--config.image_size=32',
+        '--config.content_image=skimage:astronaut', '--config.num_steps=12',
+        '--config.log_every=1', '--config.save_every=0',
+        '--config.checkpoint_every=0']
+
+
+def test_sigterm_checkpoints_and_resume_matches_an_uninterrupted_run(
+    tmp_path):
+  stopped, whole = tmp_path / 'stopped', tmp_path / 'whole'
+  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cpu')
+  proc = subprocess.Popen(
+      [sys.executable, '-m', 'nst.run', '--config',
+       str(ROOT / 'configs' / 'default.py'), *ARGS, f'--workdir={stopped}'],
+      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True)
+  for line in proc.stdout:  # mid-way: after step 3 of 12 is logged
+    if line.startswith('step     3/12'):
+      proc.send_signal(signal.SIGTERM)
+      break
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 128 + signal.SIGTERM, err
+  assert 'Traceback' not in err and '--resume' in err
+  done = int(np.load(stopped / 'checkpoint.npz')['done'])
+  assert 3 <= done < 12
+  assert (stopped / f'step_{done:05d}.png').is_file()
+  assert not (stopped / 'final.png').exists()
+
+  # A different config is refused, and nothing in the workdir changes.
+  before = {p.name: p.read_bytes() for p in stopped.iterdir()}
+  bad = nst_run(*ARGS, '--config.style_weight=3', '--resume',
+                f'--workdir={stopped}')
+  assert bad.returncode == 2 and 'Traceback' not in bad.stderr
+  assert 'style_weight (100000.0 there, 3.0 now)' in bad.stderr
+  assert {p.name: p.read_bytes() for p in stopped.iterdir()} == before
+
+  resumed = nst_run(*ARGS, '--resume', f'--workdir={stopped}')
+  assert resumed.returncode == 0, resumed.stderr
+  assert f'resuming after step {done}' in resumed.stdout
+  assert nst_run(*ARGS, f'--workdir={whole}').returncode == 0
+  assert (stopped / 'final.png').read_bytes() == (whole / 'final.png').read_bytes()
+  rows = lambda d: [{k: v for k, v in json.loads(l).items()
+                     if k != 'steps_per_s'}
+                    for l in (d / 'metrics.jsonl').read_text().splitlines()]
+  assert rows(stopped) == rows(whole)
+  assert [r['step'] for r in rows(whole)] == list(range(13))
+
+
+def test_resume_needs_a_checkpoint(tmp_path):
+  result = nst_run(*ARGS, '--resume', f'--workdir={tmp_path}')
+  assert result.returncode == 2 and 'Traceback' not in result.stderr
+  assert 'no checkpoint at' in result.stderr
+  result = nst_run(*ARGS, '--resume')
+  assert result.returncode == 2 and '--resume needs --workdir' in result.stderr
+
+
+def test_stopped_sweep_resumes_only_its_unfinished_members(tmp_path,
+                                                           monkeypatch):
+  import csv
+  from helpers import tiny_sweep
+  from nst import sweep
+  c = tiny_sweep(num_steps=2)
+  c.sweep.chunk_size = 1  # four chunks of one member, two steps each
+  whole, stopped = tmp_path / 'whole', tmp_path / 'stopped'
+  sweep.run(c, whole)
+  asked = []
+  with pytest.raises(Stopped) as e:  # in the third chunk, after its step 1
+    sweep.run(c, stopped, should_stop=lambda: asked.append(1) or len(
+        asked) == 5)
+  assert e.value.step == 1
+  assert sorted(p.name for p in (stopped / 'members').glob('*.result.json')
+                ) == ['0000.result.json', '0001.result.json']
+
+  ran, run_group = [], sweep.run_group
+  monkeypatch.setattr(sweep, 'run_group', lambda members, **kw: (
+      ran.append([m.index for m in members]), run_group(members, **kw))[1])
+  results = sweep.run(c, stopped, resume=True)
+  assert ran == [[2, 3]]
+  assert [r.member.index for r in sorted(results, key=lambda r:
+                                         r.member.index)] == [0, 1, 2, 3]
+  for i in range(4):
+    name = f'members/{i:04d}.png'
+    assert (stopped / name).read_bytes() == (whole / name).read_bytes()
+  same = lambda d: [{k: v for k, v in row.items() if k not in (
+      'wall_s', 'steps_per_s', 'group', 'chunk')}
+      for row in csv.DictReader(open(d / 'results.csv'))]
+  assert same(stopped) == same(whole)
+  rows = lambda d: sorted((r['member'], r['step'], r['loss']) for r in map(
+      json.loads, (d / 'metrics.jsonl').read_text().splitlines()))
+  assert rows(stopped) == rows(whole)
+
+
+def test_sigterm_stops_a_sweep_and_resume_finishes_it(tmp_path):
+  from helpers import tiny_sweep
+  from nst import sweep
+  config_file = tmp_path / 'tiny_sweep.py'
+  config_file.write_text(
+      'import sys\n'
+      f'sys.path.insert(0, {str(ROOT / "tests")!r})\n'
+      'from helpers import tiny_sweep\n\n'
+      'def get_config():\n'
+      '  c = tiny_sweep(num_steps=3, log_every=1)\n'
+      '  c.sweep.chunk_size = 1\n'
+      '  return c\n')
+  out = tmp_path / 'out'
+  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cpu')
+  cmd = [sys.executable, '-m', 'nst.run', '--config', str(config_file),
+         f'--workdir={out}']
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  for line in proc.stdout:  # the second of four chunks has begun
+    if 'chunk 2/4' in line:
+      proc.send_signal(signal.SIGTERM)
+      break
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 128 + signal.SIGTERM, err
+  assert 'Traceback' not in err and 'members finished so far are kept' in err
+  kept = sorted(p.name for p in (out / 'members').glob('*.result.json'))
+  assert 1 <= len(kept) < 4 and not (out / 'results.csv').exists()
+
+  resumed = subprocess.run(cmd + ['--resume'], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=300)
+  assert resumed.returncode == 0, resumed.stderr
+  assert f'({len(kept)} finished before, kept)' in resumed.stdout
+  c = tiny_sweep(num_steps=3, log_every=1)
+  c.sweep.chunk_size = 1
+  sweep.run(c, tmp_path / 'whole')
+  for i in range(4):
+    name = f'members/{i:04d}.png'
+    assert (out / name).read_bytes() == (tmp_path / 'whole' / name).read_bytes()
+
+
+def test_keep_rows_drops_later_and_half_written_rows(tmp_path):
+  path = tmp_path / 'metrics.jsonl'
+  path.write_text('{"step": 0, "loss": 1.0}\n{"step": 5, "loss": 0.5}\n'
+                  '{"step": 10, "loss": 0.25}\n{"step": 15, "lo')
+  checkpoint.keep_rows(path, lambda r: r['step'] <= 5)
+  assert path.read_text() == ('{"step": 0, "loss": 1.0}\n'
+                              '{"step": 5, "loss": 0.5}\n')
