@@ -38,9 +38,10 @@ NAME = 'checkpoint.npz'
 @dataclasses.dataclass
 class Checkpoint:
   done: int
-  image: np.ndarray
+  image: np.ndarray             # (H, W, 3), or (members, H, W, 3) in a sweep
   state: dict[str, np.ndarray]  # flat: pytree path -> leaf
   config: dict[str, Any]
+  extra: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 def _flat(tree) -> dict[str, Any]:
@@ -49,10 +50,13 @@ def _flat(tree) -> dict[str, Any]:
 
 
 def save(path: str | os.PathLike, done: int, image, state,
-         config_json: str) -> None:
-  """Writes a checkpoint of ``done`` steps atomically."""
+         config_json: str, extra: dict[str, np.ndarray] | None = None
+         ) -> None:
+  """Writes a checkpoint of ``done`` steps atomically (``extra``: more
+  named arrays, e.g. a sweep chunk's member indices)."""
   arrays = {'done': np.int64(done), 'image': np.asarray(image, np.float32),
             'config': np.array(config_json)}
+  arrays.update({'extra/' + k: np.asarray(v) for k, v in (extra or {}).items()})
   arrays.update({'state' + k: np.asarray(v)
                  for k, v in _flat(jax.device_get(state)).items()})
   buf = io.BytesIO()
@@ -71,32 +75,35 @@ def load(path: str | os.PathLike) -> Checkpoint:
     raise UserError(f'no checkpoint at {str(path)!r}') from None
   except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
     raise UserError(f'cannot read checkpoint {str(path)!r}: {e}') from None
-  if image.ndim != 3 or image.shape[-1] != 3 or done < 0:
+  if image.ndim not in (3, 4) or image.shape[-1] != 3 or done < 0:
     raise UserError(f'checkpoint {str(path)!r} is malformed: image '
                     f'{image.shape}, done {done}')
   state = {k[len('state'):]: v for k, v in arrays.items()
            if k.startswith('state')}
-  return Checkpoint(done, image, state, config)
+  extra = {k[len('extra/'):]: v for k, v in arrays.items()
+           if k.startswith('extra/')}
+  return Checkpoint(done, image, state, config, extra)
 
 
 def fit_state(checkpoint: Checkpoint, template):
-  """The checkpoint's state in the structure of ``template`` (a fresh
-  ``init_state`` for the same optimiser and image shape), as device
-  arrays; a UserError naming each leaf that is missing or differs."""
+  """The checkpoint's state (host arrays) in the structure of ``template``
+  (the state, or its ``jax.eval_shape``, that ``init_state`` makes for the
+  same optimiser and image shape); a UserError naming each leaf that is
+  missing or differs."""
   want = _flat(template)
-  problems = [f'{k}: missing' for k in want if k not in checkpoint.state]
+  got = checkpoint.state
+  problems = [f'{k}: missing' for k in want if k not in got]
   problems += [
-      f'{k}: {checkpoint.state[k].dtype}{list(checkpoint.state[k].shape)}, '
-      f'expected {np.dtype(v.dtype)}{list(np.shape(v))}'
-      for k, v in want.items() if k in checkpoint.state and (
-          checkpoint.state[k].shape != np.shape(v)
-          or checkpoint.state[k].dtype != np.dtype(v.dtype))]
-  problems += [f'{k}: unexpected' for k in checkpoint.state if k not in want]
+      f'{k}: {got[k].dtype}{list(got[k].shape)}, expected '
+      f'{np.dtype(v.dtype)}{list(v.shape)}'
+      for k, v in want.items() if k in got and (
+          got[k].shape != tuple(v.shape) or got[k].dtype != np.dtype(v.dtype))]
+  problems += [f'{k}: unexpected' for k in got if k not in want]
   if problems:
     raise UserError('the checkpoint does not fit this run (another optimiser '
                     'or image size?): ' + '; '.join(problems))
-  leaves = [jax.numpy.asarray(checkpoint.state[k]) for k in want]
-  return jax.tree.unflatten(jax.tree.structure(template), leaves)
+  return jax.tree.unflatten(jax.tree.structure(template),
+                            [got[k] for k in want])
 
 
 def check_same_config(saved: dict[str, Any], config, workdir) -> None:

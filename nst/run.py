@@ -19,7 +19,8 @@ Writes into ``--workdir`` (default ``runs/<config>-<time>``):
 A sweep writes config.json, metrics.jsonl, members/NNNN.png (+ .json, the
 member's full config, and .result.json, its losses), results.csv,
 contact_sheet.png and index.html. Stopped by SIGINT or SIGTERM, it keeps the
-members it finished; ``--resume`` runs only the others.
+members it finished and checkpoints the chunk in progress; ``--resume``
+continues that chunk and runs the members not yet started.
 An existing, non-empty workdir is refused unless ``--overwrite`` or
 ``--resume`` is given; ``--resume`` needs the same config as the stopped run.
 """
@@ -229,8 +230,8 @@ def main(argv):
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
   except Stopped as e:
-    kept = ('the members finished so far are kept (the chunk in progress '
-            'is not)' if 'sweep' in config else
+    kept = ('the finished members and a checkpoint of the chunk in '
+            'progress are' if 'sweep' in config else
             f'checkpoint and step_{e.step:05d}.png are')
     print(f'stopped after step {e.step}; {kept} in {workdir}; continue with '
           f'the same command and --resume --workdir {workdir}',

@@ -542,8 +542,10 @@ def stylize(config, params, *, load: Callable | None = None,
                         f'{image.shape[0]} image at step {start}; this run '
                         f'is {inputs.content.shape[1]}x'
                         f'{inputs.content.shape[0]} there')
-      state = checkpoint.fit_state(resume, init_state(
-          config.optimizer, config.lbfgs_memory, hparams, image))
+      state = jax.tree.map(jnp.asarray, checkpoint.fit_state(
+          resume, jax.eval_shape(functools.partial(
+              init_state, config.optimizer, config.lbfgs_memory), hparams,
+                                 image)))
       first = start
     else:
       image = jnp.asarray(

@@ -437,7 +437,9 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
               on_log: Callable[[dict], None] | None = None,
               on_image: Callable[[Member, np.ndarray], None] | None = None,
               on_result: Callable[[Result], None] | None = None,
-              should_stop: Callable[[], bool] | None = None
+              should_stop: Callable[[], bool] | None = None,
+              on_stop: Callable[..., None] | None = None,
+              resume: checkpoint.Checkpoint | None = None
               ) -> list[Result]:
   """Optimises every member of one group; returns their results.
 
@@ -445,7 +447,10 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
   ``on_image(member, image)`` is called by the process that holds the
   member's final image (on its devices); ``on_result(result)`` for each
   member when its chunk is done. ``should_stop()`` is asked after every
-  step: yes raises ``Stopped`` (the chunk in progress is dropped).
+  step: yes calls ``on_stop(chunk, step, image, state, finite)`` with the
+  chunk's host arrays (every process), then raises ``Stopped``. ``resume``,
+  a checkpoint of such a chunk (``extra['members']``: its member indices),
+  continues that chunk from its step.
   """
   c = members[0].config
   model = stylize.make_model(c)
@@ -469,6 +474,11 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
     by_index = {m.index: m for m in chunk}
     start = time.perf_counter()
     finite = np.ones(size, bool)
+    resumed = resume if resume is not None and list(
+        resume.extra.get('members', ())) == [m.index for m in chunk] else None
+    if resumed:
+      finite[:] = resumed.extra['finite']
+    first_step = resumed.done if resumed else 0
     last = {}
     after_first = None
     image = state = None
@@ -489,14 +499,18 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
         ok = real[np.isfinite(real)]
         summary = (f'loss median {np.median(ok):.4e} (min {ok.min():.4e}, max '
                    f'{ok.max():.4e})' if ok.size else 'no finite loss')
-        speed = (f'  {(i - 1) / (time.perf_counter() - after_first):.2f} '
-                 'steps/s' if after_first and i > 1 else '')
+        ran = i - first_step - 1  # since the first (compiling) step
+        speed = (f'  {ran / (time.perf_counter() - after_first):.2f} '
+                 'steps/s' if after_first and ran > 0 else '')
         where = f' ({scale} px)' if len(plan) > 1 else ''
         print(f'group {group_index + 1} chunk {chunk_index + 1}/{len(chunks)}'
               f' ({len(chunk)} members) step {i:5d}/{total_steps}{where}  '
               f'{summary}{speed}', flush=True)
 
     for scale, steps in plan:
+      if done + steps < first_step:  # finished before the checkpoint
+        done += steps
+        continue
 
       @functools.cache  # a padded slot reuses its member's inputs
       def inputs(index, scale=scale):
@@ -510,33 +524,51 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
       targets, hparams = _put(lambda j: (inputs(slots[j].index)[1],
                                          optim.hyperparams(slots[j].config)),
                               size, per_member)
-      if image is None:
-        image = _put(lambda j: stylize.init_image(
-            slots[j].config, inputs(slots[j].index)[0].content), size,
-                     per_member)
-      else:
+      first = done
+      if done < first_step:  # the checkpoint's step is in this scale
         shape = inputs(slots[0].index)[0].content.shape
-        image = jax.jit(jax.vmap(lambda x: jax.image.resize(x, shape, 'cubic')),
-                        out_shardings=per_member)(finish(hparams, image, state))
-      state = init(hparams, image)
-      if done == 0:
+        if resumed.image.shape != (size, *shape):
+          raise UserError(f'the checkpoint holds images of '
+                          f'{resumed.image.shape}; this chunk has '
+                          f'{(size, *shape)} at step {first_step}')
+        image = _put(lambda j: resumed.image[j], size, per_member)
+        host = checkpoint.fit_state(resumed, jax.eval_shape(init, hparams,
+                                                            image))
+        state = _put(lambda j: jax.tree.map(lambda v: v[j], host), size,
+                     per_member)
+        first = first_step
+      else:
+        if image is None:
+          image = _put(lambda j: stylize.init_image(
+              slots[j].config, inputs(slots[j].index)[0].content), size,
+                       per_member)
+        else:
+          shape = inputs(slots[0].index)[0].content.shape
+          image = jax.jit(
+              jax.vmap(lambda x: jax.image.resize(x, shape, 'cubic')),
+              out_shardings=per_member)(finish(hparams, image, state))
+        state = init(hparams, image)
+      if first == 0:
         log(0, scale, targets, hparams, image, state)
-      for i in range(done + 1, done + steps + 1):
+      for i in range(first + 1, done + steps + 1):
         image, state, _ = step(device_params, targets, hparams, image, state)
         if after_first is None:  # keep compilation out of the steps/s
           jax.block_until_ready(image)
           after_first = time.perf_counter()
         if c.log_every and i % c.log_every == 0 or i == done + steps:
           log(i, scale, targets, hparams, image, state)
-        if should_stop and should_stop():
+        # (At the chunk's last step there is nothing left to keep: finish.)
+        if i < total_steps and should_stop and should_stop():
+          if on_stop:
+            on_stop(chunk, i, *_gather((image, state)), finite.copy())
           raise Stopped(i)
       done += steps
     out = finish(hparams, image, state)
     jax.block_until_ready(out)
     end = time.perf_counter()
     wall = end - start
-    speed = ((total_steps - 1) / (end - after_first) if total_steps > 1
-             else float('nan'))
+    ran = total_steps - first_step - 1
+    speed = ran / (end - after_first) if ran > 0 else float('nan')
 
     # A diverged member's image is not written (its cell stays empty).
     local = {j: v for j, v in _local_slots(out).items()
@@ -564,23 +596,30 @@ def run(config, workdir: Path, devices=None, resume: bool = False,
   ``devices`` (default: all of them, on every process) carry the member axis.
   The caller checks that ``workdir`` may be written (``nst.run`` does).
   With ``resume``, members that a stopped run of the same sweep finished
-  (``members/NNNN.result.json``) are kept and only the others run.
-  ``should_stop()`` is asked after every step (see ``run_group``).
+  (``members/NNNN.result.json``) are kept, the chunk it stopped in
+  continues from its ``checkpoint.npz``, and the others run.
+  ``should_stop()`` is asked after every step (see ``run_group``); when it
+  says yes the chunk in progress is checkpointed.
   """
   ax, members = expand(config)
   spec = settings(config)
   loader = Loader()
   kept = finished(workdir, members) if resume else {}
   groups = group([m for m in members if m.index not in kept], loader)
+  path = workdir / checkpoint.NAME
+  pending = (checkpoint.load(path) if resume and path.is_file() else None)
+  in_pending = (set(pending.extra.get('members', np.zeros(0)).tolist())
+                if pending else set())
   mesh = member_mesh(devices)
   lead = jax.process_index() == 0
   if jax.process_count() > 1:  # nobody writes before everyone has checked
     multihost_utils.sync_global_devices('nst.sweep: workdir checked')
   (workdir / 'members').mkdir(parents=True, exist_ok=True)
   if lead:
-    if resume:  # rows of the chunks that were dropped are written again
-      checkpoint.keep_rows(workdir / 'metrics.jsonl',
-                           lambda r: r['member'] in kept)
+    if resume:  # rows after the checkpoint are written again
+      checkpoint.keep_rows(
+          workdir / 'metrics.jsonl', lambda r: r['member'] in kept or (
+              r['member'] in in_pending and r['step'] <= pending.done))
     else:
       images.write_atomic(workdir / 'config.json',
                           config.to_json(indent=2).encode())
@@ -606,13 +645,22 @@ def run(config, workdir: Path, devices=None, resume: bool = False,
     if lead:
       save_result(workdir, result)
 
+  def on_stop(chunk, step, image, state, finite):
+    """Checkpoints the chunk in progress (``--resume`` continues it)."""
+    if metrics_file:
+      metrics_file.flush()
+    if lead:
+      checkpoint.save(path, step, image, state, config.to_json(), extra={
+          'members': np.array([m.index for m in chunk]), 'finite': finite})
+
   results = list(kept.values())
   try:
     for g, group_members in enumerate(groups):
       results += run_group(group_members, loader=loader, mesh=mesh,
                            chunk_size=spec.chunk_size, group_index=g,
                            on_log=on_log, on_image=on_image,
-                           on_result=on_result, should_stop=should_stop)
+                           on_result=on_result, should_stop=should_stop,
+                           on_stop=on_stop, resume=pending)
   finally:
     if metrics_file:
       metrics_file.close()
@@ -622,6 +670,7 @@ def run(config, workdir: Path, devices=None, resume: bool = False,
     results.sort(key=lambda r: r.member.index)
     report.write_all(workdir, ax, results, rows=spec.rows, cols=spec.cols,
                      zipped=spec.zip)
+    path.unlink(missing_ok=True)  # a stopped chunk's checkpoint, now used
     print(f'wrote {workdir / "results.csv"} and {workdir / "index.html"}',
           flush=True)
   return results

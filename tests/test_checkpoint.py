@@ -174,12 +174,17 @@ def test_stopped_sweep_resumes_only_its_unfinished_members(tmp_path,
   whole, stopped = tmp_path / 'whole', tmp_path / 'stopped'
   sweep.run(c, whole)
   asked = []
-  with pytest.raises(Stopped) as e:  # in the third chunk, after its step 1
+  # Asked after each chunk's step 1 (not after its last step): the third
+  # time is in the third chunk, member 2.
+  with pytest.raises(Stopped) as e:
     sweep.run(c, stopped, should_stop=lambda: asked.append(1) or len(
-        asked) == 5)
+        asked) == 3)
   assert e.value.step == 1
   assert sorted(p.name for p in (stopped / 'members').glob('*.result.json')
                 ) == ['0000.result.json', '0001.result.json']
+  ckpt = checkpoint.load(stopped / 'checkpoint.npz')
+  assert ckpt.done == 1 and ckpt.extra['members'].tolist() == [2]
+  assert ckpt.image.shape == (1, 32, 32, 3)
 
   ran, run_group = [], sweep.run_group
   monkeypatch.setattr(sweep, 'run_group', lambda members, **kw: (
@@ -197,7 +202,9 @@ def test_stopped_sweep_resumes_only_its_unfinished_members(tmp_path,
   assert same(stopped) == same(whole)
   rows = lambda d: sorted((r['member'], r['step'], r['loss']) for r in map(
       json.loads, (d / 'metrics.jsonl').read_text().splitlines()))
+  # Member 2's step-0 row is from before the stop, once: it continued.
   assert rows(stopped) == rows(whole)
+  assert not (stopped / 'checkpoint.npz').exists()
 
 
 def test_sigterm_stops_a_sweep_and_resume_finishes_it(tmp_path):
@@ -224,7 +231,9 @@ def test_sigterm_stops_a_sweep_and_resume_finishes_it(tmp_path):
       break
   _, err = proc.communicate(timeout=300)
   assert proc.returncode == 128 + signal.SIGTERM, err
-  assert 'Traceback' not in err and 'members finished so far are kept' in err
+  assert 'Traceback' not in err
+  assert 'finished members and a checkpoint of the chunk' in err
+  assert (out / 'checkpoint.npz').is_file()
   kept = sorted(p.name for p in (out / 'members').glob('*.result.json'))
   assert 1 <= len(kept) < 4 and not (out / 'results.csv').exists()
 
@@ -238,6 +247,7 @@ def test_sigterm_stops_a_sweep_and_resume_finishes_it(tmp_path):
   for i in range(4):
     name = f'members/{i:04d}.png'
     assert (out / name).read_bytes() == (tmp_path / 'whole' / name).read_bytes()
+  assert not (out / 'checkpoint.npz').exists()
 
 
 def test_keep_rows_drops_later_and_half_written_rows(tmp_path):
