@@ -29,6 +29,7 @@ from __future__ import annotations
 import datetime
 import functools
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -92,8 +93,10 @@ def check_sweep_resume(config, workdir: Path) -> None:
 
 
 class StopRequest:
-  """SIGINT and SIGTERM ask the run to stop at the end of the current step
-  (it then checkpoints); a second SIGINT interrupts at once."""
+  """SIGINT and SIGTERM ask the run to stop after the step it is at (it then
+  checkpoints). Steps are dispatched ahead of the device, so Python sees
+  the signal once the queued ones are done, at the latest at the next log
+  step. A second SIGINT interrupts at once."""
 
   def __init__(self):
     self.signal = None
@@ -111,8 +114,8 @@ class StopRequest:
     if self.signal is not None and signum == signal.SIGINT:
       raise KeyboardInterrupt
     self.signal = signum
-    print(f'{signal.Signals(signum).name}: stopping after this step '
-          '(again to interrupt at once)', file=sys.stderr, flush=True)
+    print(f'{signal.Signals(signum).name}: stopping after the steps under '
+          'way (again to interrupt at once)', file=sys.stderr, flush=True)
 
   def __call__(self) -> bool:
     return self.signal is not None
@@ -238,8 +241,12 @@ def main(argv):
           file=sys.stderr)
     sys.exit(128 + stop.signal)
   except KeyboardInterrupt:
-    print('interrupted', file=sys.stderr)
-    sys.exit(130)
+    # At once, without tearing the interpreter down under computations
+    # still running on XLA's threads (that can crash the exit). Every file
+    # is written atomically, so nothing is left half-written.
+    print('interrupted', file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(130)
 
 
 if __name__ == '__main__':

@@ -257,3 +257,29 @@ def test_keep_rows_drops_later_and_half_written_rows(tmp_path):
   checkpoint.keep_rows(path, lambda r: r['step'] <= 5)
   assert path.read_text() == ('{"step": 0, "loss": 1.0}\n'
                               '{"step": 5, "loss": 0.5}\n')
+
+
+def test_a_second_sigint_exits_at_once_and_cleanly(tmp_path):
+  import time
+  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cpu')
+  args = [a for a in ARGS if 'num_steps' not in a and 'log_every' not in a]
+  proc = subprocess.Popen(
+      [sys.executable, '-m', 'nst.run', '--config',
+       str(ROOT / 'configs' / 'default.py'), *args,
+       '--config.num_steps=400', '--config.log_every=50',
+       f'--workdir={tmp_path / "o"}'],
+      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True)
+  for line in proc.stdout:
+    if line.startswith('step     0/400'):
+      proc.send_signal(signal.SIGINT)
+      time.sleep(0.05)
+      if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+      break
+  _, err = proc.communicate(timeout=300)
+  # Either the first SIGINT's checkpoint came first or the second cut in;
+  # both exit 130 with one line, never a crash or a traceback.
+  assert proc.returncode == 130, err
+  assert 'Traceback' not in err and 'Fatal Python error' not in err
+  assert 'interrupted' in err or 'stopped after step' in err
