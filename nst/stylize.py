@@ -521,8 +521,11 @@ def stylize(config, params, *, load: Callable | None = None,
     any of them is non-finite (then the last checkpoint stays)."""
     if not on_checkpoint:
       return
-    loss, host_image, host_state = jax.device_get((evaluate(
-        params, targets, hparams, image, state)[0], image, state))
+    # A log at this step has already checked the loss (it raises if not
+    # finite); otherwise evaluate it.
+    loss = (np.float32(0) if metrics.get('step') == i else
+            evaluate(params, targets, hparams, image, state)[0])
+    loss, host_image, host_state = jax.device_get((loss, image, state))
     if all(np.isfinite(v).all() for v in jax.tree.leaves(
         (loss, host_image, host_state)) if np.issubdtype(v.dtype, np.floating)):
       on_checkpoint(i, host_image, host_state)
