@@ -52,6 +52,14 @@ def get_config() -> ml_collections.ConfigDict:
                                 # the backward pass instead of storing them
                                 # (GPU/TPU memory; XLA's CPU compiler
                                 # merges the recomputation away)
+  c.convolution = 'auto'        # 'auto' | 'direct' | 'winograd': 'winograd'
+                                # computes the layers with >= 256 input
+                                # channels by Winograd's F(4x4, 3x3) (4x
+                                # fewer multiplies, same result up to
+                                # float32 rounding; float32 only); 'auto'
+                                # does so on a CPU where a layer's input
+                                # has >= 16x16x512 values, and not on
+                                # GPUs/TPUs
 
   # --- Loss: alpha * L_content + beta * L_style + tv_weight * L_tv.
   c.content_layers = ('conv4_2',)

@@ -37,12 +37,25 @@ INITS = ('content', 'noise')
 COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
+def prepare_params(config, params, layers=None):
+  """The variables the step runs with (``vgg.prepare``): backward kernels
+  and, for the layers ``config.convolution`` selects up to the deepest of
+  ``layers`` (default the config's content and style layers), Winograd
+  kernels."""
+  if layers is None:
+    layers = tuple(config.content_layers) + tuple(config.style_layers)
+  return vgg.prepare(params, config.convolution,
+                     COMPUTE_DTYPES[config.compute_dtype], layers)
+
+
 def make_model(config) -> vgg.VGG:
-  """The network of ``config``: its architecture, pooling, compute dtype
-  and rematerialisation."""
+  """The network of ``config``: its architecture, pooling, compute dtype,
+  rematerialisation, and where it uses Winograd kernels."""
   return vgg.VGG(network=config.network, pooling=config.pooling,
                  dtype=COMPUTE_DTYPES[config.compute_dtype],
-                 remat=bool(config.remat))
+                 remat=bool(config.remat),
+                 winograd_min_size=(vgg.AUTO_WINOGRAD_MIN_SIZE
+                                    if config.convolution == 'auto' else 0))
 
 
 def layer_weights(layers, weights, default) -> dict[str, float]:
@@ -129,6 +142,8 @@ def check_config(config) -> None:
                     f'{", ".join(COMPUTE_DTYPES)}')
   if not isinstance(config.remat, bool):
     raise UserError(f'remat={config.remat!r}; accepted: True or False')
+  vgg.check_convolution(config.convolution,
+                        COMPUTE_DTYPES[config.compute_dtype])
   if not (config.init in INITS or images.is_builtin(config.init)
           or Path(config.init).expanduser().is_file()):
     raise UserError(f'init={config.init!r}; accepted: content, noise, or the '
@@ -503,7 +518,7 @@ def stylize(config, params, *, load: Callable | None = None,
   model = make_model(config)
   # On the device once: host (NumPy) params would be copied to an
   # accelerator at every step (on a GPU, most of a step's time).
-  params = jax.device_put(vgg.with_flipped(params))
+  params = jax.device_put(prepare_params(config, params))
   hparams = optim.hyperparams(config)
   step = make_step(model, optimizer=config.optimizer,
                    lbfgs_memory=config.lbfgs_memory, clip=config.clip_pixels)

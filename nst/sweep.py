@@ -61,7 +61,8 @@ RATIO = 'ratio'  # alpha/beta, the paper's content/style ratio
 IMAGE_FIELDS = ('content_image', 'style_image', 'init')
 # Fields that change the compiled program or the array shapes: members that
 # differ in any of them (or in the content image's shape) run separately.
-PROGRAM_FIELDS = ('network', 'pooling', 'compute_dtype', 'remat', 'weights',
+PROGRAM_FIELDS = ('network', 'pooling', 'compute_dtype', 'remat',
+                  'convolution', 'weights',
                   'optimizer', 'lbfgs_memory', 'clip_pixels', 'num_steps',
                   'log_every', 'style_loss', 'scales', 'scale_steps')
 
@@ -454,10 +455,11 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
   """
   c = members[0].config
   model = stylize.make_model(c)
-  params = vgg.with_flipped(loader.params(c.weights, c.network))
   content_layers = _union([m.config.content_layers for m in members],
                           c.network)
   style_layers = _union([m.config.style_layers for m in members], c.network)
+  params = stylize.prepare_params(c, loader.params(c.weights, c.network),
+                                  content_layers + style_layers)
   step, init, evaluate, finish, per_member, replicated = _compile(
       model, c, mesh)
   device_params = _replicate(params, replicated)

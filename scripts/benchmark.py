@@ -70,7 +70,7 @@ class Ours:
   """This project's jitted step on one size (in a worker process)."""
 
   def __init__(self, size: int, content: str, style: str, dtype: str,
-               remat: bool):
+               remat: bool, convolution: str = 'auto'):
     sys.path.insert(0, str(ROOT))
     import jax
     from configs import default
@@ -81,7 +81,9 @@ class Ours:
     config.image_size = size
     config.content_image, config.style_image = content, style
     config.compute_dtype, config.remat = dtype, remat
-    self.params = vgg.with_flipped(weights.random_params('vgg19'))
+    config.convolution = convolution
+    self.params = stylize.prepare_params(config,
+                                         weights.random_params('vgg19'))
     model = stylize.make_model(config)
     inputs = stylize.load_inputs(config, size)
     self.targets = stylize.make_targets(config, model, self.params, inputs)
@@ -233,7 +235,8 @@ def measure(args, size: int, tmp: Path, peer: str | None, device: str
       # on a GPU the two processes share it: no preallocation
       XLA_PYTHON_CLIENT_PREALLOCATE='false')
   workers = {'ours': Worker([sys.executable, __file__, '--worker', *common,
-                             '--dtype', args.dtype]
+                             '--dtype', args.dtype,
+                             '--convolution', args.convolution]
                             + (['--remat'] if args.remat else []), env)}
   if peer:
     workers['peer'] = Worker([peer, str(PEER_SCRIPT), *common, '--device',
@@ -265,6 +268,10 @@ def main(argv=None) -> int:
                  help="our compute dtype (the peer's is float32)")
   p.add_argument('--remat', action='store_true',
                  help='our step with per-block rematerialisation')
+  p.add_argument('--convolution', default='auto',
+                 choices=('auto', 'direct', 'winograd'),
+                 help="our config's convolution (default auto: Winograd "
+                 'for blocks 3-5 on a CPU)')
   p.add_argument('--peer-python', default='')
   p.add_argument('--peer-env', default='~/.cache/nst/peer-pastiche')
   p.add_argument('--torch-spec', default='torch')
@@ -278,7 +285,8 @@ def main(argv=None) -> int:
   p.add_argument('--size', type=int, default=0, help=argparse.SUPPRESS)
   args = p.parse_args(argv)
   if args.worker:
-    serve(Ours(args.size, args.content, args.style, args.dtype, args.remat))
+    serve(Ours(args.size, args.content, args.style, args.dtype, args.remat,
+               args.convolution))
     return 0
 
   # This process only asks which backend there is: on a GPU it must not
@@ -303,7 +311,8 @@ def main(argv=None) -> int:
 
   o = rows[0]['ours']
   print(f'\nours: {o["version"]} on {o["device"]} ({o["backend"]}), '
-        f'{args.dtype}{", remat" if args.remat else ""}; peer: '
+        f'{args.dtype}{", remat" if args.remat else ""}, convolution '
+        f'{args.convolution}; peer: '
         + (f'pastiche 1.6.0, {rows[0]["peer"]["version"]} on {device} '
            f'({rows[0]["peer"]["threads"]} threads)' if peer else 'none')
         + f'; medians of {args.rounds} x {args.steps} steps, interleaved')

@@ -1,0 +1,116 @@
+"""Winograd F(4x4, 3x3) convolutions against the direct ones."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nst import stylize, vgg, winograd
+from nst.errors import UserError
+from helpers import tiny_config
+
+
+@pytest.mark.parametrize('shape', [(2, 7, 13, 5), (1, 8, 8, 3), (1, 1, 1, 2),
+                                   (1, 9, 2, 4), (3, 4, 5, 1)])
+def test_equals_the_direct_convolution(shape):
+  rng = np.random.default_rng(sum(shape))
+  x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+  k = jnp.asarray(rng.standard_normal((3, 3, shape[-1], 6)), jnp.float32)
+  direct = vgg._conv(x, k)
+  got = jax.jit(winograd.conv3x3)(x, winograd.transform(k))
+  assert got.shape == direct.shape
+  np.testing.assert_allclose(got, direct, rtol=0,
+                             atol=2e-5 * float(jnp.max(jnp.abs(direct))))
+
+
+def test_box_filter_by_hand():
+  # A 3x3 box filter on ones, zero-padded: 4 at the corners, 6 on the
+  # edges, 9 inside; a second channel scaled by 2 adds twice as much.
+  x = jnp.ones((1, 6, 7, 2)).at[..., 1].set(2.0)
+  k = jnp.ones((3, 3, 2, 1))
+  y = np.asarray(jax.jit(winograd.conv3x3)(x, winograd.transform(k)))[0, ..., 0]
+  want = np.full((6, 7), 9.0)
+  want[[0, -1], :] = 6
+  want[:, [0, -1]] = 6
+  want[[0, 0, -1, -1], [0, -1, 0, -1]] = 4
+  np.testing.assert_allclose(y, 3 * want, rtol=1e-6)
+
+
+def test_vgg_outputs_and_gradients_match_the_direct_path():
+  x = 50 * jax.random.normal(jax.random.key(5), (1, 12, 20, 3))
+  layers = ('conv1_1', 'conv3_1', 'relu3_3')
+  params = vgg.VGG().init(jax.random.key(0), x, layers)
+  prepared = vgg.prepare(params, 'winograd', layers=layers)
+  # conv3_2 and conv3_3 read 256 channels (at 3x5 px); nothing after.
+  assert sorted(prepared['winograd']) == ['conv3_2', 'conv3_3']
+
+  def loss(variables, x):
+    out = vgg.VGG().apply(variables, x, layers)
+    return sum(jnp.sum(jnp.sin(v / 100)) for v in out.values())
+
+  apply = jax.jit(lambda v, x: vgg.VGG().apply(v, x, layers))
+  out_w, out_d = apply(prepared, x), apply(params, x)
+  for name in layers:
+    scale = float(jnp.max(jnp.abs(out_d[name])))
+    np.testing.assert_allclose(out_w[name], out_d[name], rtol=0,
+                               atol=1e-5 * scale)
+  grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+  dv_w, dx_w = grad(prepared, x)
+  dv_d, dx_d = grad(params, x)
+  np.testing.assert_allclose(dx_w, dx_d, rtol=0,
+                             atol=1e-4 * float(jnp.max(jnp.abs(dx_d))))
+  for name in ('conv1_1', 'conv3_2', 'conv3_3'):
+    a, b = dv_w['params'][name]['kernel'], dv_d['params'][name]['kernel']
+    np.testing.assert_allclose(a, b, rtol=0,
+                               atol=1e-4 * float(jnp.max(jnp.abs(b))))
+  # The compiled input gradient: a direct convolution forward and backward
+  # for each of the five other layers, none for the Winograd ones.
+  hlo = jax.jit(jax.grad(loss, argnums=1)).lower(prepared, x).compile()
+  assert hlo.as_text().count(' convolution(') == 2 * 5
+
+
+def test_auto_leaves_small_layers_direct():
+  # conv3_2 reads 256 channels: at 64 px it is 16x16x256 = 65536 values,
+  # below AUTO_WINOGRAD_MIN_SIZE (131072); at 96 px, 24x24x256 = 147456.
+  layers = ('conv3_2',)
+  params = vgg.VGG().init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)),
+                          layers)
+  prepared = vgg.prepare(params, 'winograd', layers=layers)
+  model = vgg.VGG(winograd_min_size=vgg.AUTO_WINOGRAD_MIN_SIZE)
+
+  def convolutions(size):
+    x = jnp.zeros((2, size, size, 3))
+    hlo = jax.jit(lambda v, x: model.apply(v, x, layers)).lower(
+        prepared, x).compile().as_text()
+    return hlo.count(' convolution(')
+
+  assert convolutions(64) == 6 and convolutions(96) == 5
+
+
+def test_which_layers():
+  params = jax.eval_shape(vgg.VGG().init, jax.random.key(0),
+                          jnp.zeros((1, 32, 32, 3)))
+  deep = ('conv3_2', 'conv3_3', 'conv3_4', 'conv4_1', 'conv4_2', 'conv4_3',
+          'conv4_4', 'conv5_1')
+  default_layers = ('conv4_2', 'conv1_1', 'conv2_1', 'conv3_1', 'conv4_1',
+                    'conv5_1')
+  assert vgg.winograd_layers(params, 'winograd', layers=default_layers) == deep
+  assert vgg.winograd_layers(params, 'auto', layers=default_layers,
+                             backend='cpu') == deep
+  assert vgg.winograd_layers(params, 'auto', backend='gpu') == ()
+  assert vgg.winograd_layers(params, 'auto', jnp.bfloat16,
+                             backend='cpu') == ()
+  assert vgg.winograd_layers(params, 'direct') == ()
+  assert vgg.winograd_layers(params, 'winograd', layers=('relu3_1',)) == ()
+  assert len(vgg.winograd_layers(params, 'winograd')) == 11  # to conv5_4
+
+
+@pytest.mark.parametrize('convolution,dtype,message', [
+    ('fft', 'float32', "unknown convolution 'fft'; accepted: auto, direct, "
+     'winograd'),
+    ('winograd', 'bfloat16', "convolution='winograd' needs compute_dtype "
+     'float32, not bfloat16'),
+])
+def test_bad_convolution_is_refused(convolution, dtype, message):
+  config = tiny_config(convolution=convolution, compute_dtype=dtype)
+  with pytest.raises(UserError, match=message.replace('(', r'\(')):
+    stylize.check_config(config)
