@@ -74,7 +74,7 @@ class Ours:
     sys.path.insert(0, str(ROOT))
     import jax
     from configs import default
-    from nst import optim, stylize, vgg, weights
+    from nst import optim, stylize, weights
     self.jax = jax
     start = time.perf_counter()
     config = default.get_config()
