@@ -46,21 +46,21 @@ _AT = np.array([[1, 1, 1, 1, 1, 0],
 TILE = 4  # output pixels per tile side; input tiles are TILE + 2
 
 
+# The two-sided transforms as single matrices over the flattened tile:
+# (B^T d B)[k, l] = sum_rs _BB[6k + l, 6r + s] d[r, s], and likewise
+# A^T m A and G g G^T.
+_BB = np.kron(_BT, _BT).astype(np.float32)  # (36, 36)
+_AA = np.kron(_AT, _AT).astype(np.float32)  # (16, 36)
+_GG = np.kron(_G, _G).astype(np.float32)    # (36, 9)
+_EXACT = jax.lax.Precision.HIGHEST  # the transforms never in TF32/bf16
+
+
 def transform(kernel: jnp.ndarray) -> jnp.ndarray:
   """(3, 3, in, out) HWIO kernel -> (36, in, out): ``G g G^T`` per channel
   pair, flattened over the 6x6 tile positions. Computed in float32 at full
   precision; run it once per kernel, outside the step."""
-  g = jnp.asarray(_G, jnp.float32)
-  u = jnp.einsum('ai,ijco,bj->abco', g, kernel.astype(jnp.float32), g,
-                 precision=jax.lax.Precision.HIGHEST)
-  return u.reshape(36, *kernel.shape[2:])
-
-
-# The two-sided transforms as single matrices over the flattened tile:
-# (B^T d B)[k, l] = sum_rs _BB[6k + l, 6r + s] d[r, s], and likewise A^T m A.
-_BB = np.kron(_BT, _BT).astype(np.float32)  # (36, 36)
-_AA = np.kron(_AT, _AT).astype(np.float32)  # (16, 36)
-_EXACT = jax.lax.Precision.HIGHEST  # the transforms never in TF32/bf16
+  flat = jnp.asarray(kernel, jnp.float32).reshape(9, -1)
+  return jnp.dot(_GG, flat, precision=_EXACT).reshape(36, *kernel.shape[2:])
 
 
 def conv3x3(x: jnp.ndarray, u: jnp.ndarray) -> jnp.ndarray:
