@@ -170,7 +170,7 @@ def test_bfloat16_compute_follows_float32_and_keeps_float32_targets():
                                    on_log=lambda i, m: logged.append(m))
     runs[dtype] = logged[0], final, image
   (start32, end32, img32), (start16, end16, img16) = runs.values()
-  assert end32['loss'] < start32['loss'] / 5
+  assert end32['loss'] < start32['loss'] / 4  # measured: 5.0x lower
   for part in ('loss', 'content', 'style'):
     # Measured: within 0.3% at the start and 0.8% after 20 steps.
     assert abs(start16[part] / start32[part] - 1) < 0.01, part

@@ -120,6 +120,34 @@ def test_params_file_round_trip_and_checks(tmp_path):
   assert 'conv1_1/kernel (3, 3, 4, 64) (expected (3, 3, 3, 64))' in msg
 
 
+def test_random_params_are_flax_default_initialisation():
+  """Cut from one draw, they have the shapes of the model's ``init`` and
+  the distribution of Flax's default kernel initialiser (normal truncated
+  at two standard deviations, variance 1 / fan-in); zero biases."""
+  params = weights.random_params('vgg19', seed=0)
+  reference = vgg.VGG().init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+  assert (jax.tree.map(np.shape, params)
+          == jax.tree.map(np.shape, reference))
+  for name, layer in params['params'].items():
+    kernel = layer['kernel']
+    fan_in = 9 * kernel.shape[2]
+    std = 1 / np.sqrt(fan_in)
+    limit = 2 * std / 0.87962566103423978
+    assert kernel.dtype == np.float32
+    assert np.abs(kernel).max() <= limit * (1 + 1e-6), name
+    assert abs(kernel.std() / std - 1) < 0.05, (name, kernel.std(), std)
+    assert abs(kernel.mean()) < 0.1 * std, name
+    np.testing.assert_array_equal(layer['bias'], 0)
+  # Layers are not copies of one another, and the seed is the only input.
+  first = params['params']['conv3_2']['kernel']
+  assert not np.allclose(first, params['params']['conv3_3']['kernel'])
+  jax.tree.map(np.testing.assert_array_equal,
+               weights.random_params('vgg19', seed=0), params)
+  assert not np.allclose(
+      first, weights.random_params('vgg19', seed=1)['params']['conv3_2'][
+          'kernel'])
+
+
 def test_params_file_is_not_unpickled(tmp_path):
   np.save(tmp_path / 'obj.npy', np.array([{'a': 1}], dtype=object),
           allow_pickle=True)
