@@ -37,15 +37,25 @@ INITS = ('content', 'noise')
 COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
-def prepare_params(config, params, layers=None):
+def largest_side(config) -> int:
+  """The longest side (px) of any image the network is given in a run of
+  ``config``: the content at ``image_size`` or a style at ``style_scale``
+  times it (coarser scales are smaller)."""
+  return max(config.image_size,
+             max(1, round(config.style_scale * config.image_size)))
+
+
+def prepare_params(config, params, layers=None, max_side=None):
   """The variables the step runs with (``vgg.prepare``): backward kernels
   and, for the layers ``config.convolution`` selects up to the deepest of
   ``layers`` (default the config's content and style layers), Winograd
-  kernels."""
+  kernels; with 'auto', only for layers large enough to use them at
+  ``max_side`` (default ``largest_side(config)``)."""
   if layers is None:
     layers = tuple(config.content_layers) + tuple(config.style_layers)
   return vgg.prepare(params, config.convolution,
-                     COMPUTE_DTYPES[config.compute_dtype], layers)
+                     COMPUTE_DTYPES[config.compute_dtype], layers,
+                     max_side=max_side or largest_side(config))
 
 
 def make_model(config) -> vgg.VGG:

@@ -458,8 +458,9 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
   content_layers = _union([m.config.content_layers for m in members],
                           c.network)
   style_layers = _union([m.config.style_layers for m in members], c.network)
-  params = stylize.prepare_params(c, loader.params(c.weights, c.network),
-                                  content_layers + style_layers)
+  params = stylize.prepare_params(
+      c, loader.params(c.weights, c.network), content_layers + style_layers,
+      max(stylize.largest_side(m.config) for m in members))
   step, init, evaluate, finish, per_member, replicated = _compile(
       model, c, mesh)
   device_params = _replicate(params, replicated)

@@ -160,38 +160,54 @@ def check_convolution(convolution: str, dtype=jnp.float32) -> str:
 
 def winograd_layers(params, convolution: str = 'auto', dtype=jnp.float32,
                     layers: Iterable[str] | None = None,
-                    backend: str | None = None) -> tuple[str, ...]:
+                    backend: str | None = None,
+                    max_side: int | None = None) -> tuple[str, ...]:
   """The conv layers of ``params`` that ``prepare`` gives Winograd kernels:
   none for 'direct'; for 'winograd', those with at least
   ``WINOGRAD_MIN_CHANNELS`` input channels, up to the deepest of ``layers``
   (the layers the step reads; default all); 'auto' is 'winograd' on a CPU
-  backend (``backend``, default JAX's) in float32 and 'direct' otherwise."""
+  backend (``backend``, default JAX's) in float32 and 'direct' otherwise.
+
+  With 'auto' and ``max_side`` (the longest side, px, of any image the
+  network will be given), a layer whose input cannot reach
+  ``AUTO_WINOGRAD_MIN_SIZE`` values per image at that size is left out:
+  ``VGG(winograd_min_size=AUTO_WINOGRAD_MIN_SIZE)`` would run it direct."""
   check_convolution(convolution, dtype)
+  least = 0
   if convolution == 'auto':
     cpu = (backend or jax.default_backend()) == 'cpu'
     convolution = ('winograd' if cpu and jnp.dtype(dtype) == jnp.float32
                    else 'direct')
+    least = AUTO_WINOGRAD_MIN_SIZE
   if convolution == 'direct':
     return ()
   # VGG-19's names, in forward order, hold those of the other networks.
   order = layer_names('vgg19')
   deepest = (len(order) if layers is None
              else max((order.index(n) for n in layers), default=-1))
+
+  def fits(name):
+    channels = params['params'][name]['kernel'].shape[2]
+    # Block b's input is the image pooled b - 1 times (halved, rounded down).
+    side = max_side // 2 ** (int(name[4]) - 1) if max_side else None
+    return channels >= WINOGRAD_MIN_CHANNELS and (
+        side is None or side * side * channels >= least)
+
   return tuple(n for n in order if n in params['params']
-               and order.index(n) <= deepest
-               and params['params'][n]['kernel'].shape[2]
-               >= WINOGRAD_MIN_CHANNELS)
+               and order.index(n) <= deepest and fits(n))
 
 
 def prepare(variables, convolution: str = 'auto', dtype=jnp.float32,
-            layers: Iterable[str] | None = None, backend: str | None = None):
+            layers: Iterable[str] | None = None, backend: str | None = None,
+            max_side: int | None = None):
   """The variables a step runs with: ``with_flipped(variables)`` and, for
   the layers ``winograd_layers`` selects, a 'winograd' collection of their
   transformed kernels (``{'forward': transform(kernel), 'backward':
   transform(flip(kernel))}``, computed here once). The network's outputs
   and gradients are those of ``variables`` up to float32 rounding."""
   out = with_flipped(variables)
-  chosen = winograd_layers(variables, convolution, dtype, layers, backend)
+  chosen = winograd_layers(variables, convolution, dtype, layers, backend,
+                           max_side)
   if chosen:
     out['winograd'] = {name: {
         'forward': winograd.transform(variables['params'][name]['kernel']),

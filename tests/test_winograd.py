@@ -86,6 +86,34 @@ def test_auto_leaves_small_layers_direct():
   assert convolutions(64) == 6 and convolutions(96) == 5
 
 
+def test_auto_prepares_only_the_layers_it_will_use():
+  # With max_side, 'auto' gives kernels to exactly the layers whose input
+  # (from the network's own shapes, square images) reaches the threshold.
+  params = jax.eval_shape(vgg.VGG().init, jax.random.key(0),
+                          jnp.zeros((1, 32, 32, 3)))
+  order = vgg.layer_names()
+  for side in (32, 64, 95, 96, 128, 200, 256, 512):
+    shapes = jax.eval_shape(vgg.VGG().apply, params, jax.ShapeDtypeStruct(
+        (1, side, side, 3), jnp.float32))
+    want = tuple(
+        n for i, n in enumerate(order) if n.startswith('conv') and i > 0
+        and shapes[order[i - 1]].shape[-1] >= vgg.WINOGRAD_MIN_CHANNELS
+        and shapes[order[i - 1]].size >= vgg.AUTO_WINOGRAD_MIN_SIZE)
+    assert vgg.winograd_layers(params, 'auto', backend='cpu',
+                               max_side=side) == want, side
+    # 'winograd' is asked for by name: every wide layer, whatever the size.
+    assert len(vgg.winograd_layers(params, 'winograd', max_side=side)) == 11
+  # By hand at 128 px: blocks 3 and 4 are 32x32 and 16x16; conv3_1 and
+  # conv4_1 read 128 and 256 channels, block 5 is 8x8x512 = 32768 values.
+  assert vgg.winograd_layers(params, 'auto', backend='cpu', max_side=128) == (
+      'conv3_2', 'conv3_3', 'conv3_4', 'conv4_2', 'conv4_3', 'conv4_4')
+  assert vgg.winograd_layers(params, 'auto', backend='cpu', max_side=64) == ()
+  # A run's largest image: the content at image_size or a scaled style.
+  assert stylize.largest_side(tiny_config(image_size=48)) == 48
+  assert stylize.largest_side(tiny_config(image_size=48,
+                                          style_scale=2.5)) == 120
+
+
 def test_which_layers():
   params = jax.eval_shape(vgg.VGG().init, jax.random.key(0),
                           jnp.zeros((1, 32, 32, 3)))
