@@ -135,9 +135,12 @@ def with_flipped(variables):
 
 
 CONVOLUTIONS = ('auto', 'direct', 'winograd')
-# Input channels from which 'winograd' (and 'auto' on a CPU) transforms a
-# layer: VGG's blocks 3 to 5 (256 and 512 channels). Below that, on a CPU,
-# the transforms' memory traffic outweighs the 4x fewer multiplies.
+# Channels (input or output, the larger) from which 'winograd' (and 'auto'
+# on a CPU) transforms a layer: VGG's blocks 3 to 5 (256 and 512). Below
+# that, on a CPU, the transforms' memory traffic outweighs the 4x fewer
+# multiplies (forward and backward, 1.1x the direct time for conv2_1's
+# 64 -> 128 and 0.85-0.94x for conv2_2's 128 -> 128, against 0.57-0.75x
+# for conv3_1's 128 -> 256, at the sizes of 256 and 512 px images).
 WINOGRAD_MIN_CHANNELS = 256
 # 'auto' also leaves a layer direct when its input has fewer values than
 # this (height x width x channels per image): measured on a 2-core CPU,
@@ -164,7 +167,8 @@ def winograd_layers(params, convolution: str = 'auto', dtype=jnp.float32,
                     max_side: int | None = None) -> tuple[str, ...]:
   """The conv layers of ``params`` that ``prepare`` gives Winograd kernels:
   none for 'direct'; for 'winograd', those with at least
-  ``WINOGRAD_MIN_CHANNELS`` input channels, up to the deepest of ``layers``
+  ``WINOGRAD_MIN_CHANNELS`` input or output channels, up to the deepest of
+  ``layers``
   (the layers the step reads; default all); 'auto' is 'winograd' on a CPU
   backend (``backend``, default JAX's) in float32 and 'direct' otherwise.
 
@@ -187,11 +191,11 @@ def winograd_layers(params, convolution: str = 'auto', dtype=jnp.float32,
              else max((order.index(n) for n in layers), default=-1))
 
   def fits(name):
-    channels = params['params'][name]['kernel'].shape[2]
+    ins, outs = params['params'][name]['kernel'].shape[2:]
     # Block b's input is the image pooled b - 1 times (halved, rounded down).
     side = max_side // 2 ** (int(name[4]) - 1) if max_side else None
-    return channels >= WINOGRAD_MIN_CHANNELS and (
-        side is None or side * side * channels >= least)
+    return max(ins, outs) >= WINOGRAD_MIN_CHANNELS and (
+        side is None or side * side * ins >= least)
 
   return tuple(n for n in order if n in params['params']
                and order.index(n) <= deepest and fits(n))

@@ -40,8 +40,8 @@ def test_vgg_outputs_and_gradients_match_the_direct_path():
   layers = ('conv1_1', 'conv3_1', 'relu3_3')
   params = vgg.VGG().init(jax.random.key(0), x, layers)
   prepared = vgg.prepare(params, 'winograd', layers=layers)
-  # conv3_2 and conv3_3 read 256 channels (at 3x5 px); nothing after.
-  assert sorted(prepared['winograd']) == ['conv3_2', 'conv3_3']
+  # conv3_1 to conv3_3 have 256 output channels (at 3x5 px); nothing after.
+  assert sorted(prepared['winograd']) == ['conv3_1', 'conv3_2', 'conv3_3']
 
   def loss(variables, x):
     out = vgg.VGG().apply(variables, x, layers)
@@ -58,19 +58,20 @@ def test_vgg_outputs_and_gradients_match_the_direct_path():
   dv_d, dx_d = grad(params, x)
   np.testing.assert_allclose(dx_w, dx_d, rtol=0,
                              atol=1e-4 * float(jnp.max(jnp.abs(dx_d))))
-  for name in ('conv1_1', 'conv3_2', 'conv3_3'):
+  for name in ('conv1_1', 'conv3_1', 'conv3_3'):
     a, b = dv_w['params'][name]['kernel'], dv_d['params'][name]['kernel']
     np.testing.assert_allclose(a, b, rtol=0,
                                atol=1e-4 * float(jnp.max(jnp.abs(b))))
   # The compiled input gradient: a direct convolution forward and backward
-  # for each of the five other layers, none for the Winograd ones.
+  # for each of the four other layers, none for the Winograd ones.
   hlo = jax.jit(jax.grad(loss, argnums=1)).lower(prepared, x).compile()
-  assert hlo.as_text().count(' convolution(') == 2 * 5
+  assert hlo.as_text().count(' convolution(') == 2 * 4
 
 
 def test_auto_leaves_small_layers_direct():
   # conv3_2 reads 256 channels: at 64 px it is 16x16x256 = 65536 values,
   # below AUTO_WINOGRAD_MIN_SIZE (131072); at 96 px, 24x24x256 = 147456.
+  # conv3_1 reads 128 channels: below it at both sizes (24x24x128).
   layers = ('conv3_2',)
   params = vgg.VGG().init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)),
                           layers)
@@ -97,16 +98,18 @@ def test_auto_prepares_only_the_layers_it_will_use():
         (1, side, side, 3), jnp.float32))
     want = tuple(
         n for i, n in enumerate(order) if n.startswith('conv') and i > 0
-        and shapes[order[i - 1]].shape[-1] >= vgg.WINOGRAD_MIN_CHANNELS
+        and max(shapes[order[i - 1]].shape[-1], shapes[n].shape[-1])
+        >= vgg.WINOGRAD_MIN_CHANNELS
         and shapes[order[i - 1]].size >= vgg.AUTO_WINOGRAD_MIN_SIZE)
     assert vgg.winograd_layers(params, 'auto', backend='cpu',
                                max_side=side) == want, side
     # 'winograd' is asked for by name: every wide layer, whatever the size.
-    assert len(vgg.winograd_layers(params, 'winograd', max_side=side)) == 11
+    assert len(vgg.winograd_layers(params, 'winograd', max_side=side)) == 12
   # By hand at 128 px: blocks 3 and 4 are 32x32 and 16x16; conv3_1 and
   # conv4_1 read 128 and 256 channels, block 5 is 8x8x512 = 32768 values.
   assert vgg.winograd_layers(params, 'auto', backend='cpu', max_side=128) == (
-      'conv3_2', 'conv3_3', 'conv3_4', 'conv4_2', 'conv4_3', 'conv4_4')
+      'conv3_1', 'conv3_2', 'conv3_3', 'conv3_4', 'conv4_2', 'conv4_3',
+      'conv4_4')
   assert vgg.winograd_layers(params, 'auto', backend='cpu', max_side=64) == ()
   # A run's largest image: the content at image_size or a scaled style.
   assert stylize.largest_side(tiny_config(image_size=48)) == 48
@@ -117,8 +120,8 @@ def test_auto_prepares_only_the_layers_it_will_use():
 def test_which_layers():
   params = jax.eval_shape(vgg.VGG().init, jax.random.key(0),
                           jnp.zeros((1, 32, 32, 3)))
-  deep = ('conv3_2', 'conv3_3', 'conv3_4', 'conv4_1', 'conv4_2', 'conv4_3',
-          'conv4_4', 'conv5_1')
+  deep = ('conv3_1', 'conv3_2', 'conv3_3', 'conv3_4', 'conv4_1', 'conv4_2',
+          'conv4_3', 'conv4_4', 'conv5_1')
   default_layers = ('conv4_2', 'conv1_1', 'conv2_1', 'conv3_1', 'conv4_1',
                     'conv5_1')
   assert vgg.winograd_layers(params, 'winograd', layers=default_layers) == deep
@@ -128,8 +131,10 @@ def test_which_layers():
   assert vgg.winograd_layers(params, 'auto', jnp.bfloat16,
                              backend='cpu') == ()
   assert vgg.winograd_layers(params, 'direct') == ()
-  assert vgg.winograd_layers(params, 'winograd', layers=('relu3_1',)) == ()
-  assert len(vgg.winograd_layers(params, 'winograd')) == 11  # to conv5_4
+  assert vgg.winograd_layers(params, 'winograd', layers=('relu3_1',)) == (
+      'conv3_1',)
+  assert vgg.winograd_layers(params, 'winograd', layers=('pool2',)) == ()
+  assert len(vgg.winograd_layers(params, 'winograd')) == 12  # to conv5_4
 
 
 @pytest.mark.parametrize('convolution,dtype,message', [
