@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +136,10 @@ def _wide_grey(im: Image.Image) -> np.ndarray:
 # PIL refuses images above twice its MAX_IMAGE_PIXELS (89.5 million px).
 DEFAULT_MAX_PIXELS = 178_956_970
 WHITE = (255, 255, 255)
+# read_rgb lifts PIL's process-wide limit while it opens a file and puts it
+# back after; one thread at a time, or two overlapping reads could leave
+# it lifted for good.
+_PIL_LIMIT = threading.Lock()
 
 
 def read_rgb(spec: str, *, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -153,9 +158,20 @@ def read_rgb(spec: str, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     raise UserError(f'image {spec!r} does not exist')
   if path.is_dir():
     raise UserError(f'image {spec!r} is a directory, not an image file')
+  with _PIL_LIMIT:
+    rgb = _decode(spec, path, max_pixels, background)
+  if min(rgb.shape[:2]) < 2:
+    raise UserError(f'image {spec!r} is {rgb.shape[1]}x{rgb.shape[0]} px; '
+                    'at least 2x2 is needed')
+  return rgb
+
+
+def _decode(spec, path, max_pixels, background) -> np.ndarray:
+  """read_rgb's decoding of a file, with PIL's limit lifted meanwhile (the
+  caller holds ``_PIL_LIMIT``)."""
   limit = Image.MAX_IMAGE_PIXELS
   try:
-    Image.MAX_IMAGE_PIXELS = None  # this function's own limit applies
+    Image.MAX_IMAGE_PIXELS = None  # read_rgb's own limit applies
     with Image.open(path) as im:
       if im.width * im.height > max_pixels:
         raise UserError(
@@ -178,9 +194,6 @@ def read_rgb(spec: str, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     raise UserError(f'cannot read image {spec!r}: {e}') from None
   finally:
     Image.MAX_IMAGE_PIXELS = limit
-  if min(rgb.shape[:2]) < 2:
-    raise UserError(f'image {spec!r} is {rgb.shape[1]}x{rgb.shape[0]} px; '
-                    'at least 2x2 is needed')
   return rgb
 
 

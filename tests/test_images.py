@@ -92,3 +92,39 @@ def test_alpha_is_composited_on_the_configured_colour(tmp_path):
       stylize.check_config(tiny_config(alpha_background=bad))
   with pytest.raises(UserError, match='max_image_pixels=0: accepted'):
     stylize.check_config(tiny_config(max_image_pixels=0))
+
+
+def test_overlapping_reads_in_threads_restore_pils_limit(tmp_path,
+                                                        monkeypatch):
+  # read_rgb lifts PIL's global MAX_IMAGE_PIXELS while it decodes. Two reads
+  # that overlap (the first finishing while the second is inside) must not
+  # leave it lifted: the second would put back the None it found.
+  import threading
+  Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / 'a.png')
+  original = Image.MAX_IMAGE_PIXELS
+  inside = [threading.Event(), threading.Event()]
+  go = [threading.Event(), threading.Event()]
+  transpose = images.ImageOps.exif_transpose
+  calls = []
+
+  def slow_transpose(im):
+    k = len(calls)
+    calls.append(k)
+    inside[k].set()
+    go[k].wait(10)
+    return transpose(im)
+
+  monkeypatch.setattr(images.ImageOps, 'exif_transpose', slow_transpose)
+  results = []
+  read = lambda: results.append(images.read_rgb(str(tmp_path / 'a.png')))
+  first, second = threading.Thread(target=read), threading.Thread(target=read)
+  first.start()
+  assert inside[0].wait(10)
+  second.start()
+  # Unguarded, the second read would be inside by now, holding None.
+  inside[1].wait(0.5)
+  go[0].set()
+  first.join(10)
+  go[1].set()
+  second.join(10)
+  assert len(results) == 2 and Image.MAX_IMAGE_PIXELS == original
