@@ -239,7 +239,9 @@ def main(argv):
     print(f'stopped after step {e.step}; {kept} in {workdir}; continue with '
           f'the same command and --resume --workdir {workdir}',
           file=sys.stderr)
-    sys.exit(128 + stop.signal)
+    # A process of a multi-process sweep may stop because another was
+    # signalled; it exits as if it had been sent SIGTERM.
+    sys.exit(128 + (stop.signal or signal.SIGTERM))
   except KeyboardInterrupt:
     # At once, without tearing the interpreter down under computations
     # still running on XLA's threads (that can crash the exit). Every file

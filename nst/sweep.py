@@ -306,6 +306,16 @@ def _gather(tree):
   return multihost_utils.process_allgather(tree, tiled=True)
 
 
+def _any_process(flag: bool) -> bool:
+  """``flag`` or'ed over the processes: all of them stop after the same
+  step, whichever was asked (one that stopped alone would leave the others
+  waiting in its checkpoint's collectives). Costs a collective, and so a
+  wait for the step in flight, per step of a multi-process sweep."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
+
+
 def _local_slots(array) -> dict[int, np.ndarray]:
   """{slot: value} for the slots of ``array`` held by this process."""
   out = {}
@@ -448,8 +458,9 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
   ``on_image(member, image)`` is called by the process that holds the
   member's final image (on its devices); ``on_result(result)`` for each
   member when its chunk is done. ``should_stop()`` is asked after every
-  step: yes calls ``on_stop(chunk, step, image, state, finite)`` with the
-  chunk's host arrays (every process), then raises ``Stopped``. ``resume``,
+  step: yes (from any process: all stop after that step) calls
+  ``on_stop(chunk, step, image, state, finite)`` with the chunk's host
+  arrays (every process), then raises ``Stopped``. ``resume``,
   a checkpoint of such a chunk (``extra['members']``: its member indices),
   continues that chunk from its step.
   """
@@ -561,7 +572,7 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
         if c.log_every and i % c.log_every == 0 or i == done + steps:
           log(i, scale, targets, hparams, image, state)
         # (At the chunk's last step there is nothing left to keep: finish.)
-        if i < total_steps and should_stop and should_stop():
+        if i < total_steps and should_stop and _any_process(should_stop()):
           if on_stop:
             on_stop(chunk, i, *_gather((image, state)), finite.copy())
           raise Stopped(i)

@@ -2,7 +2,10 @@
 multi-process runs the test process cannot change); writes an npz.
 
   python tests/sweep_worker.py OUT.npz OPTIMIZER [DEVICES [CHUNK]]
-  python tests/sweep_worker.py --multiprocess OUT.npz WORKDIR
+  python tests/sweep_worker.py --multiprocess OUT.npz WORKDIR [STOP [RESUME]]
+
+With STOP = N > 0, process 1 (only) asks to stop at its N-th question;
+RESUME = 1 resumes the stopped sweep in WORKDIR.
 """
 import sys
 from pathlib import Path
@@ -27,16 +30,28 @@ def main(argv):
            **{f'loss{i}': m['loss'] for i, (_, m) in results.items()})
 
 
-def multiprocess(out, workdir):
+def multiprocess(out, workdir, stop='0', resume='0'):
   """One process of a jax.distributed job (env: JAX_COORDINATOR_ADDRESS,
   JAX_NUM_PROCESSES, JAX_PROCESS_ID); runs the sweep with nst.sweep.run."""
   import jax
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   from nst import sweep
+  from nst.errors import Stopped
   assert sweep.initialize_distributed('auto')
   import numpy as np
   from helpers import tiny_sweep
-  results = sweep.run(tiny_sweep('adam'), Path(workdir))
+  asked = []
+
+  def should_stop():
+    asked.append(1)
+    return jax.process_index() == 1 and len(asked) == int(stop)
+
+  try:
+    results = sweep.run(tiny_sweep('adam'), Path(workdir),
+                        resume=resume == '1', should_stop=should_stop)
+  except Stopped as e:
+    np.savez(out, process=jax.process_index(), stopped=e.step)
+    return
   np.savez(out, process=jax.process_index(), devices=jax.device_count(),
            written=[r.written for r in results],
            loss=[r.metrics['loss'] for r in results])

@@ -124,6 +124,38 @@ def test_two_processes_each_write_their_own_members(batched, tmp_path):
     assert np.abs(png.astype(int) - expected_png).max() <= 1
 
 
+def test_a_stop_asked_of_one_process_stops_both_and_resumes(batched,
+                                                           tmp_path):
+  """Process 1 alone asks to stop after step 1 of 3: both stop there (the
+  lead checkpoints the chunk), and two resumed processes finish the sweep
+  with the images of an uninterrupted single-process run."""
+  workdir = tmp_path / 'sweep'
+
+  def both(*args):
+    env = {'JAX_COORDINATOR_ADDRESS': f'localhost:{_free_port()}',
+           'JAX_NUM_PROCESSES': '2'}
+    procs = [_worker('--multiprocess', tmp_path / f'p{p}.npz', workdir,
+                     *args, devices=2, env={**env, 'JAX_PROCESS_ID': str(p)})
+             for p in (0, 1)]
+    for p in procs:
+      _finish(p)
+    return [np.load(tmp_path / f'p{p}.npz') for p in (0, 1)]
+
+  stopped = both(1)
+  assert [int(g['stopped']) for g in stopped] == [1, 1]
+  assert (workdir / 'checkpoint.npz').is_file()
+  assert not (workdir / 'results.csv').exists()
+  resumed = both(0, 1)
+  expected = [batched['adam'][i][1]['loss'] for i in range(4)]
+  for g in resumed:
+    np.testing.assert_allclose(g['loss'], expected, rtol=1e-5)
+  for i in range(4):
+    png = np.asarray(Image.open(workdir / f'members/{i:04d}.png'))
+    expected_png = images.deprocess(batched['adam'][i][0])
+    assert np.abs(png.astype(int) - expected_png).max() <= 1
+  assert not (workdir / 'checkpoint.npz').exists()
+
+
 def test_controls_sweep_in_one_batch_equal_to_separate_runs():
   """Averaging, colour preservation, blend weights and style scale vary per
   member of one batch; multi-scale runs the whole batch through each scale."""
