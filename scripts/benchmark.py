@@ -82,8 +82,9 @@ class Ours:
     config.content_image, config.style_image = content, style
     config.compute_dtype, config.remat = dtype, remat
     config.convolution = convolution
-    self.params = stylize.prepare_params(config,
-                                         weights.random_params('vgg19'))
+    # On the device once, as nst.stylize does (random_params are NumPy).
+    self.params = jax.device_put(stylize.prepare_params(
+        config, weights.random_params('vgg19')))
     model = stylize.make_model(config)
     inputs = stylize.load_inputs(config, size)
     self.targets = stylize.make_targets(config, model, self.params, inputs)

@@ -24,3 +24,18 @@ def test_benchmark_times_our_step_without_a_peer(tmp_path):
   assert ours['peak_rss'] > 0 and ours['backend'] == 'cpu'
   assert '    32 ' in result.stdout
 
+
+
+def test_our_side_steps_with_params_already_on_the_device():
+  # Host (NumPy) params would be copied to an accelerator at every timed
+  # step; weights.random_params returns NumPy arrays.
+  import importlib.util
+  import jax
+  spec = importlib.util.spec_from_file_location(
+      'benchmark', ROOT / 'scripts' / 'benchmark.py')
+  benchmark = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(benchmark)
+  ours = benchmark.Ours(32, 'skimage:astronaut', 'nst:swirls', 'float32',
+                        False)
+  leaves = jax.tree.leaves(ours.params)
+  assert leaves and all(isinstance(v, jax.Array) for v in leaves)
