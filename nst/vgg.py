@@ -168,9 +168,9 @@ def winograd_layers(params, convolution: str = 'auto', dtype=jnp.float32,
   """The conv layers of ``params`` that ``prepare`` gives Winograd kernels:
   none for 'direct'; for 'winograd', those with at least
   ``WINOGRAD_MIN_CHANNELS`` input or output channels, up to the deepest of
-  ``layers``
-  (the layers the step reads; default all); 'auto' is 'winograd' on a CPU
-  backend (``backend``, default JAX's) in float32 and 'direct' otherwise.
+  ``layers`` (the layers the step reads; default all); 'auto' is
+  'winograd' on a CPU backend (``backend``, default JAX's) in float32 and
+  'direct' otherwise.
 
   With 'auto' and ``max_side`` (the longest side, px, of any image the
   network will be given), a layer whose input cannot reach
