@@ -215,10 +215,15 @@ def main(argv):
              default_workdir(config_flags.get_config_filename(flags.FLAGS[
                  'config'])))
   config = _CONFIG.value
+  stop = StopRequest()
   try:
-    with StopRequest() as stop:
+    # Joining a multi-process job installs JAX's own SIGTERM handler (its
+    # preemption notifier), which would take the signal from StopRequest:
+    # join first.
+    joined = 'sweep' in config and sweep.initialize_distributed(
+        _DISTRIBUTED.value)
+    with stop:
       if 'sweep' in config:
-        joined = sweep.initialize_distributed(_DISTRIBUTED.value)
         if joined and not _WORKDIR.value:
           raise UserError('a sweep over several processes needs --workdir: '
                           'the same directory for every process')

@@ -156,6 +156,42 @@ def test_a_stop_asked_of_one_process_stops_both_and_resumes(batched,
   assert not (workdir / 'checkpoint.npz').exists()
 
 
+def test_sigterm_to_one_process_of_the_cli_stops_both(tmp_path):
+  """`python -m nst.run` as two processes: SIGTERM to process 1 only; both
+  stop after the same step and exit as if signalled, without a traceback,
+  and the lead leaves the chunk's checkpoint."""
+  import signal
+  config_file = tmp_path / 'tiny_sweep.py'
+  config_file.write_text(
+      'import sys\n'
+      f'sys.path.insert(0, {str(ROOT / "tests")!r})\n'
+      'from helpers import tiny_sweep\n\n'
+      'def get_config():\n'
+      '  return tiny_sweep(num_steps=400, log_every=1)\n')
+  workdir = tmp_path / 'out'
+  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cpu',
+             XLA_FLAGS='--xla_force_host_platform_device_count=2',
+             JAX_COORDINATOR_ADDRESS=f'localhost:{_free_port()}',
+             JAX_NUM_PROCESSES='2')
+  procs = [subprocess.Popen(
+      [sys.executable, '-m', 'nst.run', '--config', str(config_file),
+       f'--workdir={workdir}'], cwd=ROOT, env={**env, 'JAX_PROCESS_ID': str(p)},
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      for p in (0, 1)]
+  for line in procs[0].stdout:  # the lead logs; the steps have begun
+    if 'step     2/400' in line:
+      procs[1].send_signal(signal.SIGTERM)
+      break
+  errs = [p.communicate(timeout=300)[1] for p in procs]
+  for p, err in zip(procs, errs):
+    assert p.returncode == 128 + signal.SIGTERM, err
+    assert 'Traceback' not in err and 'stopped after step' in err, err
+  steps = {err.split('stopped after step ')[1].split(';')[0] for err in errs}
+  assert len(steps) == 1 and 2 <= int(steps.pop()) < 400
+  assert (workdir / 'checkpoint.npz').is_file()
+  assert not (workdir / 'results.csv').exists()
+
+
 def test_controls_sweep_in_one_batch_equal_to_separate_runs():
   """Averaging, colour preservation, blend weights and style scale vary per
   member of one batch; multi-scale runs the whole batch through each scale."""
