@@ -66,3 +66,18 @@ def sweep_images(config, devices=None):
     for r in results:
       out[r.member.index] = (images_[r.member.index], r.metrics)
   return out
+
+
+def tiny_sweep_file(path, *body):
+  """Writes a config file for ``python -m nst.run --config`` whose
+  ``get_config()`` runs the lines ``body`` (``tiny_sweep`` in scope) and
+  returns ``c``; returns ``path``."""
+  from pathlib import Path
+  path = Path(path)
+  path.write_text(
+      'import sys\n'
+      f'sys.path.insert(0, {str(Path(__file__).parent)!r})\n'
+      'from helpers import tiny_sweep\n\n'
+      'def get_config():\n'
+      + ''.join(f'  {line}\n' for line in body) + '  return c\n')
+  return path

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import tiny_config
+from helpers import tiny_config, tiny_sweep_file
 from nst import checkpoint, stylize, weights
 from nst.errors import Stopped, UserError
 from test_run import ROOT, nst_run
@@ -210,15 +210,9 @@ def test_stopped_sweep_resumes_only_its_unfinished_members(tmp_path,
 def test_sigterm_stops_a_sweep_and_resume_finishes_it(tmp_path):
   from helpers import tiny_sweep
   from nst import sweep
-  config_file = tmp_path / 'tiny_sweep.py'
-  config_file.write_text(
-      'import sys\n'
-      f'sys.path.insert(0, {str(ROOT / "tests")!r})\n'
-      'from helpers import tiny_sweep\n\n'
-      'def get_config():\n'
-      '  c = tiny_sweep(num_steps=3, log_every=1)\n'
-      '  c.sweep.chunk_size = 1\n'
-      '  return c\n')
+  config_file = tiny_sweep_file(tmp_path / 'tiny_sweep.py',
+                                'c = tiny_sweep(num_steps=3, log_every=1)',
+                                'c.sweep.chunk_size = 1')
   out = tmp_path / 'out'
   env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cpu')
   cmd = [sys.executable, '-m', 'nst.run', '--config', str(config_file),

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import sweep_images, tiny_config, tiny_inputs, tiny_sweep
+from helpers import (sweep_images, tiny_config, tiny_inputs, tiny_sweep,
+                     tiny_sweep_file)
 from nst import images, report, stylize, sweep, vgg, weights
 from nst.errors import UserError
 
@@ -161,13 +162,8 @@ def test_sigterm_to_one_process_of_the_cli_stops_both(tmp_path):
   stop after the same step and exit as if signalled, without a traceback,
   and the lead leaves the chunk's checkpoint."""
   import signal
-  config_file = tmp_path / 'tiny_sweep.py'
-  config_file.write_text(
-      'import sys\n'
-      f'sys.path.insert(0, {str(ROOT / "tests")!r})\n'
-      'from helpers import tiny_sweep\n\n'
-      'def get_config():\n'
-      '  return tiny_sweep(num_steps=400, log_every=1)\n')
+  config_file = tiny_sweep_file(tmp_path / 'tiny_sweep.py',
+                                'c = tiny_sweep(num_steps=400, log_every=1)')
   workdir = tmp_path / 'out'
   env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cpu',
              XLA_FLAGS='--xla_force_host_platform_device_count=2',
