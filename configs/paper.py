@@ -15,10 +15,12 @@ With this normalisation (not the paper's own file) the paper's alpha/beta
 give mostly the photo; its look came at about 1/100 of them
 (``--config.style_weight=1e5``; experiments/fig2 and fig3).
 
-Slow on a CPU: XLA:CPU runs the convolutions inside the line search's loop
-about 3x slower than outside it, so an L-BFGS step costs about 4 Adam steps
-here (measured 0.3 steps/s at 256x192 px on 2 cores). A GPU does not have
-this problem; on a CPU, Adam (configs/default.py) gets further per second.
+On a CPU an L-BFGS step costs about what an Adam step does: its line
+search mostly accepts the first trial step, and the loop it runs in is no
+slower than a plain step (measured on 2 cores: 2.7-2.9 steps/s for either
+optimiser at 256x170 px, 0.63-0.72 at 512x340). In a sweep, a batch waits at
+every step for its slowest member's line search; on a CPU, sweep L-BFGS with
+``--config.sweep.chunk_size=1`` (README, Sweeps).
 """
 import pathlib
 import runpy
