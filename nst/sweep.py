@@ -443,6 +443,21 @@ def _compile(model, c, mesh):
   return step, init, evaluate, finish, per_member, replicated
 
 
+def batching_note(optimizer: str, per_device: int, devices: int,
+                  backend: str) -> str | None:
+  """A hint when a batch is likely slower than its members one at a time:
+  L-BFGS under ``vmap`` evaluates every member as often as the slowest
+  member's line search needs, at each step, and a CPU gains too little
+  from batching to make up for it (measured in README, Sweeps)."""
+  if not (optim.uses_linesearch(optimizer) and per_device > 1
+          and backend == 'cpu'):
+    return None
+  return (f'note: {per_device} L-BFGS members per device in one batch wait '
+          "at every step for the slowest member's line search; on a CPU, "
+          f'--config.sweep.chunk_size={devices} (one member per device) '
+          'is usually faster')
+
+
 def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
               chunk_size: int = 0, group_index: int = 0,
               on_log: Callable[[dict], None] | None = None,
@@ -482,6 +497,10 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
   size = min(chunk_size or len(members), len(members))
   size = -(-size // devices) * devices
   chunks = [members[k:k + size] for k in range(0, len(members), size)]
+  note = batching_note(c.optimizer, size // devices, devices,
+                       jax.default_backend())
+  if note and jax.process_index() == 0:
+    print(note, flush=True)
   results = []
   for chunk_index, chunk in enumerate(chunks):
     slots = chunk + [chunk[-1]] * (size - len(chunk))  # pad with copies

@@ -64,6 +64,18 @@ def test_batched_sweep_equals_separate_runs(batched, optimizer):
   assert len(set(np.round(np.log10(losses), 3))) == 4
 
 
+def test_batched_lbfgs_on_a_cpu_suggests_one_member_per_device():
+  note = sweep.batching_note('lbfgs', 20, 1, 'cpu')
+  assert '20 L-BFGS members per device' in note
+  assert '--config.sweep.chunk_size=1 ' in note
+  assert '--config.sweep.chunk_size=4 ' in sweep.batching_note(
+      'lbfgs', 2, 4, 'cpu')
+  # Adam, one member per device, or an accelerator: no note.
+  for args in (('adam', 20, 1, 'cpu'), ('lbfgs', 1, 4, 'cpu'),
+               ('lbfgs', 20, 1, 'gpu'), ('lbfgs', 20, 1, 'tpu')):
+    assert sweep.batching_note(*args) is None
+
+
 def _worker(*args, devices=4, env=None):
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(ROOT),
              XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
