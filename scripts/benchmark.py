@@ -146,11 +146,24 @@ def serve(worker) -> None:
   print(json.dumps(worker.final()), flush=True)
 
 
+class WorkerFailed(RuntimeError):
+  """A worker process ended before answering (out of memory, a crash)."""
+
+  def __init__(self, who: str, stderr: str):
+    lines = [l.strip() for l in stderr.splitlines() if l.strip()]
+    last = lines[-1] if lines else 'no error output'
+    memory = any(m in stderr for m in ('bad_alloc', 'RESOURCE_EXHAUSTED',
+                                       'out of memory', 'MemoryError'))
+    super().__init__(f'{who} failed: {last}'
+                     + (' (out of memory)' if memory else ''))
+    self.stderr = stderr
+
+
 class Worker:
   """A running worker process, driven over its stdin and stdout."""
 
-  def __init__(self, cmd: list[str], env=None):
-    self.cmd = cmd
+  def __init__(self, name: str, cmd: list[str], env=None):
+    self.name, self.cmd = name, cmd
     self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  text=True, env=env)
@@ -163,9 +176,8 @@ class Worker:
   def read(self) -> dict:
     line = self.proc.stdout.readline()
     if not line:
-      err = self.proc.stderr.read()
-      raise RuntimeError(f'{" ".join(self.cmd[:3])} ... failed:\n'
-                         f'{err[-3000:]}')
+      self.proc.wait()
+      raise WorkerFailed(self.name, self.proc.stderr.read())
     return json.loads(line)
 
   def run(self, n: int) -> None:
@@ -184,6 +196,12 @@ class Worker:
       self.info.update(median_s=statistics.median(self.times),
                        min_s=min(self.times), steps=len(self.times))
     return self.info
+
+  def kill(self) -> None:
+    """Ends the worker without asking for its last report."""
+    if self.proc.poll() is None:
+      self.proc.kill()
+    self.proc.wait()
 
 
 def peer_python(args) -> str:
@@ -235,13 +253,14 @@ def measure(args, size: int, tmp: Path, peer: str | None, device: str
       [str(ROOT)] + [p for p in [os.environ.get('PYTHONPATH')] if p]),
       # on a GPU the two processes share it: no preallocation
       XLA_PYTHON_CLIENT_PREALLOCATE='false')
-  workers = {'ours': Worker([sys.executable, __file__, '--worker', *common,
+  workers = {'ours': Worker('ours', [sys.executable, __file__, '--worker',
+                                     *common,
                              '--dtype', args.dtype,
                              '--convolution', args.convolution]
                             + (['--remat'] if args.remat else []), env)}
   if peer:
-    workers['peer'] = Worker([peer, str(PEER_SCRIPT), *common, '--device',
-                              device])
+    workers['peer'] = Worker('peer', [peer, str(PEER_SCRIPT), *common,
+                                      '--device', device])
   try:
     for w in workers.values():  # both start (import, compile) at once
       w.wait_ready()
@@ -252,9 +271,11 @@ def measure(args, size: int, tmp: Path, peer: str | None, device: str
     for _ in range(args.rounds):
       for w in workers.values():
         w.run(args.steps)
-  finally:
-    row = {k: w.close() for k, w in workers.items()}
-  return row
+    return {k: w.close() for k, w in workers.items()}
+  except BaseException:  # a worker failed, or Ctrl-C: end them all
+    for w in workers.values():
+      w.kill()
+    raise
 
 
 def main(argv=None) -> int:
@@ -298,11 +319,16 @@ def main(argv=None) -> int:
   sizes = args.sizes or ([256, 512, 1024, 2048] if backend == 'gpu'
                          else [256, 512])
   device = args.device or ('cuda' if backend == 'gpu' else 'cpu')
-  rows = []
+  rows, failed = [], []
   with tempfile.TemporaryDirectory() as tmp:
     peer = None if args.no_peer else peer_python(args)
     for size in sizes:
-      row = measure(args, size, Path(tmp), peer, device)
+      try:
+        row = measure(args, size, Path(tmp), peer, device)
+      except WorkerFailed as e:  # e.g. out of memory: the next size may fit
+        print(f'{size} px: {e}', flush=True)
+        failed.append(size)
+        continue
       rows.append(row)
       o = row['ours']
       if args.rounds:
@@ -310,6 +336,8 @@ def main(argv=None) -> int:
               + (f', peer {row["peer"]["median_s"] * 1e3:.1f} ms/step'
                  if peer else ''), flush=True)
 
+  if not rows:
+    return 1
   o = rows[0]['ours']
   print(f'\nours: {o["version"]} on {o["device"]} ({o["backend"]}), '
         f'{args.dtype}{", remat" if args.remat else ""}, convolution '
@@ -339,9 +367,11 @@ def main(argv=None) -> int:
       line += f' {mib(o.get("peak_device"))} ' + (
           mib(q.get('peak_device')) if q else f'{"-":>8s}')
     print(line)
+  if failed:
+    print(f'failed: {", ".join(f"{s} px" for s in failed)} (above)')
   if args.json:
     Path(args.json).write_text(json.dumps(rows, indent=1))
-  return 0
+  return 1 if failed else 0
 
 
 if __name__ == '__main__':

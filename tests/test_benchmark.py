@@ -25,6 +25,41 @@ def test_benchmark_times_our_step_without_a_peer(tmp_path):
   assert '    32 ' in result.stdout
 
 
+FAKE_PEER = """#!{python}
+# Speaks scripts/benchmark.py's worker protocol; runs out of memory at 48 px.
+import json, sys
+if sys.argv[sys.argv.index('--size') + 1] == '48':
+  sys.exit('RESOURCE_EXHAUSTED: could not allocate 8 GiB')
+print(json.dumps({{'version': 'fake 0', 'threads': 1}}), flush=True)
+for line in sys.stdin:
+  if not line.strip():
+    break
+  print(json.dumps({{'times': [0.5] * int(line)}}), flush=True)
+print(json.dumps({{'peak_rss': 2**20}}), flush=True)
+"""
+
+
+def test_a_size_whose_worker_fails_is_reported_and_the_rest_measured(
+    tmp_path):
+  peer = tmp_path / 'peer'
+  peer.write_text(FAKE_PEER.format(python=sys.executable))
+  peer.chmod(0o755)
+  out = tmp_path / 'rows.json'
+  result = subprocess.run(
+      [sys.executable, str(ROOT / 'scripts' / 'benchmark.py'), '--sizes',
+       '48', '32', '--rounds', '1', '--steps', '1', '--warmup', '0',
+       '--peer-python', str(peer), '--json', str(out)],
+      capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert result.returncode == 1, result.stderr
+  assert 'Traceback' not in result.stdout + result.stderr
+  assert ('48 px: peer failed: RESOURCE_EXHAUSTED: could not allocate '
+          '8 GiB (out of memory)') in result.stdout
+  assert 'failed: 48 px' in result.stdout
+  (row,) = json.loads(out.read_text())  # 32 px, both sides
+  assert row['ours']['size'] == 32 and row['peer']['median_s'] == 0.5
+  assert '    32 ' in result.stdout
+
 
 def test_our_side_steps_with_params_already_on_the_device():
   # Host (NumPy) params would be copied to an accelerator at every timed
