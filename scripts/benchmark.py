@@ -156,7 +156,6 @@ class WorkerFailed(RuntimeError):
                                        'out of memory', 'MemoryError'))
     super().__init__(f'{who} failed: {last}'
                      + (' (out of memory)' if memory else ''))
-    self.stderr = stderr
 
 
 class Worker:
@@ -253,11 +252,10 @@ def measure(args, size: int, tmp: Path, peer: str | None, device: str
       [str(ROOT)] + [p for p in [os.environ.get('PYTHONPATH')] if p]),
       # on a GPU the two processes share it: no preallocation
       XLA_PYTHON_CLIENT_PREALLOCATE='false')
-  workers = {'ours': Worker('ours', [sys.executable, __file__, '--worker',
-                                     *common,
-                             '--dtype', args.dtype,
-                             '--convolution', args.convolution]
-                            + (['--remat'] if args.remat else []), env)}
+  ours = [sys.executable, __file__, '--worker', *common, '--dtype',
+          args.dtype, '--convolution', args.convolution]
+  workers = {'ours': Worker('ours', ours + (['--remat'] if args.remat
+                                            else []), env)}
   if peer:
     workers['peer'] = Worker('peer', [peer, str(PEER_SCRIPT), *common,
                                       '--device', device])
