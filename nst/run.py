@@ -198,9 +198,25 @@ def parse_flags(argv):
     # ml_collections nests the KeyError's repr: "'\\'field\\'\\nDid you..."
     message = str(e.args[0] if e.args else e).strip('"\'')
     message = message.replace('\\n', ' ').replace("\\'", "'")
-    message = f'unknown or invalid config field: {message}'
+    message = (f'unknown or invalid config field: {message}'
+               + _sweep_field_hint(argv, message))
   print(f'error: {message}', file=sys.stderr)
   sys.exit(2)
+
+
+def _sweep_field_hint(argv, message: str) -> str:
+  """Why an override of a real sweep field can be refused: only fields the
+  config file sets exist to be overridden (``nst.sweep`` gives the others
+  their defaults later)."""
+  for arg in argv[1:]:
+    name = arg.split('=', 1)[0]
+    field = name.removeprefix('--config.sweep.')
+    if (name != field and field != 'axes' and field in sweep.SWEEP_DEFAULTS
+        and field in message):
+      return (f'; sweep.{field} can be overridden only when the config '
+              f'file sets it: add c.sweep.{field} = '
+              f'{sweep.SWEEP_DEFAULTS[field]!r} to its sweep section')
+  return ''
 
 
 def main(argv):

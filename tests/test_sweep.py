@@ -411,6 +411,33 @@ def test_contact_sheet_size_follows_the_grid():
       np.asarray(sheet)[y0 + 6:y0 + 26, x0 + 1:x1 - 1], cells[1][1])
 
 
+def test_every_sweep_config_sets_every_sweep_field():
+  # Only fields the file sets can be overridden on the command line (as
+  # the batching note's --config.sweep.chunk_size=1 is).
+  import runpy
+  paths = sorted((ROOT / 'configs' / 'sweeps').glob('*.py'))
+  assert len(paths) >= 4
+  for path in paths:
+    section = runpy.run_path(str(path))['get_config']().sweep
+    assert set(section) == set(sweep.SWEEP_DEFAULTS), path.name
+
+
+def test_overriding_a_sweep_field_the_file_leaves_out_says_how(tmp_path):
+  config_file = tiny_sweep_file(tmp_path / 'no_chunk.py', 'c = tiny_sweep()',
+                                "del c.sweep['chunk_size']")
+  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cpu')
+  result = subprocess.run(
+      [sys.executable, '-m', 'nst.run', '--config', str(config_file),
+       '--config.sweep.chunk_size=1', f'--workdir={tmp_path / "o"}'],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2 and 'Traceback' not in result.stderr
+  assert result.stderr.strip().splitlines() == [
+      'error: unknown or invalid config field: chunk_size; sweep.chunk_size '
+      'can be overridden only when the config file sets it: add '
+      'c.sweep.chunk_size = 0 to its sweep section']
+  assert not (tmp_path / 'o').exists()
+
+
 def _nst_run(*args):
   env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cpu')
   return subprocess.run(

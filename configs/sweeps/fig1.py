@@ -44,4 +44,6 @@ def get_config():
   c.sweep.zip = (('content_layers', 'style_layers', 'content_weight',
                   'style_weight'),)
   c.sweep.rows = 'content_layers'
+  c.sweep.cols = ''
+  c.sweep.chunk_size = 0        # 0 = all members in one batch
   return c

@@ -35,4 +35,6 @@ def get_config():
   c.sweep.axes.ratio = tuple(p.ratio for p in FIG2_PAINTINGS)  # the paper's
   c.sweep.zip = (('style_image', 'ratio'),)
   c.sweep.rows = 'style_image'
+  c.sweep.cols = ''
+  c.sweep.chunk_size = 0        # 0 = all members in one batch
   return c
