@@ -161,7 +161,7 @@ def panel_grid(panels, cols: int, *, title: str = '', pad: int = 8):
   draw = ImageDraw.Draw(sheet)
   if title:
     draw.multiline_text((pad, pad), title, fill='black', font=font)
-  layout = {'panels': []}
+  layout = {'panels': [], 'captions': [c for _, c in panels]}
   for k, (im, caption) in enumerate(panels):
     r, c = divmod(k, cols)
     x0 = pad + c * (cell_w + pad)
@@ -177,8 +177,22 @@ def panel_grid(panels, cols: int, *, title: str = '', pad: int = 8):
   return sheet, layout
 
 
-def figure2(workdir: Path, results, images_dir: Path, size: int):
-  """Panel A (the photo) and B-F (the results, paintings as insets)."""
+def planned_ratios(config) -> dict[str, float]:
+  """{style image file name: alpha/beta} of a sweep whose ``ratio`` axis is
+  zipped with its ``style_image`` axis (configs/sweeps/fig2.py), read before
+  missing images are dropped; {} for any other sweep."""
+  axes = config.sweep.axes
+  if 'style_image' not in axes or 'ratio' not in axes or len(
+      axes.style_image) != len(axes.ratio):
+    return {}
+  return {Path(s).name: r for s, r in zip(axes.style_image, axes.ratio)}
+
+
+def figure2(workdir: Path, results, images_dir: Path, size: int,
+            ratios: dict[str, float] | None = None):
+  """Panel A (the photo) and B-F (the results, paintings as insets). A panel
+  without a result is captioned with its ratio in ``ratios`` (what the run
+  was asked for; ``planned_ratios``), else the paper's."""
   content = images.resize(images.read_rgb(str(images_dir / CONTENT)), size)
   by_file = {Path(r.member.config.style_image).name: r for r in results}
   panels = [(content, 'A  Photograph: Neckarfront, Tuebingen')]
@@ -186,7 +200,8 @@ def figure2(workdir: Path, results, images_dir: Path, size: int):
     result = by_file.get(p.file)
     title = p.title.replace('\n', ', ')
     ratio = (result.member.config.content_weight /
-             result.member.config.style_weight) if result else p.ratio
+             result.member.config.style_weight) if result else (
+                 ratios or {}).get(p.file, p.ratio)
     caption = f'{p.panel}  {title}\nalpha/beta = {ratio:.3g}'
     picture = _picture(workdir, result)
     if picture is None:
@@ -208,7 +223,9 @@ def run(figure: int, config, images_dir: str | Path, workdir: Path):
     raise UserError(f'figure {figure!r}: accepted are 1 and 2 (Figure 3 is '
                     'configs/sweeps/fig3.py)')
   images_dir = Path(images_dir)
-  config, missing = drop_missing(rebase(config, images_dir))
+  config = rebase(config, images_dir)
+  ratios = planned_ratios(config)
+  config, missing = drop_missing(config)
   for path in missing:
     print(f'missing {path}: its panel is left empty (fetch it with '
           'scripts/fetch_paper_images.py)', file=sys.stderr)
@@ -217,7 +234,8 @@ def run(figure: int, config, images_dir: str | Path, workdir: Path):
     layers = config.sweep.axes.content_layers[:len(results) // 2]
     picture, _ = figure1(workdir, results, [l[0] for l in layers])
   else:
-    picture, _ = figure2(workdir, results, images_dir, config.image_size)
+    picture, _ = figure2(workdir, results, images_dir, config.image_size,
+                         ratios)
   out = workdir / f'figure{figure}.png'
   report.save_png(out, picture)
   print(f'wrote {out}', flush=True)
@@ -232,7 +250,7 @@ def main(figure: int, config_path: str | Path) -> None:
   # defined (on importing nst.run), so the default goes there first.
   if not any(a == '--config' or a.startswith('--config=') for a in sys.argv):
     sys.argv.insert(1, f'--config={config_path}')
-  from absl import app, flags
+  from absl import app, flags, logging
   from nst import run as cli
 
   images_flag = flags.DEFINE_string(
@@ -240,6 +258,7 @@ def main(figure: int, config_path: str | Path) -> None:
       '(scripts/fetch_paper_images.py).')
 
   def _main(args):
+    logging.set_verbosity(logging.WARNING)  # as nst.run does
     if len(args) > 1:
       raise app.UsageError(f'unexpected arguments: {args[1:]}')
     config = cli._CONFIG.value

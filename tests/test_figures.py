@@ -85,6 +85,30 @@ def test_figure2_panels_insets_and_missing_painting(paper_images, tmp_path,
   x0, y0, x1, y1 = boxes[5]
   assert (drawn[y0 + 1:y1 - 1, x0 + 1:x1 - 1] == 255).all()
   assert (drawn[y0, x0:x1] != 255).any()
+  assert layout['captions'][5].endswith(
+      'alpha/beta = 0.0001\n(missing image)')  # the paper's F
+
+
+def test_a_missing_panel_is_captioned_with_the_ratio_asked_for(
+    paper_images, tmp_path):
+  config = _config(2, num_steps=1)
+  config.sweep.axes.ratio = (1e-5, 1e-5, 1e-5, 1e-6, 2e-6)
+  figures.run(2, config, paper_images, tmp_path)
+  results = [types.SimpleNamespace(
+      member=types.SimpleNamespace(config=types.SimpleNamespace(
+          style_image=str(paper_images / p.file), content_weight=1.0,
+          style_weight=1.0 / r)),
+      image=f'members/{i:04d}.png')
+      for i, (p, r) in enumerate(zip(figures.FIG2_PAINTINGS[:4],
+                                     config.sweep.axes.ratio))]
+  ratios = figures.planned_ratios(figures.rebase(config, paper_images))
+  assert ratios['composition_vii.jpg'] == 2e-6
+  drawn = _png(tmp_path / 'figure2.png')
+  redrawn, layout = figures.figure2(tmp_path, results, paper_images, 32,
+                                    ratios)
+  np.testing.assert_array_equal(drawn, np.asarray(redrawn))
+  assert [c.split('alpha/beta = ')[1] for c in layout['captions'][1:]] == [
+      '1e-05', '1e-05', '1e-05', '1e-06', '2e-06\n(missing image)']
 
 
 def test_figure1_from_the_command_line(paper_images, tmp_path):
