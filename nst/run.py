@@ -112,7 +112,13 @@ class StopRequest:
 
   def handle(self, signum, frame):
     if self.signal is not None and signum == signal.SIGINT:
-      raise KeyboardInterrupt
+      # Exits here rather than raising KeyboardInterrupt: a signal handler
+      # runs between any two bytecodes, also inside JAX's callbacks, where
+      # an exception is printed as a traceback and swallowed. Every file is
+      # written atomically, so nothing is left half-written.
+      print('interrupted', file=sys.stderr, flush=True)
+      sys.stdout.flush()
+      os._exit(130)
     self.signal = signum
     print(f'{signal.Signals(signum).name}: stopping after the steps under '
           'way (again to interrupt at once)', file=sys.stderr, flush=True)
