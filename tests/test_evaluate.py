@@ -1,0 +1,82 @@
+"""scripts/evaluate.py: the measure on hand-computed features, and end to
+end with a random VGG on tiny images."""
+import csv
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from nst import images
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / 'scripts' / 'evaluate.py'
+spec = importlib.util.spec_from_file_location('evaluate', SCRIPT)
+evaluate = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(evaluate)
+
+
+def test_errors_by_hand():
+  # relu4_2: content [[1, 0], [0, 1]], output [[1, 0], [0, 2]]: the
+  # difference has norm 1, the content sqrt(2).
+  content = {'relu4_2': jnp.array([[[1., 0.]], [[0., 1.]]])}
+  out = {'relu4_2': jnp.array([[[1., 0.]], [[0., 2.]]])}
+  # Each style layer: the output's features are c times the style's, so its
+  # Gram matrix is c^2 times theirs and the relative error c^2 - 1.
+  style_feats = jnp.array([[[1., 2.], [3., 1.]], [[0., 1.], [2., 2.]]])
+  squares = (1.1, 1.2, 1.3, 1.4, 1.5)
+  grams = {l: evaluate.gram_per_position(style_feats)
+           for l in evaluate.STYLE_LAYERS}
+  for l, c2 in zip(evaluate.STYLE_LAYERS, squares):
+    out[l] = np.sqrt(c2) * style_feats
+  # G per position: F^T F / (H W) by hand for the first layer.
+  f = np.asarray(style_feats).reshape(4, 2)
+  np.testing.assert_allclose(grams['relu1_1'], f.T @ f / 4, rtol=1e-6)
+  row = evaluate.errors(out, content, grams)
+  np.testing.assert_allclose(row['content'], 1 / np.sqrt(2), rtol=1e-6)
+  for l, c2 in zip(evaluate.STYLE_LAYERS, squares):
+    np.testing.assert_allclose(row[l], c2 - 1, rtol=1e-5)
+  np.testing.assert_allclose(row['style'], 0.3, rtol=1e-5)
+
+
+def _png(path, rgb):
+  Image.fromarray(rgb).save(path)
+  return str(path)
+
+
+def test_cli_scores_the_photo_and_the_painting_themselves(tmp_path):
+  photo = _png(tmp_path / 'photo.png', images.resize(
+      images.read_rgb('skimage:astronaut'), 48))
+  painting = _png(tmp_path / 'painting.png', images.swirls(48))
+  # A 96 px copy of the photo is read at 32 px like the photo itself.
+  bigger = _png(tmp_path / 'bigger.png', images.resize(
+      images.read_rgb('skimage:astronaut'), 96))
+  table = tmp_path / 'scores.csv'
+  result = subprocess.run(
+      [sys.executable, str(SCRIPT), '--content', photo, '--style', painting,
+       '--size', '32', '--weights', 'random', '--csv', str(table), photo,
+       painting, bigger], capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr
+  rows = {r['output']: r for r in csv.DictReader(table.open())}
+  assert float(rows[photo]['content']) == 0.0
+  assert float(rows[painting]['style']) < 1e-5
+  assert float(rows[painting]['content']) > 0.1
+  assert float(rows[bigger]['content']) < 0.1
+  photo_row = rows[evaluate.PHOTO]
+  assert photo_row['style'] == rows[photo]['style']
+  assert float(photo_row['style']) > 0.1
+  assert f'{float(rows[photo]["style"]):7.3f}' in result.stdout
+
+
+def test_cli_bad_path_is_one_line(tmp_path):
+  painting = _png(tmp_path / 'painting.png', images.swirls(48))
+  result = subprocess.run(
+      [sys.executable, str(SCRIPT), '--content', str(tmp_path / 'nope.png'),
+       '--style', painting, '--size', '32', '--weights', 'random',
+       painting], capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2
+  assert result.stderr.strip().count('\n') == 0
+  assert 'nope.png' in result.stderr and 'does not exist' in result.stderr
