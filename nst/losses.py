@@ -32,6 +32,23 @@ moments are taken per unit of weight, so a region is compared with its style
 as a whole image would be. ``regions`` masks (R, H, W) and their weights
 (R,) give ``sum_r weight_r * distance(moments under mask r, target r)``.
 
+Scaling (``SCALINGS``, the config's ``loss_scaling``):
+  ``paper``     the formulas above, as they stand: the content loss grows with
+                the number of positions M_l and every term with the size of the
+                layer's activations, so alpha/beta mean something else at
+                each image size, for each network and each style image;
+  ``relative``  each term divided by its value for an image whose features
+                are all zero at that layer (a constant the targets fix):
+                content |F - P|^2 / |P|^2, gram style |S - S_A|^2 / |S_A|^2
+                (S the Gram matrix per position), mean_cov style
+                W_2^2 / (|mu_A|^2 + tr C_A), the target's second moment. Each
+                is a squared relative error, free of the pixel count and of
+                the layer's activation scale, so the weights mean the same
+                at every size and for every network. TV is divided by the
+                content image's own TV.
+  The factors are computed once with the targets (``content_scale``,
+  ``style_target``'s ``scale``, ``tv_scale``); the losses multiply by them.
+
 Feature maps are (H, W, C) arrays (one image, no batch axis); ``vmap`` adds
 batches. Nothing here knows about files, configs or networks.
 """
@@ -44,7 +61,11 @@ import jax.numpy as jnp
 
 Features = Mapping[str, jnp.ndarray]
 STYLE_LOSSES = ('gram', 'mean_cov')
+SCALINGS = ('relative', 'paper')
 EPS = 1e-4  # added to the generated covariance's diagonal (mean_cov)
+# ``relative``: a target's mean squared value below this counts as this (a
+# layer whose target features are all zero would otherwise divide by 0).
+TINY = 1e-8
 
 
 def gram(features: jnp.ndarray) -> jnp.ndarray:
@@ -86,19 +107,34 @@ def sqrtm(matrix: jnp.ndarray) -> jnp.ndarray:
   return (vectors * jnp.sqrt(jnp.maximum(values, 0.0))) @ vectors.T
 
 
-def style_target(mean: jnp.ndarray, srm: jnp.ndarray, kind: str
-                 ) -> dict[str, jnp.ndarray]:
-  """What ``style_distance`` of ``kind`` compares against, from moments."""
+def style_target(mean: jnp.ndarray, srm: jnp.ndarray, kind: str,
+                 scaling: str = 'paper') -> dict[str, jnp.ndarray]:
+  """What ``style_distance`` of ``kind`` compares against, from moments,
+  with the ``scale`` its distance is multiplied by (``SCALINGS``)."""
+  n = srm.shape[-1]
   if kind == 'gram':
-    return {'srm': srm}
-  cov = covariance(mean, srm)
-  return {'mean': mean, 'cov': cov, 'cov_sqrt': sqrtm(cov)}
+    target = {'srm': srm}
+    zero = jnp.sum(srm * srm) / (4.0 * n * n)   # E_l of all-zero features
+    tiny = TINY / 4.0
+  else:
+    cov = covariance(mean, srm)
+    target = {'mean': mean, 'cov': cov, 'cov_sqrt': sqrtm(cov)}
+    zero = jnp.trace(srm) / n                   # |mu_A|^2 + tr C_A, over N
+    tiny = TINY
+  target['scale'] = (jnp.float32(1.0) if scaling == 'paper' else
+                     1.0 / jnp.maximum(zero, tiny).astype(jnp.float32))
+  return target
 
 
 def style_distance(mean: jnp.ndarray, srm: jnp.ndarray,
                    target: Mapping[str, jnp.ndarray]) -> jnp.ndarray:
-  """One layer's style loss from the generated moments; the kind is the
-  target's (see ``style_target``)."""
+  """One layer's style loss from the generated moments, times the target's
+  ``scale`` (1 if it has none); the kind is the target's (see
+  ``style_target``)."""
+  return target.get('scale', 1.0) * _style_distance(mean, srm, target)
+
+
+def _style_distance(mean, srm, target):
   n = srm.shape[-1]
   if 'cov' not in target:  # gram: E_l = 1/(4 N^2) sum (S - S_A)^2
     diff = srm - target['srm']
@@ -133,6 +169,27 @@ def layer_content_loss(features: jnp.ndarray, target: jnp.ndarray):
   return 0.5 * jnp.sum(diff * diff)
 
 
+def content_scale(target: jnp.ndarray, scaling: str) -> jnp.ndarray:
+  """What a layer's content loss is multiplied by: 1 (``paper``) or one
+  over its value for all-zero features, ``1 / (1/2 |P|^2)`` (``relative``:
+  the loss becomes ``|F - P|^2 / |P|^2``)."""
+  if scaling == 'paper':
+    return jnp.float32(1.0)
+  target = jnp.asarray(target, jnp.float32)
+  zero = 0.5 * jnp.maximum(jnp.sum(target * target), TINY * target.size)
+  return 1.0 / zero
+
+
+def tv_scale(image: jnp.ndarray, scaling: str) -> jnp.ndarray:
+  """What the TV term is multiplied by: 1 (``paper``) or one over the TV of
+  ``image`` (``relative``; the content image: TV then counts in units of
+  the photo's own, at least one grey level squared per pixel)."""
+  if scaling == 'paper':
+    return jnp.float32(1.0)
+  floor = image.shape[0] * image.shape[1]
+  return 1.0 / jnp.maximum(tv_loss(jnp.asarray(image, jnp.float32)), floor)
+
+
 def content_loss(*, feats: Features, targets: Features,
                  weights: Mapping[str, float]) -> jnp.ndarray:
   """``sum_l w_l * 1/2 sum (F - P)^2`` over the layers in ``weights``."""
@@ -158,21 +215,37 @@ def tv_loss(image: jnp.ndarray) -> jnp.ndarray:
   return jnp.sum(dy * dy) + jnp.sum(dx * dx)
 
 
+def range_penalty(image: jnp.ndarray, lo, hi) -> jnp.ndarray:
+  """The sum of squared overshoots (grey levels) of ``image`` outside
+  [lo, hi] (per channel). Zero inside the range and smooth, so a line
+  search can use it where clipping after each step would break it."""
+  over = jnp.maximum(image - hi, 0.0) + jnp.maximum(lo - image, 0.0)
+  return jnp.sum(over * over)
+
+
+def range_scale(image: jnp.ndarray, scaling: str) -> jnp.ndarray:
+  """What ``range_penalty`` is multiplied by: 1 (``paper``: a sum) or one
+  over the number of values (``relative``: the mean squared overshoot)."""
+  return jnp.float32(1.0 if scaling == 'paper' else 1.0 / image.size)
+
+
 def total_loss(*, feats: Features, image: jnp.ndarray, content_targets:
                Features, style_targets: Mapping[str, Mapping],
                content_weights: Mapping[str, float],
                style_weights: Mapping[str, float], alpha, beta,
-               tv_weight=0.0, style_masks: Features | None = None,
+               tv_weight=0.0, tv_scale=1.0,
+               style_masks: Features | None = None,
                region_weights: jnp.ndarray | None = None,
                ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
-  """``alpha L_content + beta L_style + tv_weight L_tv`` and its parts."""
+  """``alpha L_content + beta L_style + tv_weight L_tv`` and its parts
+  (``L_tv`` = ``tv_scale * tv_loss(image)``)."""
   parts = {
       'content': content_loss(feats=feats, targets=content_targets,
                               weights=content_weights),
       'style': style_loss(feats=feats, targets=style_targets,
                           weights=style_weights, masks=style_masks,
                           region_weights=region_weights),
-      'tv': tv_loss(image),
+      'tv': tv_scale * tv_loss(image),
   }
   parts = {k: jnp.asarray(v, jnp.float32) for k, v in parts.items()}
   total = alpha * parts['content'] + beta * parts['style']

@@ -189,6 +189,9 @@ def check_controls(config) -> None:
     raise UserError(f'style_scale={config.style_scale!r}: accepted is a '
                     'finite number > 0')
   colour.check(config.preserve_colour)
+  if config.loss_scaling not in losses.SCALINGS:
+    raise UserError(f'loss_scaling={config.loss_scaling!r}; accepted: '
+                    f'{", ".join(losses.SCALINGS)}')
   if config.style_loss not in losses.STYLE_LOSSES:
     raise UserError(f'style_loss={config.style_loss!r}; accepted: '
                     f'{", ".join(losses.STYLE_LOSSES)}')
@@ -197,12 +200,17 @@ def check_controls(config) -> None:
                     'in [0, 1) (0 = no averaging)')
   scales, steps = tuple(config.scales), tuple(config.scale_steps)
   needed = min_image_side(config)
-  if any(not isinstance(s, int) for s in scales) or list(scales) != sorted(
-      set(scales)) or (scales and not needed <= scales[0]) or (
-          scales and scales[-1] >= config.image_size):
-    raise UserError(f'scales={scales}: accepted are increasing integer sizes '
-                    f'from {needed} px (the layers\' minimum) to below '
-                    f'image_size={config.image_size}, or () for one scale')
+  kinds_ok = all(
+      not isinstance(s, bool) and (isinstance(s, int) and s >= needed or
+                                   isinstance(s, float) and 0 < s < 1)
+      for s in scales)
+  sizes = [size for size, _ in scale_plan(config)] if kinds_ok else []
+  if not kinds_ok or sizes != sorted(set(sizes)):
+    raise UserError(f'scales={scales}: accepted are increasing sizes below '
+                    f'image_size={config.image_size}, each a whole number of '
+                    f'px from {needed} (the layers\' minimum) or a fraction '
+                    'of image_size between 0 and 1 (e.g. (0.25, 0.5)), or () '
+                    'for one scale')
   if steps and (len(steps) != len(scales) or
                 any(not isinstance(s, int) or s < 0 for s in steps)):
     raise UserError(f'scale_steps={steps}: accepted is () (num_steps at '
@@ -220,6 +228,42 @@ def _moments(model, params, image, layers):
   """{layer: (mean, second raw moment)} of one image's features."""
   return {l: losses.moments(f)
           for l, f in _features(model, params, image, layers).items()}
+
+
+def forward_params(params):
+  """The plain parameters of prepared ``params`` (``prepare_params``): for
+  forward passes that are run once or now and then (targets, logged
+  losses), whose compilation would cost more with the step's extra kernels
+  than those kernels save."""
+  return {'params': params['params']}
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _content_targets(model, params, image, weights, scaling):
+  """Content features (float32) at the layers of ``weights``, each layer's
+  weight times its scale (``losses.content_scale``), and the TV and range
+  penalty scales."""
+  feats = {k: v.astype(jnp.float32) for k, v in _features(
+      model, params, image, tuple(weights)).items()} if weights else {}
+  scaled = {l: w * losses.content_scale(feats[l], scaling)
+            for l, w in weights.items()}
+  return (feats, scaled, losses.tv_scale(image, scaling),
+          losses.range_scale(image, scaling))
+
+
+@functools.partial(jax.jit, static_argnames=('masked', 'kind', 'scaling'))
+def _style_targets(per_style, blend, *, masked, kind, scaling):
+  """{layer: style target} from each style image's moments: their blend
+  (weights normalised to sum 1), or with ``masked`` one target per style
+  image, stacked on a leading axis (one per mask region)."""
+  if masked:
+    return {l: jax.tree.map(lambda *xs: jnp.stack(xs), *[
+        losses.style_target(*m[l], kind, scaling) for m in per_style])
+            for l in per_style[0]}
+  mix = lambda *xs: sum(w * x for w, x in zip(blend, xs)) / blend.sum()
+  return {l: losses.style_target(
+      *jax.tree.map(mix, *[m[l] for m in per_style]), kind, scaling)
+          for l in per_style[0]}
 
 
 def style_specs(config) -> list[str]:
@@ -246,11 +290,22 @@ def regions(config) -> int:
 
 
 def scale_plan(config) -> list[tuple[int, int]]:
-  """(size, steps) of each scale, coarse to fine, ending at image_size."""
+  """(size, steps) of each scale, coarse to fine, ending at image_size.
+
+  A scale below 1 is a fraction of ``image_size`` (rounded to whole px);
+  one that comes out smaller than the layers need (``min_image_side``) is
+  left out with its steps, so one config serves small and large outputs.
+  """
   steps = tuple(config.scale_steps) or (config.num_steps,) * len(
       config.scales)
-  return list(zip(config.scales, steps)) + [(config.image_size,
-                                              config.num_steps)]
+  needed = min_image_side(config)
+  plan = []
+  for scale, n in zip(config.scales, steps):
+    size = (max(1, round(scale * config.image_size)) if scale < 1 else
+            int(scale))
+    if size >= needed or scale >= 1:
+      plan.append((size, n))
+  return plan + [(config.image_size, config.num_steps)]
 
 
 @dataclasses.dataclass
@@ -331,9 +386,13 @@ def make_targets(config, model, params, inputs: Inputs, *,
   Several style images blend: their moments, weighted by
   ``style_blend_weights`` (normalised to sum 1), make one target. With
   masks, each style is its own region's target, weighted by its blend weight
-  (not normalised; 0 for an empty mask). ``area_ratio`` multiplies alpha: the
-  content loss grows with the pixel count and the style loss does not, so a
-  coarse scale of a multi-scale run gets (final area / its area) to keep
+  (not normalised; 0 for an empty mask).
+
+  ``config.loss_scaling`` (``losses.SCALINGS``) sets each layer's scale
+  factor: with ``relative`` every term is a relative error, the same at any
+  size; with ``paper`` the content loss grows with the pixel count and the
+  style loss does not, so ``area_ratio`` multiplies alpha there: a coarse
+  scale of a multi-scale run passes (final area / its area) to keep
   alpha/beta's balance.
   """
   content_w = layer_weights(config.content_layers,
@@ -350,34 +409,34 @@ def make_targets(config, model, params, inputs: Inputs, *,
   if style_layers is not None:
     style_w = {l: style_w.get(l, 0.0) for l in style_layers}
   content = jnp.asarray(inputs.content)
-  content_feats = (_features(model, params, content, tuple(content_w))
-                   if content_w else {})
-  content_feats = jax.tree.map(lambda v: v.astype(jnp.float32), content_feats)
+  scaling = config.loss_scaling
+  # Forward passes only: XLA's own convolutions, which compile in a fraction
+  # of the time of the step's kernels (the same values up to rounding).
+  params = forward_params(params)
+  f32 = lambda v: jnp.asarray(v, jnp.float32)
+  content_feats, content_weights, tv_scale, range_scale = _content_targets(
+      model, params, content, jax.tree.map(f32, content_w), scaling)
   per_style = [_moments(model, params, jnp.asarray(s), tuple(style_w))
                for s in inputs.styles] if style_w else []
   blend = blend_weights(config)
-  kind = config.style_loss
-  f32 = lambda v: jnp.asarray(v, jnp.float32)
   targets = {
       'content': content_feats,
-      'content_weights': jax.tree.map(f32, content_w),
+      'content_weights': content_weights,
       'style_weights': jax.tree.map(f32, style_w),
-      'alpha': f32(config.content_weight * area_ratio),
+      'alpha': f32(config.content_weight *
+                   (area_ratio if scaling == 'paper' else 1.0)),
       'beta': f32(config.style_weight),
       'tv_weight': f32(config.tv_weight),
+      'tv_scale': tv_scale,
+      'range_scale': range_scale,
   }
+  targets['style'] = _style_targets(
+      per_style, blend, masked=inputs.masks is not None,
+      kind=config.style_loss, scaling=scaling) if style_w else {}
   if inputs.masks is None:
-    mix = lambda *xs: sum(w * x for w, x in zip(blend, xs)) / blend.sum()
-    targets['style'] = {
-        l: losses.style_target(*jax.tree.map(mix, *[m[l] for m in per_style]),
-                               kind) for l in style_w}
     return targets
   shapes = jax.eval_shape(lambda x: _features(model, params, x,
                                               tuple(style_w)), content)
-  targets['style'] = {
-      l: jax.tree.map(lambda *xs: jnp.stack(xs), *[
-          losses.style_target(*m[l], kind) for m in per_style])
-      for l in style_w}
   targets['style_masks'] = _layer_masks(inputs.masks, shapes)
   nonempty = (inputs.masks.reshape(len(blend), -1).max(axis=1) > 0)
   targets['region_weights'] = f32(blend * nonempty)
@@ -395,7 +454,7 @@ def objective(model, params, targets, image):
       content_weights=targets['content_weights'],
       style_weights=targets['style_weights'], alpha=targets['alpha'],
       beta=targets['beta'], tv_weight=targets['tv_weight'],
-      style_masks=targets.get('style_masks'),
+      tv_scale=targets['tv_scale'], style_masks=targets.get('style_masks'),
       region_weights=targets.get('region_weights'))
 
 
@@ -420,6 +479,18 @@ def resize_image(image, shape) -> np.ndarray:
                                      'cubic'), np.float32)
 
 
+def scale_detail(config, content: np.ndarray,
+                 coarse_content: np.ndarray) -> np.ndarray:
+  """What a finer scale adds to the coarser scale's output, resized, to
+  start from: with ``init='content'``, the photo's detail that the coarser
+  scale could not hold (the content image minus its coarser copy, resized
+  to it), so that fine scales refine the photo's edges instead of
+  rebuilding them from a blurred start; otherwise nothing."""
+  if config.init != 'content':
+    return np.zeros_like(content)
+  return content - resize_image(coarse_content, content.shape)
+
+
 def make_update(model, *, optimizer: str, lbfgs_memory: int,
                 clip: bool) -> Callable:
   """One optimisation step of one image, as a pure function.
@@ -428,17 +499,28 @@ def make_update(model, *, optimizer: str, lbfgs_memory: int,
   metrics)``, ``metrics['loss']`` being the total loss of the image that went
   in, ``state`` the optimiser's and the iterate average's (``init_state``).
   ``hparams`` are the optimiser's array settings (``optim.hyperparams``),
-  so the same function serves every member of a sweep under ``vmap``. With
-  ``clip`` the image is projected onto valid pixel values after each step
-  (not with a line search, whose cached value would then be stale).
+  so the same function serves every member of a sweep under ``vmap``.
+
+  ``clip`` keeps the image within valid pixel values: Adam's by projecting
+  it after each step; L-BFGS's by adding ``losses.range_penalty`` (times
+  ``targets['range_scale']``) to the objective it minimises, since a line
+  search needs the objective smooth and its cached value current. Without
+  it, L-BFGS drifts out of range and the clipping of the written image
+  undoes much of the style (at 512 px, the clipped output's style loss was
+  7x the optimiser's).
   """
   linesearch = optim.uses_linesearch(optimizer)
   lo, hi = images.pixel_bounds()
 
   def update(params, targets, hparams, image, state):
-    opt = optim.make(optimizer, hparams, lbfgs_memory=lbfgs_memory)
+    opt = optim.make(optimizer, hparams, lbfgs_memory=lbfgs_memory,
+                     size=image.size)
     opt_state = state['opt']
     value_fn = lambda x: objective(model, params, targets, x)[0]
+    if clip and linesearch:
+      penalised = value_fn
+      value_fn = lambda x: penalised(x) + targets['range_scale'] * (
+          losses.range_penalty(x, lo, hi))
     if linesearch:
       value, grad = optax.value_and_grad_from_state(value_fn)(
           image, state=opt_state)
@@ -466,7 +548,8 @@ def init_state(optimizer: str, lbfgs_memory: int, hparams, image):
   returns strong ones: copied with their dtype made explicit, the step's
   input and output types agree and it compiles once, not twice.)
   """
-  opt = optim.make(optimizer, hparams, lbfgs_memory=lbfgs_memory)
+  opt = optim.make(optimizer, hparams, lbfgs_memory=lbfgs_memory,
+                   size=image.size)
   return jax.tree.map(lambda v: jnp.array(v, dtype=v.dtype, copy=True),
                       {'opt': opt.init(image),
                        'average': optim.average_init(image)})
@@ -549,7 +632,8 @@ def stylize(config, params, *, load: Callable | None = None,
     # A log at this step has already checked the loss (it raises if not
     # finite); otherwise evaluate it.
     loss = (np.float32(0) if metrics.get('step') == i else
-            evaluate(params, targets, hparams, image, state)[0])
+            evaluate(forward_params(params), targets, hparams, image,
+                     state)[0])
     loss, host_image, host_state = jax.device_get((loss, image, state))
     if all(np.isfinite(v).all() for v in jax.tree.leaves(
         (loss, host_image, host_state)) if np.issubdtype(v.dtype, np.floating)):
@@ -578,14 +662,17 @@ def stylize(config, params, *, load: Callable | None = None,
     else:
       image = jnp.asarray(
           init_image(config, inputs.content) if image is None else
-          resize_image(_finish(hparams, image, state), inputs.content.shape))
+          resize_image(_finish(hparams, image, state), inputs.content.shape)
+          + scale_detail(config, inputs.content, coarse_content))
       state = init_state(config.optimizer, config.lbfgs_memory, hparams,
                          image)
+    coarse_content = inputs.content
     last_time, last_step = time.perf_counter(), first
 
     def log(i):
       nonlocal last_time, last_step, last_finite
-      total, parts = jax.device_get(evaluate(params, targets, hparams, image,
+      total, parts = jax.device_get(evaluate(forward_params(params),
+                                             targets, hparams, image,
                                              state))
       now = time.perf_counter()
       metrics = {'step': i, 'size': size, 'loss': float(total),

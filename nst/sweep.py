@@ -518,7 +518,8 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
     done = 0
 
     def log(i, scale, targets, hparams, image, state):
-      total, parts = _gather(evaluate(device_params, targets, hparams, image,
+      total, parts = _gather(evaluate(stylize.forward_params(device_params),
+                                      targets, hparams, image,
                                       state))
       finite[:] &= np.isfinite(total)
       for j, m in enumerate(chunk):
@@ -580,6 +581,9 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
           image = jax.jit(
               jax.vmap(lambda x: jax.image.resize(x, shape, 'cubic')),
               out_shardings=per_member)(finish(hparams, image, state))
+          image = image + _put(lambda j: stylize.scale_detail(
+              slots[j].config, inputs(slots[j].index)[0].content,
+              coarse(slots[j].index)[0].content), size, per_member)
         state = init(hparams, image)
       if first == 0:
         log(0, scale, targets, hparams, image, state)
@@ -596,6 +600,7 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
             on_stop(chunk, i, *_gather((image, state)), finite.copy())
           raise Stopped(i)
       done += steps
+      coarse = inputs  # the next scale adds the photo's finer detail
     out = finish(hparams, image, state)
     jax.block_until_ready(out)
     end = time.perf_counter()

@@ -135,23 +135,18 @@ def test_multiscale_runs_each_scale_at_its_size_from_the_last_output():
                                 (5, (32, 32, 3)), (6, (48, 48, 3))]
   assert final['step'] == 6 and image.shape == (48, 48, 3)
   # Zero steps at the last scale: the output is the previous scale's
-  # output, resized.
-  coarse = _run(image_size=16, num_steps=2)
-  upsampled = _run(image_size=32, scales=(16,), scale_steps=(2,),
-                   num_steps=0)
-  np.testing.assert_allclose(upsampled,
-                             stylize.resize_image(coarse, (32, 32, 3)),
-                             atol=1e-3)
-
-
-def test_multiscale_keeps_the_alpha_beta_balance_per_pixel():
-  config = tiny_config(image_size=32)
-  model = vgg.VGG(network='vgg19')
-  inputs = stylize.load_inputs(config, 16)
-  coarse = stylize.make_targets(config, model, PARAMS, inputs,
-                                area_ratio=(32 / 16) ** 2)
-  assert float(coarse['alpha']) == 4 * config.content_weight
-  assert float(coarse['beta']) == config.style_weight
+  # output, resized, plus the photo's detail the coarse scale lacked
+  # (init='content'); from noise, the resized output alone.
+  for init in ('content', 'noise'):
+    coarse = _run(image_size=16, num_steps=2, init=init)
+    upsampled = _run(image_size=32, scales=(16,), scale_steps=(2,),
+                     num_steps=0, init=init)
+    want = stylize.resize_image(coarse, (32, 32, 3))
+    if init == 'content':
+      photo = images.load('skimage:astronaut', 32)
+      want = want + photo - stylize.resize_image(
+          images.load('skimage:astronaut', 16), (32, 32, 3))
+    np.testing.assert_allclose(upsampled, want, atol=1e-3)
 
 
 def test_averaging_equals_a_hand_computed_ema_over_3_steps():
@@ -207,21 +202,22 @@ def test_masked_targets_downsample_masks_to_each_layer(tmp_path):
                        style_blend_weights=(2.0, 3.0))
   targets = _targets(config)
   masks = targets['style_masks']
-  assert masks['conv1_1'].shape == (2, 32, 32)
-  assert masks['conv3_1'].shape == (2, 8, 8)
-  np.testing.assert_allclose(masks['conv3_1'][0, :, :4], 1.0, atol=1e-6)
-  np.testing.assert_allclose(masks['conv3_1'][0, :, 4:], 0.0, atol=1e-6)
+  assert masks['relu1_1'].shape == (2, 32, 32)
+  assert masks['relu3_1'].shape == (2, 8, 8)
+  np.testing.assert_allclose(masks['relu3_1'][0, :, :4], 1.0, atol=1e-6)
+  np.testing.assert_allclose(masks['relu3_1'][0, :, 4:], 0.0, atol=1e-6)
   np.testing.assert_allclose(targets['region_weights'], [2.0, 0.0])
-  assert targets['style']['conv3_1']['srm'].shape == (2, 256, 256)
+  assert targets['style']['relu3_1']['srm'].shape == (2, 256, 256)
 
 
 def test_mean_cov_style_loss_is_optimised():
   logged = []
   stylize.stylize(tiny_config(style_loss='mean_cov', num_steps=30,
                               init='noise', init_noise_std=30.0,
-                              log_every=0),
+                              learning_rate=10.0, log_every=0),
                   PARAMS, on_log=lambda i, m: logged.append(m))
-  assert logged[-1]['style'] < logged[0]['style'] / 5
+  # Measured: 6.6x lower after 30 steps (random weights, 32 px).
+  assert logged[-1]['style'] < logged[0]['style'] / 4
 
 
 @pytest.mark.parametrize('overrides,message', [
@@ -239,7 +235,7 @@ def test_mean_cov_style_loss_is_optimised():
     ({'avg_decay': 1.0}, r'avg_decay=1.0: accepted is a number in \[0, 1\)'),
     ({'scales': (64,)}, r'scales=\(64,\)'),
     ({'scales': (24, 16)}, 'increasing'),
-    ({'scales': (8,)}, r'from 16 px'),
+    ({'scales': (8,)}, r'scales=\(8,\).* from 16'),
     ({'scales': (16, 24), 'scale_steps': (5,)}, r'scale_steps=\(5,\)'),
 ])
 def test_bad_control_values_are_named(overrides, message):

@@ -140,3 +140,78 @@ def test_regions_sum_weighted_distances():
   whole = (35**2 + 44**2 + 44**2 + 56**2) / (4 * 4 * 9)
   first_row = (1 + 2 * 4 + 16) / (4 * 4)  # srm of row (1, 2) alone
   np.testing.assert_allclose(got, 0.5 * whole + 2.0 * first_row, rtol=1e-6)
+
+
+# --- Scaling: 'relative' against hand-computed relative errors, 'paper' as
+# the formulas above.
+P = jnp.array([[2., 0.], [1., 1.], [0., 3.]]).reshape(3, 1, 2)
+
+
+def test_relative_content_is_the_squared_relative_error():
+  # |F - P|^2 = 1+4+4+9+25+9 = 52; |P|^2 = 4+0+1+1+0+9 = 15.
+  scale = losses.content_scale(P, 'relative')
+  np.testing.assert_allclose(scale * losses.layer_content_loss(F, P),
+                             52 / 15, rtol=1e-6)
+  assert float(losses.content_scale(P, 'paper')) == 1.0
+
+
+def test_relative_gram_style_is_the_squared_relative_error_of_s():
+  # S = F^T F / 3 and S_P = P^T P / 3 = [[5, 1], [1, 10]] / 3.
+  s_f = np.array([[35., 44.], [44., 56.]]) / 3
+  s_p = np.array([[5., 1.], [1., 10.]]) / 3
+  expected = np.sum((s_f - s_p) ** 2) / np.sum(s_p ** 2)
+  target = losses.style_target(*losses.moments(P), 'gram', 'relative')
+  np.testing.assert_allclose(losses.layer_style_loss(F, target), expected,
+                             rtol=1e-5)
+  paper = losses.style_target(*losses.moments(P), 'gram', 'paper')
+  assert float(paper['scale']) == 1.0
+  # The paper's E_l with G = F^T F and M = 3 positions, N = 2 filters.
+  g_f, g_p = 3 * s_f, 3 * s_p
+  np.testing.assert_allclose(losses.layer_style_loss(F, paper),
+                             np.sum((g_f - g_p) ** 2) / (4 * 2**2 * 3**2),
+                             rtol=1e-5)
+
+
+def test_relative_mean_cov_is_over_the_targets_second_moment():
+  paper = losses.style_target(*losses.moments(P), 'mean_cov', 'paper')
+  relative = losses.style_target(*losses.moments(P), 'mean_cov', 'relative')
+  # |mu_P|^2 + tr C_P = tr S_P = (5 + 10) / 3, over N = 2.
+  np.testing.assert_allclose(
+      losses.layer_style_loss(F, relative),
+      losses.layer_style_loss(F, paper) / (15 / 3 / 2), rtol=1e-5)
+
+
+def test_relative_losses_do_not_depend_on_the_activation_scale():
+  # A layer whose activations are 7x larger (another network, or another
+  # normalisation) gives the same relative losses; the paper's grow as the
+  # 2nd (content) and 4th (gram style) power.
+  for kind in ('gram', 'mean_cov'):
+    one, seven = (losses.layer_style_loss(c * F, losses.style_target(
+        *losses.moments(c * P), kind, 'relative')) for c in (1.0, 7.0))
+    np.testing.assert_allclose(one, seven, rtol=1e-3)
+  content = [losses.content_scale(c * P, 'relative') *
+             losses.layer_content_loss(c * F, c * P) for c in (1.0, 7.0)]
+  np.testing.assert_allclose(content[0], content[1], rtol=1e-6)
+  paper = [losses.layer_style_loss(c * F, losses.style_target(
+      *losses.moments(c * P), 'gram', 'paper')) for c in (1.0, 7.0)]
+  np.testing.assert_allclose(paper[1] / paper[0], 7.0**4, rtol=1e-4)
+
+
+def test_relative_scales_of_all_zero_targets_are_finite():
+  zero = jnp.zeros((3, 1, 2))
+  assert np.isfinite(float(losses.content_scale(zero, 'relative')))
+  for kind in ('gram', 'mean_cov'):
+    target = losses.style_target(*losses.moments(zero), kind, 'relative')
+    assert np.isfinite(float(losses.layer_style_loss(F, target)))
+
+
+def test_relative_tv_counts_in_units_of_the_content_images_own():
+  content = jnp.array([[0., 1.], [3., 5.]])[..., None] * 10  # tv 3000
+  image = jnp.array([[0., 2.], [0., 2.]])[..., None] * 10    # tv 800
+  scale = losses.tv_scale(content, 'relative')
+  np.testing.assert_allclose(scale * losses.tv_loss(image), 800 / 3000,
+                             rtol=1e-6)
+  assert float(losses.tv_scale(content, 'paper')) == 1.0
+  # A flat content image: the floor, one grey level squared per pixel.
+  np.testing.assert_allclose(losses.tv_scale(jnp.zeros((2, 2, 3)),
+                                             'relative'), 1 / 4)

@@ -22,12 +22,19 @@ def _setup(config):
 def test_targets_hold_features_grams_and_weights():
   config = tiny_config(style_layer_weights=())  # () = 1/5 each
   _, _, _, targets = _setup(config)
-  assert sorted(targets['content']) == ['conv4_2']
-  assert targets['content']['conv4_2'].shape == (4, 4, 512)
-  assert targets['style']['conv3_1']['srm'].shape == (256, 256)
+  assert sorted(targets['content']) == ['relu4_2']
+  photo = targets['content']['relu4_2']
+  assert photo.shape == (4, 4, 512)
+  assert targets['style']['relu3_1']['srm'].shape == (256, 256)
   np.testing.assert_allclose(
       [targets['style_weights'][l] for l in config.style_layers], [0.2] * 5)
-  assert float(targets['content_weights']['conv4_2']) == 1.0
+  # Relative scaling divides the content weight by the photo's own
+  # 1/2 |P|^2; the paper's formulas keep it.
+  np.testing.assert_allclose(targets['content_weights']['relu4_2'],
+                             1.0 / (0.5 * np.sum(np.square(photo))),
+                             rtol=1e-5)
+  paper = _setup(tiny_config(style_layer_weights=(), loss_scaling='paper'))
+  assert float(paper[3]['content_weights']['relu4_2']) == 1.0
   assert float(targets['beta']) == config.style_weight
   explicit = tiny_config(style_layer_weights=(1.0, 2.0, 3.0, 4.0, 5.0))
   weights_ = _setup(explicit)[3]['style_weights']
@@ -156,10 +163,14 @@ def test_step_state_keeps_its_types_so_the_step_compiles_once(optimizer):
 def test_bfloat16_compute_follows_float32_and_keeps_float32_targets():
   # The same 20 Adam steps in both dtypes: the convolutions run in bf16
   # (about 3 significant digits), the losses are accumulated in float32.
+  # With the paper's loss scaling. Under
+  # relative scaling the final losses agree as closely (0.2%) but the
+  # pixels drift 15% apart on this tiny random-weight case (measured).
   runs = {}
   for dtype in ('float32', 'bfloat16'):
     config = tiny_config(num_steps=20, compute_dtype=dtype, log_every=0,
-                         init='noise', init_noise_std=30.0)
+                         init='noise', init_noise_std=30.0,
+                         loss_scaling='paper')
     model = stylize.make_model(config)
     targets = stylize.make_targets(config, model, PARAMS, tiny_inputs())
     assert {v.dtype for v in jax.tree.leaves(targets)} == {np.dtype("float32")}
@@ -170,12 +181,13 @@ def test_bfloat16_compute_follows_float32_and_keeps_float32_targets():
                                    on_log=lambda i, m: logged.append(m))
     runs[dtype] = logged[0], final, image
   (start32, end32, img32), (start16, end16, img16) = runs.values()
-  assert end32['loss'] < start32['loss'] / 4  # measured: 5.0x lower
+  assert end32['loss'] < start32['loss'] / 3  # measured: 4.0x lower
   for part in ('loss', 'content', 'style'):
     # Measured: within 0.3% at the start and 0.8% after 20 steps.
     assert abs(start16[part] / start32[part] - 1) < 0.01, part
     assert abs(end16[part] / end32[part] - 1) < 0.02, part
-  assert np.abs(img16 - img32).mean() < 0.01 * np.abs(img32).mean()
+  # Measured: pixels 2.4% apart (mean absolute difference over mean value).
+  assert np.abs(img16 - img32).mean() < 0.04 * np.abs(img32).mean()
 
 
 def test_remat_runs_the_same_steps():
@@ -205,3 +217,21 @@ def test_stylize_hands_the_step_device_params(monkeypatch):
   stylize.stylize(tiny_config(num_steps=2), host)
   assert len(seen) == 2
   assert all(issubclass(t, jax.Array) for s in seen for t in s), seen
+
+
+def test_lbfgs_first_move_is_ten_grey_levels_rms():
+  # f(x) = 1/2 |x - t|^2 from 0, t at 10 grey levels from it in every value:
+  # the first move (-grad = t, scaled to 10 sqrt(n)) lands on t, and the
+  # line search accepts it at its first trial. optax's own first move (norm
+  # 1) ends 8.8 away from t after 2 trials.
+  n = 300
+  t = 10.0 * jnp.where(jnp.arange(n) % 2 == 0, 1.0, -1.0)
+  f = lambda x: 0.5 * jnp.sum((x - t) ** 2)
+  opt = optim.make('lbfgs', optim.hyperparams(tiny_config()), size=n)
+  x = jnp.zeros(n)
+  state = opt.init(x)
+  value, grad = optax.value_and_grad_from_state(f)(x, state=state)
+  updates, state = opt.update(grad, state, x, value=value, grad=grad,
+                              value_fn=f)
+  np.testing.assert_allclose(x + updates, t, atol=1e-5)
+  assert int(optax.tree_utils.tree_get(state, 'num_linesearch_steps')) == 1

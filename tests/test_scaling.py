@@ -1,0 +1,96 @@
+"""loss_scaling: 'relative' weights mean the same at every size; 'paper'
+keeps the paper's formulas (random VGG, 64 and 128 px)."""
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from helpers import tiny_config
+from nst import images, stylize, vgg, weights
+
+PARAMS = weights.random_params('vgg19')
+STYLE_LAYERS = ('relu1_1', 'relu2_1', 'relu3_1', 'relu4_1', 'relu5_1')
+# One picture (half the photo, half the swirls, 512 px) shown at each size.
+BLEND = (0.5 * images.read_rgb('skimage:astronaut').astype(np.float32) +
+         0.5 * images.swirls(512)).astype(np.uint8)
+
+
+def _terms(scaling, size):
+  """alpha * L_content and beta * L_style of BLEND at ``size`` px."""
+  config = tiny_config(loss_scaling=scaling, image_size=size,
+                       content_layers=('relu4_2',), style_layers=STYLE_LAYERS,
+                       style_layer_weights=(), style_image='nst:swirls',
+                       content_weight=1.0, style_weight=3.0)
+  model = vgg.VGG()
+  targets = stylize.make_targets(config, model, PARAMS,
+                                 stylize.load_inputs(config, size))
+  x = jnp.asarray(images.preprocess(images.resize(BLEND, size)))
+  _, parts = stylize.objective(model, PARAMS, targets, x)
+  return (float(targets['alpha'] * parts['content']),
+          float(targets['beta'] * parts['style']))
+
+
+def test_relative_terms_keep_their_ratio_across_sizes():
+  # The same picture at 64 and 128 px is not the same array (resampled), so
+  # its features differ somewhat: measured 0.50 and 0.41 for the content /
+  # style ratio. 'paper' moves it 2.4x (the content term grows with the
+  # pixel count, the style term does not), so the tolerance of 1.33x tells
+  # the two apart.
+  (c64, s64), (c128, s128) = _terms('relative', 64), _terms('relative', 128)
+  assert 0.75 < (c64 / s64) / (c128 / s128) < 1.33
+  # Each term is a relative error too: the same order at both sizes.
+  assert 0.75 < c64 / c128 < 1.33 and 0.75 < s64 / s128 < 1.33
+  (p64, q64), (p128, q128) = _terms('paper', 64), _terms('paper', 128)
+  assert (p128 / q128) / (p64 / q64) > 2.0
+
+
+def test_relative_alpha_is_not_rescaled_at_coarse_scales():
+  model = vgg.VGG(network='vgg19')
+  for scaling, factor in (('relative', 1.0), ('paper', 4.0)):
+    config = tiny_config(image_size=32, loss_scaling=scaling)
+    inputs = stylize.load_inputs(config, 16)
+    coarse = stylize.make_targets(config, model, PARAMS, inputs,
+                                  area_ratio=(32 / 16) ** 2)
+    assert float(coarse['alpha']) == factor * config.content_weight
+    assert float(coarse['beta']) == config.style_weight
+
+
+def test_relative_content_term_of_the_photo_and_of_black():
+  # From the photo itself the content term is 0; an image whose features are
+  # all zero (here: exactly zero at a ReLU, given a huge negative input)
+  # scores 1 at every size.
+  model = vgg.VGG()
+  for size in (32, 64):
+    config = tiny_config(image_size=size, content_layers=('relu4_2',),
+                         style_layers=(), style_layer_weights=())
+    inputs = stylize.load_inputs(config, size)
+    targets = stylize.make_targets(config, model, PARAMS, inputs)
+    own = stylize.objective(model, PARAMS, targets,
+                            jnp.asarray(inputs.content))[1]
+    assert float(own['content']) == 0.0
+    feats = stylize._features(model, PARAMS, jnp.asarray(inputs.content),
+                              ('relu4_2',))['relu4_2']
+    zero = stylize.losses.content_scale(feats, 'relative') * \
+        stylize.losses.layer_content_loss(jnp.zeros_like(feats), feats)
+    np.testing.assert_allclose(zero, 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize('image_size, scales, plan', [
+    (64, (0.25, 0.5), [(16, 3), (32, 4), (64, 2)]),
+    # 12 px is below relu5_1's 16: that scale is left out with its steps.
+    (48, (0.25, 0.5), [(24, 4), (48, 2)]),
+    (64, (16, 0.5), [(16, 3), (32, 4), (64, 2)]),
+])
+def test_fractional_scales_follow_image_size(image_size, scales, plan):
+  config = tiny_config(image_size=image_size, scales=scales,
+                       scale_steps=(3, 4), num_steps=2)
+  stylize.check_config(config)
+  assert stylize.scale_plan(config) == plan
+
+
+@pytest.mark.parametrize('scales', [(0.5, 0.25), (1.5,), (0.0,), (True,),
+                                    (0.5, 32), (8,)])
+def test_bad_fractional_scales_are_named(scales):
+  from nst.errors import UserError
+  with pytest.raises(UserError, match=r'scales=.*fraction of image_size'):
+    stylize.check_config(tiny_config(image_size=64, scales=scales,
+                                     scale_steps=()))
