@@ -36,6 +36,7 @@ def get_config():
   c.image_size = 512
   c.pooling = 'avg'
   c.weights = 'normalized'
+  c.loss_scaling = 'paper'
   c.content_layers = ('relu4_2',)
   c.style_layers = STYLE_LAYERS
   c.style_layer_weights = ()    # w_l = 1/5 each
@@ -43,6 +44,7 @@ def get_config():
   c.style_weight = 1e3          # alpha/beta = 1e-3
   c.optimizer = 'lbfgs'
   c.num_steps = 500
+  c.scales = c.scale_steps = ()  # one scale
   c.init = 'noise'
   c.clip_pixels = False
   c.log_every = 25

@@ -5,7 +5,8 @@ from nst import images
 
 
 def tiny_config(**overrides):
-  """The default config at 32 px with random weights and few steps."""
+  """The default config at 32 px with random weights and few steps, at one
+  scale with Adam (tests of L-BFGS or of coarse to fine ask for them)."""
   c = default.get_config()
   c.weights = 'random'
   c.content_image = 'skimage:astronaut'
@@ -13,6 +14,9 @@ def tiny_config(**overrides):
   c.num_steps = 2
   c.log_every = 1
   c.save_every = 0
+  c.scales = c.scale_steps = ()
+  c.optimizer = 'adam'
+  c.clip_pixels = True
   for k, v in overrides.items():
     c[k] = v
   return c

@@ -9,10 +9,11 @@ from nst import stylize, weights
 
 pytestmark = pytest.mark.pretrained
 
-# Measured when this test was written: style loss fell 7.7x in 60 steps, and
-# the content loss ended at 0.65x that of the same run without content term.
-STYLE_DROP = 5.0
-CONTENT_RATIO = 0.8
+# Measured: with the default recipe's weights and L-BFGS at 64 px, the style
+# loss fell 6.4x in 30 steps, and the content loss ended at 0.72x that of
+# the same run without content term.
+STYLE_DROP = 4.0
+CONTENT_RATIO = 0.85
 
 
 @pytest.fixture(scope='module')
@@ -23,14 +24,14 @@ def params():
 def test_real_weights_transfer_style_and_keep_content(params):
   runs = {}
   for alpha in (1.0, 0.0):
-    config = tiny_config(weights='', image_size=64, num_steps=60, log_every=0,
-                         style_weight=3e3, content_weight=alpha,
+    config = tiny_config(weights='', image_size=64, num_steps=30, log_every=0,
+                         optimizer='lbfgs', content_weight=alpha,
                          content_image='skimage:chelsea')
     log = []
     stylize.stylize(config, params, on_log=lambda i, m: log.append(m))
     runs[alpha] = log
   first, last = runs[1.0][0], runs[1.0][-1]
-  assert last['step'] == 60
+  assert last['step'] == 30
   assert last['style'] < first['style'] / STYLE_DROP
   # The content term holds the result closer to the photo than without it.
   assert last['content'] < CONTENT_RATIO * runs[0.0][-1]['content']

@@ -1,0 +1,191 @@
+"""Which recipe paints a user's photo best with no tuning? Recipes x pairs.
+
+  python scripts/fetch_paper_images.py          # data/paper/
+  python scripts/study_recipes.py --images data/paper --size 256 \\
+      --out runs/recipes [--recipes default lbfgs ...] [--pairs ...]
+
+Runs every recipe of ``RECIPES`` (overrides of configs/default.py) on every
+photo x painting pair of ``PAIRS`` at ``--size`` px and scores each output
+with the measure of scripts/evaluate.py at the same size (content error,
+style error; lower is better on both). The photos are scikit-image's
+bundled ones and the Tuebingen photo, the styles the paper's paintings (from
+``--images``) and the generated ``nst:swirls``.
+
+Each run is timed whole, as a user's run is: reading the images, the targets,
+compiling (JAX's caches are cleared before each run) and the steps; the
+weights are loaded once. Writes ``--out/PAIR/RECIPE.png``, appends one row per
+run to ``--out/results.csv`` (a rerun skips the rows already there), and
+prints per run and per recipe: content and style error, the style error over
+the photo's own, and the wall time. ``--out/PAIR.png`` is a contact sheet:
+content, style, then each recipe's output.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import functools
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from configs import default  # noqa: E402
+from nst import images, stylize, weights  # noqa: E402
+import evaluate  # noqa: E402  (scripts/evaluate.py)
+
+# name -> (content, style); 'images:' names a file of --images.
+PAIRS = {
+    'tubingen-shipwreck': ('images:tubingen.jpg', 'images:shipwreck.jpg'),
+    'tubingen-starry': ('images:tubingen.jpg', 'images:starry_night.jpg'),
+    'tubingen-scream': ('images:tubingen.jpg', 'images:the_scream.jpg'),
+    'tubingen-nude': ('images:tubingen.jpg', 'images:seated-nude.jpg'),
+    'astronaut-starry': ('skimage:astronaut', 'images:starry_night.jpg'),
+    'astronaut-nude': ('skimage:astronaut', 'images:seated-nude.jpg'),
+    'chelsea-swirls': ('skimage:chelsea', 'nst:swirls'),
+    'chelsea-scream': ('skimage:chelsea', 'images:the_scream.jpg'),
+    'coffee-shipwreck': ('skimage:coffee', 'images:shipwreck.jpg'),
+    'coffee-swirls': ('skimage:coffee', 'nst:swirls'),
+    'rocket-starry': ('skimage:rocket', 'images:starry_night.jpg'),
+    'rocket-scream': ('skimage:rocket', 'images:the_scream.jpg'),
+}
+
+# name -> overrides of configs/default.py (the recommended recipe: L-BFGS
+# with the range penalty, coarse to fine at 1/4, 1/2 and 1 of the size,
+# relu layers with relu4_1 weighted up, relative loss scaling).
+RECIPES = {
+    'default': {},
+    # What configs/default.py gave before this study: Adam, one scale, the
+    # paper's loss formulas, conv layers weighted to even out the plain
+    # VGG-19's per-layer scales, beta tuned for 256 px.
+    'before': {'loss_scaling': 'paper', 'optimizer': 'adam',
+               'content_layers': ('conv4_2',),
+               'style_layers': ('conv1_1', 'conv2_1', 'conv3_1', 'conv4_1',
+                                'conv5_1'),
+               'style_layer_weights': (1.0, 2e-3, 5e-4, 3e-6, 5e-4),
+               'style_weight': 1e5, 'num_steps': 300, 'scales': (),
+               'scale_steps': ()},
+    # One lever of the default changed at a time:
+    'adam': {'optimizer': 'adam'},                  # projected Adam
+    'one-scale': {'scales': (), 'scale_steps': (), 'num_steps': 140},
+    'equal-layers': {'style_layer_weights': (), 'style_weight': 11.6},
+    'no-range': {'clip_pixels': False},             # unconstrained L-BFGS
+    'mean-cov': {'style_loss': 'mean_cov'},
+    'tv': {'tv_weight': 0.1},
+    'noise-init': {'init': 'noise'},
+}
+
+def source(spec: str, folder: Path) -> str:
+  return str(folder / spec[len('images:'):]) if spec.startswith(
+      'images:') else spec
+
+
+def recipe_config(name: str, content: str, style: str, size: int):
+  c = default.get_config()
+  c.content_image, c.style_image, c.image_size = content, style, size
+  c.log_every = c.save_every = c.checkpoint_every = 0
+  for k, v in RECIPES[name].items():
+    c[k] = v
+  return c
+
+
+def run_one(config, params) -> tuple[np.ndarray, float]:
+  """The output (RGB uint8) and the wall time of one run, from cold caches."""
+  jax.clear_caches()
+  stylize.make_step.cache_clear()
+  stylize._evaluator.cache_clear()
+  start = time.perf_counter()
+  image, _ = stylize.stylize(config, params)
+  image = images.deprocess(image)  # waits for the result
+  return image, time.perf_counter() - start
+
+
+FIELDS = ('pair', 'recipe', 'size', 'content', 'style', 'photo_style',
+          'wall_s') + evaluate.STYLE_LAYERS
+
+
+def sheet(out: Path, pair: str, content: str, style: str, recipes, size):
+  """content | style | each recipe's output, 256 px high."""
+  tiles = [images.resize(images.read_rgb(s), size) for s in (content, style)]
+  tiles += [np.asarray(Image.open(out / pair / f'{r}.png').convert('RGB'))
+            for r in recipes if (out / pair / f'{r}.png').is_file()]
+  h = 256
+  tiles = [Image.fromarray(t).resize((max(1, round(t.shape[1] * h /
+                                                   t.shape[0])), h))
+           for t in tiles]
+  canvas = Image.new('RGB', (sum(t.width for t in tiles), h), 'white')
+  x = 0
+  for t in tiles:
+    canvas.paste(t, (x, 0))
+    x += t.width
+  canvas.save(out / f'{pair}.png')
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--images', default='data/paper',
+                      help='folder holding the paintings and tubingen.jpg')
+  parser.add_argument('--size', type=int, default=256)
+  parser.add_argument('--out', required=True)
+  parser.add_argument('--recipes', nargs='+', choices=list(RECIPES),
+                      default=list(RECIPES))
+  parser.add_argument('--pairs', nargs='+', choices=list(PAIRS),
+                      default=list(PAIRS))
+  args = parser.parse_args(argv)
+  folder, out = Path(args.images), Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  table = out / 'results.csv'
+  rows = list(csv.DictReader(table.open())) if table.is_file() else []
+  done = {(r['pair'], r['recipe'], int(r['size'])) for r in rows}
+  params = weights.load('', 'vgg19')
+  evaluators = functools.cache(
+      lambda c, s: evaluate.Evaluator(c, s, args.size, params))
+  with table.open('a', newline='') as f:
+    writer = csv.DictWriter(f, FIELDS)
+    if not rows:
+      writer.writeheader()
+    for pair in args.pairs:
+      content, style = (source(s, folder) for s in PAIRS[pair])
+      score = evaluators(content, style)
+      for name in args.recipes:
+        if (pair, name, args.size) in done:
+          continue
+        config = recipe_config(name, content, style, args.size)
+        image, wall = run_one(config, params)
+        (out / pair).mkdir(exist_ok=True)
+        Image.fromarray(image).save(out / pair / f'{name}.png')
+        e = score(image)
+        row = {'pair': pair, 'recipe': name, 'size': args.size,
+               'content': f'{e["content"]:.4f}', 'style': f'{e["style"]:.4f}',
+               'photo_style': f'{score.photo["style"]:.4f}',
+               'wall_s': f'{wall:.1f}',
+               **{l: f'{e[l]:.4f}' for l in evaluate.STYLE_LAYERS}}
+        writer.writerow(row)
+        f.flush()
+        rows.append(row)
+        print(f'{pair:20s} {name:16s} content {e["content"]:.3f} style '
+              f'{e["style"]:.3f} ({e["style"] / score.photo["style"]:.2f} of '
+              f'the photo\'s) relu4_1 {e["relu4_1"]:.3f} relu5_1 '
+              f'{e["relu5_1"]:.3f}  {wall:.1f} s', flush=True)
+      sheet(out, pair, content, style, args.recipes, args.size)
+  print('\nper recipe, over the pairs at this size: mean content, mean style, '
+        'worst style / photo\'s, mean wall s')
+  for name in args.recipes:
+    mine = [r for r in rows if r['recipe'] == name and
+            int(r['size']) == args.size and r['pair'] in args.pairs]
+    if not mine:
+      continue
+    col = lambda k: np.array([float(r[k]) for r in mine])
+    print(f'{name:16s} {col("content").mean():.3f} {col("style").mean():.3f} '
+          f'{(col("style") / col("photo_style")).max():.2f} '
+          f'{col("wall_s").mean():.1f}  ({len(mine)} pairs)')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
