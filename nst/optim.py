@@ -1,12 +1,13 @@
 """Optax optimisers built from the config.
 
-``adam`` (default): Adam with an exponentially decaying learning rate --
+``adam``: Adam with an exponentially decaying learning rate --
 ``learning_rate`` (2.0 on the 0-255 pixel scale) times ``lr_decay_rate``
 (0.94) every ``lr_decay_steps`` (100) steps, staircase -- the schedule of the
 TensorFlow script this project started from (``optax.exponential_decay``
 with ``staircase=True``).
 
-``lbfgs``: L-BFGS with a zoom line search (the paper's optimiser). Its update
+``lbfgs`` (configs/default.py's): L-BFGS with a zoom line search (the
+paper's optimiser). Its update
 needs the objective itself (``value_fn``); ``uses_linesearch`` tells the
 update step to pass it.
 
@@ -22,6 +23,7 @@ constants, so one compiled update serves every learning rate of a sweep:
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -29,7 +31,7 @@ from nst.errors import UserError
 
 OPTIMIZERS = ('adam', 'lbfgs')
 LBFGS_FIRST_RMS = 10.0  # L-BFGS's first move, grey levels per value (RMS)
-ADAM_EPS = 1e-20
+ADAM_EPS = 1e-15
 
 
 def uses_linesearch(name: str) -> bool:
@@ -62,31 +64,57 @@ def make(name: str, hparams, *, lbfgs_memory: int = 10,
   """The optimiser ``name`` with ``hparams`` (see ``hyperparams``) for an
   image of ``size`` values.
 
-  L-BFGS's first step has no curvature to go by: optax makes it a move of
-  norm 1, a few thousandths of a grey level per value on a whole image,
-  and its line search then doubles the step until the loss responds (17
-  evaluations of the network at 128 px from the photo). Here the first move
-  is ``LBFGS_FIRST_RMS`` grey levels per value (RMS), which the line search
-  settles in 6; later steps are L-BFGS's own.
+  L-BFGS's first step has no curvature to go by: optax makes it the
+  gradient, shortened to norm 1 if longer -- a few thousandths of a grey
+  level per value on a whole image, and far less with relative losses,
+  whose gradients are small -- and its line search then grows the step
+  until the loss responds. Here the first move is ``LBFGS_FIRST_RMS`` grey
+  levels per value (RMS) whatever the loss's scale; later steps are
+  L-BFGS's own (optax.lbfgs, with a first-step transform in its chain).
 
   Adam's ``eps`` is ``ADAM_EPS``, far below any gradient a run sees, so that
   Adam's steps do not depend on the loss's scale: with relative loss scaling
   a 256 px image's gradients are about 1e-6 per value, and they shrink with
-  the pixel count, toward optax's default of 1e-8.
+  the pixel count, toward optax's default of 1e-8. (Not smaller: CPUs
+  flush squares below about 1e-38 to zero, and a step is then g / eps.)
   """
   check(name)
   if name == 'adam':
     return optax.adam(schedule(hparams), eps=ADAM_EPS)
-  first = LBFGS_FIRST_RMS * float(size) ** 0.5
-  return optax.lbfgs(learning_rate=lambda count: jnp.where(count == 0, first,
-                                                           1.0),
-                     memory_size=lbfgs_memory)
+  return optax.chain(
+      optax.scale_by_lbfgs(memory_size=lbfgs_memory),
+      first_step_norm(LBFGS_FIRST_RMS * float(size) ** 0.5),
+      optax.scale(-1.0),
+      optax.scale_by_zoom_linesearch(max_linesearch_steps=20,
+                                     initial_guess_strategy='one'))
 
 
-def make_optimizer(config) -> optax.GradientTransformationExtraArgs:
-  """``make`` with everything taken from ``config``."""
+def first_step_norm(norm: float) -> optax.GradientTransformation:
+  """Scales the first update to Euclidean norm ``norm``; later ones pass."""
+
+  def init(params):
+    del params
+    return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+
+  def update(updates, state, params=None):
+    del params
+    length = optax.tree.norm(updates)
+    factor = jnp.where(state.count == 0,
+                       norm / jnp.maximum(length, jnp.finfo(jnp.float32).tiny),
+                       1.0)
+    return (jax.tree.map(lambda u: u * factor.astype(u.dtype), updates),
+            optax.ScaleByScheduleState(
+                count=optax.safe_increment(state.count)))
+
+  return optax.GradientTransformation(init, update)
+
+
+def make_optimizer(config, size: int = 1
+                   ) -> optax.GradientTransformationExtraArgs:
+  """``make`` with everything taken from ``config``, for an image of
+  ``size`` values."""
   return make(config.optimizer, hyperparams(config),
-              lbfgs_memory=config.lbfgs_memory)
+              lbfgs_memory=config.lbfgs_memory, size=size)
 
 
 def average_init(image):

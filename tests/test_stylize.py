@@ -220,18 +220,22 @@ def test_stylize_hands_the_step_device_params(monkeypatch):
 
 
 def test_lbfgs_first_move_is_ten_grey_levels_rms():
-  # f(x) = 1/2 |x - t|^2 from 0, t at 10 grey levels from it in every value:
-  # the first move (-grad = t, scaled to 10 sqrt(n)) lands on t, and the
-  # line search accepts it at its first trial. optax's own first move (norm
-  # 1) ends 8.8 away from t after 2 trials.
+  # f(x) = c/2 |x - t|^2 from 0, t at 10 grey levels from it in every value:
+  # the first move (-grad, scaled to norm 10 sqrt(n)) lands on t, and the
+  # line search accepts it at its first trial, whatever the loss's scale c
+  # (relative losses have gradients far below 1). optax's own first move
+  # (the gradient, shortened to norm 1 if longer) ends 8.8 away from t
+  # after 2 trials at c = 1.
   n = 300
   t = 10.0 * jnp.where(jnp.arange(n) % 2 == 0, 1.0, -1.0)
-  f = lambda x: 0.5 * jnp.sum((x - t) ** 2)
-  opt = optim.make('lbfgs', optim.hyperparams(tiny_config()), size=n)
-  x = jnp.zeros(n)
-  state = opt.init(x)
-  value, grad = optax.value_and_grad_from_state(f)(x, state=state)
-  updates, state = opt.update(grad, state, x, value=value, grad=grad,
-                              value_fn=f)
-  np.testing.assert_allclose(x + updates, t, atol=1e-5)
-  assert int(optax.tree_utils.tree_get(state, 'num_linesearch_steps')) == 1
+  for c in (1.0, 1e-6):
+    f = lambda x: 0.5 * c * jnp.sum((x - t) ** 2)
+    opt = optim.make('lbfgs', optim.hyperparams(tiny_config()), size=n)
+    x = jnp.zeros(n)
+    state = opt.init(x)
+    value, grad = optax.value_and_grad_from_state(f)(x, state=state)
+    updates, state = opt.update(grad, state, x, value=value, grad=grad,
+                                value_fn=f)
+    np.testing.assert_allclose(x + updates, t, atol=1e-5)
+    assert int(optax.tree_utils.tree_get(
+        state, 'num_linesearch_steps')) == 1, c
