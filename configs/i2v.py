@@ -12,7 +12,8 @@ conv5_2 (rectified: relu...) carry the content with weights 0, 0, 1, 1, 10
 1, 10, 10, 100, as in the seed, on the paper's loss formulas
 (``loss_scaling='paper'``) that the seed's weights were set for. There are
 no pretrained I2V weights to fetch: ``weights`` must name the converted
-file. Everything else is configs/default.py. For the default's recipe on
+file. Adam from the content image, 300 steps at one scale, as in the seed;
+the rest is configs/default.py. For the default's recipe on
 I2V instead (its layers relu1_1 ... relu5_1 and relu4_2 exist in I2V too,
 and relative scaling keeps the balance across networks), run
 configs/default.py with ``--config.network=i2v --config.weights=i2v.npz``.
@@ -33,4 +34,8 @@ def get_config():
   c.style_layer_weights = (0.1, 1.0, 10.0, 10.0, 100.0)
   c.style_weight = 1e3
   c.loss_scaling = 'paper'
+  # The seed's optimiser: Adam, 300 steps at one scale.
+  c.optimizer = 'adam'
+  c.num_steps = 300
+  c.scales = c.scale_steps = ()
   return c

@@ -223,10 +223,15 @@ def range_penalty(image: jnp.ndarray, lo, hi) -> jnp.ndarray:
   return jnp.sum(over * over)
 
 
-def range_scale(image: jnp.ndarray, scaling: str) -> jnp.ndarray:
-  """What ``range_penalty`` is multiplied by: 1 (``paper``: a sum) or one
-  over the number of values (``relative``: the mean squared overshoot)."""
-  return jnp.float32(1.0 if scaling == 'paper' else 1.0 / image.size)
+def range_scale(image: jnp.ndarray, blank_content) -> jnp.ndarray:
+  """What ``range_penalty`` is multiplied by: ``blank_content`` (the content
+  loss of all-zero features under the scaling in use: the sum of the
+  content layer weights with ``relative``, of ``w_l 1/2 |P|^2`` with
+  ``paper``; 1 where that is 0) over the number of values, so that a mean
+  squared overshoot of one grey level costs what a blank image's content
+  loss does, at any size and in either scaling."""
+  blank = jnp.asarray(blank_content, jnp.float32)
+  return jnp.where(blank > 0, blank, 1.0) / image.size
 
 
 def total_loss(*, feats: Features, image: jnp.ndarray, content_targets:

@@ -85,11 +85,14 @@ def check_content_shape(config, shape, size: int | None = None) -> None:
   h, w = shape[:2]
   needed = min_image_side(config)
   if min(h, w) < needed:
-    where = (f'image_size={config.image_size}' if size in (None,
-             config.image_size) else f'scale {size}')
+    final = size in (None, config.image_size)
+    where = (f'image_size={config.image_size}' if final else
+             f'the coarse scale of {size} px (scales={tuple(config.scales)})')
+    fix = ('raise image_size' if final else 'raise image_size or leave '
+           'out the smaller scales (scales=() for one scale)')
     raise UserError(f'at {where} the content image is '
                     f'{w}x{h} px; the requested layers need a shorter side of '
-                    f'at least {needed} px: raise image_size')
+                    f'at least {needed} px: {fix}')
 
 
 def check_image_options(config) -> None:
@@ -212,7 +215,8 @@ def check_controls(config) -> None:
                     'of image_size between 0 and 1 (e.g. (0.25, 0.5)), or () '
                     'for one scale')
   if steps and (len(steps) != len(scales) or
-                any(not isinstance(s, int) or s < 0 for s in steps)):
+                any(isinstance(s, bool) or not isinstance(s, int) or s < 0
+                    for s in steps)):
     raise UserError(f'scale_steps={steps}: accepted is () (num_steps at '
                     f'each scale) or one integer >= 0 per scale {scales}')
 
@@ -247,8 +251,11 @@ def _content_targets(model, params, image, weights, scaling):
       model, params, image, tuple(weights)).items()} if weights else {}
   scaled = {l: w * losses.content_scale(feats[l], scaling)
             for l, w in weights.items()}
+  blank = sum(w * losses.layer_content_loss(jnp.zeros_like(feats[l]),
+                                            feats[l])
+              for l, w in scaled.items())
   return (feats, scaled, losses.tv_scale(image, scaling),
-          losses.range_scale(image, scaling))
+          losses.range_scale(image, blank))
 
 
 @functools.partial(jax.jit, static_argnames=('masked', 'kind', 'scaling'))
@@ -497,7 +504,7 @@ def make_update(model, *, optimizer: str, lbfgs_memory: int,
 
   ``update(params, targets, hparams, image, state) -> (image, state,
   metrics)``, ``metrics['loss']`` being the total loss of the image that went
-  in, ``state`` the optimiser's and the iterate average's (``init_state``).
+  in (with L-BFGS and ``clip``, plus the range penalty), ``state`` the optimiser's and the iterate average's (``init_state``).
   ``hparams`` are the optimiser's array settings (``optim.hyperparams``),
   so the same function serves every member of a sweep under ``vmap``.
 

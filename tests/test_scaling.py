@@ -55,9 +55,9 @@ def test_relative_alpha_is_not_rescaled_at_coarse_scales():
 
 
 def test_relative_content_term_of_the_photo_and_of_black():
-  # From the photo itself the content term is 0; an image whose features are
-  # all zero (here: exactly zero at a ReLU, given a huge negative input)
-  # scores 1 at every size.
+  # From the photo itself the content term is 0; features that are all zero
+  # score 1 at every size (the definition of the scale, checked on the
+  # targets make_targets builds).
   model = vgg.VGG()
   for size in (32, 64):
     config = tiny_config(image_size=size, content_layers=('relu4_2',),
@@ -94,3 +94,30 @@ def test_bad_fractional_scales_are_named(scales):
   with pytest.raises(UserError, match=r'scales=.*fraction of image_size'):
     stylize.check_config(tiny_config(image_size=64, scales=scales,
                                      scale_steps=()))
+
+
+@pytest.mark.parametrize('scaling, beta', [('relative', 100.0),
+                                           ('paper', 1e3)])
+def test_lbfgs_range_penalty_keeps_pixels_in_range(scaling, beta):
+  # The penalty's weight is a blank image's content loss per value: the
+  # sum of the content weights (relative) or of 1/2 |P|^2 (paper) over the
+  # number of values ...
+  config = tiny_config(optimizer='lbfgs', loss_scaling=scaling,
+                       style_weight=beta, num_steps=30, log_every=0)
+  inputs = stylize.load_inputs(config, 32)
+  targets = stylize.make_targets(config, vgg.VGG(), PARAMS, inputs)
+  photo = targets['content']['relu4_2']
+  blank = 1.0 if scaling == 'relative' else 0.5 * float(jnp.sum(photo ** 2))
+  np.testing.assert_allclose(targets['range_scale'],
+                             blank / inputs.content.size, rtol=1e-5)
+  # ... which holds L-BFGS's pixels near the range in either scaling, where
+  # unconstrained they overshoot by grey levels. Measured RMS overshoot with
+  # / without: 0.066 / 2.7 (relative), 0.16 / 3.8 (paper).
+  lo, hi = images.pixel_bounds()
+  rms = {}
+  for clip in (True, False):
+    image = stylize.stylize(tiny_config(**{**config, 'clip_pixels': clip}),
+                            PARAMS)[0]
+    over = np.maximum(image - hi, 0) + np.maximum(lo - image, 0)
+    rms[clip] = float(np.sqrt(np.mean(over ** 2)))
+  assert rms[False] > 1.0 and rms[True] < 0.2 * rms[False], rms
