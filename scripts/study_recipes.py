@@ -37,6 +37,7 @@ from PIL import Image  # noqa: E402
 
 from configs import default  # noqa: E402
 from nst import images, stylize, weights  # noqa: E402
+from nst.errors import UserError  # noqa: E402
 import evaluate  # noqa: E402  (scripts/evaluate.py)
 
 # name -> (content, style); 'images:' names a file of --images.
@@ -137,6 +138,14 @@ def main(argv=None) -> int:
   parser.add_argument('--pairs', nargs='+', choices=list(PAIRS),
                       default=list(PAIRS))
   args = parser.parse_args(argv)
+  try:
+    return study(args)
+  except (UserError, OSError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+
+
+def study(args) -> int:
   folder, out = Path(args.images), Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   table = out / 'results.csv'
