@@ -13,7 +13,11 @@ relu5_1 with w_l = 1/5; alpha/beta = 1e-3 (the paper also uses 1e-4);
 
 With this normalisation (not the paper's own file) the paper's alpha/beta
 give mostly the photo; its look came at about 1/100 of them
-(``--config.style_weight=1e5``; experiments/fig2 and fig3).
+(``--config.style_weight=1e5``; experiments/fig2 and fig3). In the paper's
+formulas alpha/beta is a different balance at every image size and for every
+painting: scripts/paper_balance.py measures it (README, Reproducing the
+paper). ``loss_scaling='paper'`` keeps those formulas here; the default's
+relative losses do not need the rescaling.
 
 On a CPU an L-BFGS step costs about what an Adam step does: its line
 search mostly accepts the first trial step, and the loop it runs in is no
