@@ -12,9 +12,9 @@ needs no files and no network beyond fetching the weights from the package
 registry once. The recipe was chosen by the study in experiments/recipe
 (12 photo x painting pairs): L-BFGS from the content photo, coarse to fine
 at a quarter, half and all of ``image_size``, relative loss scaling (the
-weights mean the same at any size), relu4_1 weighted up. About a minute at
-256 px and four at 512 px on a 2-core CPU. ``style_weight`` is the one knob
-for strength (README, Choosing the strength).
+weights mean the same at any size), relu4_1 weighted up; timings there.
+``style_weight`` is the one knob for strength (README, Choosing the
+strength).
 """
 import ml_collections
 
@@ -83,8 +83,7 @@ def get_config() -> ml_collections.ConfigDict:
   # w_l per style layer; () = 1/len(style_layers) each (the paper's choice).
   # relu4_1 carries a painting's large strokes and is the hardest to match;
   # relu5_1 mostly fights the content. Weighted so by the study in
-  # experiments/recipe (equal weights: same content, 1.4x the relu4_1
-  # error).
+  # experiments/recipe (equal weights leave 1.5x the relu4_1 error).
   c.style_layer_weights = (1.0, 1.0, 1.0, 6.0, 0.25)
   c.content_weight = 1.0        # alpha
   c.style_weight = 1.25         # beta: the strength. 0.5x gives a light

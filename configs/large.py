@@ -9,7 +9,7 @@ slowly. Coarse to fine, the structure is settled at 256 px (an eighth of the
 size), where a step is 64 times cheaper, and each finer scale starts from the
 previous output, resized, and adds detail. The loss weights are the
 default's: with relative loss scaling they mean the same at every size.
-Meant for a GPU: a 2048 px VGG-19 step takes tens of seconds on a CPU. The
+Meant for a GPU: a 2048 px VGG-19 step takes seconds on a CPU. The
 recipe was chosen at 256 and 512 px (experiments/recipe); this 2048 px plan
 has not been measured in this form.
 """
