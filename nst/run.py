@@ -194,12 +194,25 @@ def run(config, workdir: Path, overwrite: bool = False,
 
 
 def parse_flags(argv):
-  """absl's parser, with config mistakes (a misspelt field, a value of the
-  wrong type) reported as one line and exit status 2 instead of a traceback."""
+  """absl's parser, with config mistakes (a missing or broken config file, a
+  misspelt field, a value of the wrong type) reported as one line and exit
+  status 2 instead of a traceback."""
   try:
-    return flags.FLAGS(argv)
+    rest = flags.FLAGS(argv)
+    # A config file that failed to load is reported only when the config is
+    # first used: use it here.
+    'content_image' in _CONFIG.value  # pylint: disable=pointless-statement
+    return rest
   except flags.Error as e:
-    message = str(e)
+    # The config file's own errors come with a traceback: keep its first
+    # line and the exception's.
+    lines = [l for l in str(e).splitlines() if l.strip()]
+    message = (f'{lines[0]} {lines[-1].strip()}' if 'Traceback' in str(e)
+               else str(e))
+  except (OSError, SyntaxError, ImportError) as e:
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    last = lines[-1] if lines else type(e).__name__
+    message = 'config file: ' + last.split('failure to load: ')[-1]
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     # ml_collections nests the KeyError's repr: "'\\'field\\'\\nDid you..."
     message = str(e.args[0] if e.args else e).strip('"\'')

@@ -60,6 +60,28 @@ def test_misspelt_field_is_one_clear_error(tmp_path):
   assert not (tmp_path / 'o').exists()
 
 
+@pytest.mark.parametrize('body,message', [
+    (None, 'No such file or directory'),
+    ('def get_config(:\n', 'invalid syntax'),
+    ('def get_config():\n  raise ValueError("oops")\n', 'ValueError: oops'),
+])
+def test_a_missing_or_broken_config_file_is_one_clear_error(tmp_path, body,
+                                                            message):
+  path = tmp_path / 'config.py'
+  if body is not None:
+    path.write_text(body)
+  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cpu')
+  result = subprocess.run(
+      [sys.executable, '-m', 'nst.run', '--config', str(path),
+       f'--workdir={tmp_path / "o"}'], cwd=ROOT, env=env,
+      capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2 and 'Traceback' not in result.stderr
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('error: ')
+  assert message in lines[0]
+  assert not (tmp_path / 'o').exists()
+
+
 def test_missing_image_is_one_clear_error(tmp_path):
   result = nst_run(*TINY, '--config.style_image=nope.jpg',
                    f'--workdir={tmp_path / "o"}')
