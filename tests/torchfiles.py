@@ -4,6 +4,7 @@ Pickling needs the globals ``torch._utils._rebuild_tensor_v2`` and
 ``torch.<T>Storage`` to exist, so stand-in modules are put into
 ``sys.modules`` only while a file is written.
 """
+import collections
 import contextlib
 import io
 import pickle
@@ -16,6 +17,14 @@ import numpy as np
 
 _STORAGE = {np.dtype(np.uint8): 'ByteStorage', np.dtype(np.float32):
             'FloatStorage', np.dtype(np.int64): 'LongStorage'}
+
+
+def sample_state(rng) -> dict:
+  """A small state dict of three dtypes and ranks, for round trips."""
+  return collections.OrderedDict(
+      w=rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
+      q=rng.integers(0, 256, (2, 5), dtype=np.uint8),
+      b=np.arange(4, dtype=np.float32))
 
 
 @contextlib.contextmanager
