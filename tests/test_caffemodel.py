@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip('google.protobuf')
 
-from nst import caffemodel, vgg, weights  # noqa: E402
+from nst import caffemodel, convert, vgg, weights  # noqa: E402
 from nst.errors import UserError  # noqa: E402
 
 ROOT = Path(__file__).parents[1]
@@ -167,7 +167,7 @@ def test_bad_caffemodels_are_user_errors(tmp_path):
   small.write_bytes(_layer('conv1_1', [_blob(np.zeros((64, 3, 3, 3))),
                                        _blob(np.zeros(64))]))
   with pytest.raises(UserError, match='has no layer conv1_2; is it a vgg19'):
-    weights.from_caffemodel(small, 'vgg19')
+    convert.from_caffemodel(small, 'vgg19')
   bad = tmp_path / 'b.caffemodel'
   blob = _bytes(7, _bytes(1, _varint(2) + _varint(3))) + _bytes(
       5, np.zeros(5, '<f4').tobytes())
