@@ -19,10 +19,8 @@ painting: scripts/paper_balance.py measures it (README, Reproducing the
 paper). ``loss_scaling='paper'`` keeps those formulas here; the default's
 relative losses do not need the rescaling.
 
-On a CPU an L-BFGS step costs about what an Adam step does: its line
-search mostly accepts the first trial step, and the loop it runs in is no
-slower than a plain step (measured on 2 cores: 2.7-2.9 steps/s for either
-optimiser at 256x170 px, 0.63-0.72 at 512x340). In a sweep, a batch waits at
+On a CPU an L-BFGS step costs about what an Adam step does
+(experiments/cpu_kernels). In a sweep, a batch waits at
 every step for its slowest member's line search; on a CPU, sweep L-BFGS with
 ``--config.sweep.chunk_size=1`` (README, Sweeps).
 """

@@ -127,10 +127,9 @@ _conv_with_flipped.defvjp(_conv_fwd, _conv_bwd)
 def with_flipped(variables):
   """``variables`` ({'params': ...}) plus a 'flipped' collection holding
   ``flip`` of every kernel. Given it, the network's backward pass uses these
-  instead of transposing each kernel at every step (on a CPU, about 80 ms of
-  a 256 px step). Inside a loop, such as L-BFGS's line search, XLA:CPU ran
-  the transposing backward pass 2.3x slower than outside one (128 px);
-  with these kernels, a loop costs nothing extra."""
+  instead of transposing each kernel at every step, which on a CPU costs
+  time, and more inside a loop such as L-BFGS's line search; with these
+  kernels, a loop costs nothing extra (experiments/cpu_kernels)."""
   return {**variables, 'flipped': {
       name: {'kernel': flip(p['kernel'])}
       for name, p in variables['params'].items()}}
@@ -140,15 +139,11 @@ CONVOLUTIONS = ('auto', 'direct', 'winograd')
 # Channels (input or output, the larger) from which 'winograd' (and 'auto'
 # on a CPU) transforms a layer: VGG's blocks 3 to 5 (256 and 512). Below
 # that, on a CPU, the transforms' memory traffic outweighs the 4x fewer
-# multiplies (forward and backward, 1.1x the direct time for conv2_1's
-# 64 -> 128 and 0.85-0.94x for conv2_2's 128 -> 128, against 0.57-0.75x
-# for conv3_1's 128 -> 256, at the sizes of 256 and 512 px images).
+# multiplies (measurements: experiments/cpu_kernels).
 WINOGRAD_MIN_CHANNELS = 256
 # 'auto' also leaves a layer direct when its input has fewer values than
-# this (height x width x channels per image): measured on a 2-core CPU,
-# forward and backward, Winograd took 0.49x the direct time at 16x16x512
-# and 0.55x at 32x32x256, but 1.01x at 16x16x256 and 0.92x at 8x8x512, and
-# it costs about 0.5 s more to compile per layer.
+# this (height x width x channels per image): smaller layers gain nothing
+# and cost compile time (experiments/cpu_kernels).
 AUTO_WINOGRAD_MIN_SIZE = 16 * 16 * 512
 
 

@@ -159,8 +159,8 @@ def random_params(network: str = 'vgg19', seed: int = 0) -> Params:
   standard deviations, of variance 1 / fan-in), biases zero.
 
   All kernels are cut from one draw of ``seed``'s key: jitting the model's
-  ``init`` compiles a generator for every kernel shape (about 5 s for
-  VGG-19 on a 2-core CPU; one draw compiles in about 0.3 s).
+  ``init`` compiles a generator for every kernel shape, far slower
+  (experiments/cpu_kernels).
   """
   shapes = expected_shapes(network)
   kernels = {k: s for k, s in shapes.items() if k.endswith('/kernel')}

@@ -73,8 +73,8 @@ def conv3x3(x: jnp.ndarray, u: jnp.ndarray) -> jnp.ndarray:
   th, tw = -(-h // TILE), -(-w // TILE)
   # Tile (i, j) reads rows 4i .. 4i+5 and columns 4j .. 4j+5 of the padded
   # input, so position (r, s) of every tile is one strided slice. (Built
-  # from reshapes instead, the tiles compile about 3x faster but a 64x64x256
-  # layer ran about 30% slower on a CPU.)
+  # from reshapes instead, they compile faster but run slower on a CPU:
+  # experiments/cpu_kernels.)
   xp = jnp.pad(x, ((0, 0), (1, TILE * th + 1 - h), (1, TILE * tw + 1 - w),
                    (0, 0)))
   d = jnp.stack([xp[:, r:r + TILE * th:TILE, s:s + TILE * tw:TILE]

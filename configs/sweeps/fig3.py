@@ -14,9 +14,9 @@ bounds how many are in memory at once. Without the image overrides it runs
 on the bundled photo and texture of configs/default.py.
 
 On a CPU, add ``--config.sweep.chunk_size=1``: batched, every L-BFGS step
-waits for the slowest member's line search (4 steps at 128 px: 215 s for
-the batch, 81 s one member at a time). experiments/fig3/README.md has the
-smaller settings used there.
+waits for the slowest member's line search (timings: experiments/
+cpu_kernels). experiments/fig3/README.md has the smaller settings used
+there.
 """
 import pathlib
 import runpy
