@@ -227,11 +227,24 @@ def read_mask(spec: str, height: int, width: int, **options) -> np.ndarray:
   return np.asarray(grey, np.float32) / 255
 
 
+def _umask() -> int:
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
+_UMASK = _umask()
+
+
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-  """Writes bytes to a temporary file beside ``path``, then renames it."""
+  """Writes bytes to a temporary file beside ``path``, then renames it.
+  The file gets the permissions a plain ``open`` would give it (0666 less
+  the umask), not the temporary file's 0600."""
   path = Path(path)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix='.' + path.name)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix='.' + path.name,
+                             suffix='.tmp')
   try:
+    os.fchmod(fd, 0o666 & ~_UMASK)
     with os.fdopen(fd, 'wb') as f:
       f.write(data)
     os.replace(tmp, path)
