@@ -3,18 +3,23 @@
 One ``.npz`` file, written atomically (a temporary file, then a rename), so
 a crash leaves the previous checkpoint whole. It holds
 
+  format   ``FORMAT``; files without it, or another, are refused;
   done     steps finished, counted across scales;
-  image    the iterate after ``done`` steps (float32, that scale's size);
-  state    every leaf of the optimiser and iterate-average state
-           (``stylize.init_state``), one array per leaf, keyed by its
-           pytree path (``state['opt'][0].mu``);
+  image    the chunk's iterates after ``done`` steps, (members, H, W, 3),
+           float32, at that scale's size (a single run: one member);
+  state/.. every leaf of the optimiser and iterate-average state
+           (``nst.step.State``), one array per leaf under a stable
+           ``/``-joined name (``leaf_names``: ``state/opt/ScaleByAdamState/
+           mu``), the same whatever the order of optax's chain;
+  extra/.. the chunk's member indices (``members``), which of them are still
+           finite (``finite``), and their inputs' fingerprints;
   config   the run's resolved config as JSON.
 
 The run's only randomness is the noise initialisation, drawn from
 ``config.seed``, so the config stands for the PRNG state. Nothing is
 pickled: the file is read with ``allow_pickle=False`` and the state's leaves
-are fitted into the structure that ``init_state`` builds, each checked for
-shape and dtype.
+are fitted into the structure that ``nst.step.init_state`` builds, each
+checked for shape and dtype.
 """
 from __future__ import annotations
 
@@ -33,32 +38,58 @@ from nst import images
 from nst.errors import UserError
 
 NAME = 'checkpoint.npz'
+FORMAT = 2
 
 
 @dataclasses.dataclass
 class Checkpoint:
   done: int
-  image: np.ndarray             # (H, W, 3), or (members, H, W, 3) in a sweep
-  state: dict[str, np.ndarray]  # flat: pytree path -> leaf
+  image: np.ndarray             # (members, H, W, 3)
+  state: Any                    # a State of host arrays; after ``load``,
+                                # flat: leaf name -> leaf (``fit_state``)
   config: dict[str, Any]
   extra: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
-def _flat(tree) -> dict[str, Any]:
-  return {jax.tree_util.keystr(path): leaf
-          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+def leaf_names(tree, prefix: str = '') -> dict[str, Any]:
+  """{name: leaf} with ``/``-joined names built from field and key names:
+  a dataclass's or named tuple's fields, a dict's keys, and for a tuple
+  of named tuples (an optax chain's state) each one's class name -- so the
+  names do not depend on the chain's order or on JAX's key formatting.
+  None and empty states hold no leaves."""
+  if tree is None:
+    return {}
+  if dataclasses.is_dataclass(tree):
+    items = [(f.name, getattr(tree, f.name))
+             for f in dataclasses.fields(tree)]
+  elif isinstance(tree, tuple) and hasattr(tree, '_fields'):
+    items = list(zip(tree._fields, tree))
+  elif isinstance(tree, dict):
+    items = [(str(k), v) for k, v in sorted(tree.items())]
+  elif isinstance(tree, (tuple, list)):
+    items, seen = [], {}
+    for i, v in enumerate(tree):
+      name = type(v).__name__ if hasattr(v, '_fields') else str(i)
+      seen[name] = seen.get(name, 0) + 1
+      items.append((name if seen[name] == 1 else f'{name}.{seen[name]}', v))
+  else:
+    return {prefix: tree}
+  out = {}
+  for name, value in items:
+    out.update(leaf_names(value, f'{prefix}/{name}' if prefix else name))
+  return out
 
 
-def save(path: str | os.PathLike, done: int, image, state,
-         config_json: str, extra: dict[str, np.ndarray] | None = None
+def save(path: str | os.PathLike, ckpt: Checkpoint, config_json: str
          ) -> None:
-  """Writes a checkpoint of ``done`` steps atomically (``extra``: more
-  named arrays, e.g. a sweep chunk's member indices)."""
-  arrays = {'done': np.int64(done), 'image': np.asarray(image, np.float32),
+  """Writes ``ckpt`` atomically, with the run's config."""
+  arrays = {'format': np.int64(FORMAT), 'done': np.int64(ckpt.done),
+            'image': np.asarray(ckpt.image, np.float32),
             'config': np.array(config_json)}
-  arrays.update({'extra/' + k: np.asarray(v) for k, v in (extra or {}).items()})
-  arrays.update({'state' + k: np.asarray(v)
-                 for k, v in _flat(jax.device_get(state)).items()})
+  arrays.update({'extra/' + k: np.asarray(v)
+                 for k, v in ckpt.extra.items()})
+  arrays.update({'state/' + k: np.asarray(v) for k, v in leaf_names(
+      jax.device_get(ckpt.state)).items()})
   buf = io.BytesIO()
   np.savez(buf, **arrays)
   images.write_atomic(path, buf.getvalue())
@@ -69,17 +100,21 @@ def load(path: str | os.PathLike) -> Checkpoint:
   try:
     with np.load(path, allow_pickle=False) as z:
       arrays = {k: z[k] for k in z.files}
+    if int(arrays.pop('format', 1)) != FORMAT:
+      raise UserError(f'checkpoint {str(path)!r} was written by an earlier '
+                      'version of nst, whose checkpoints this one cannot '
+                      'continue; rerun without --resume')
     done, image = int(arrays.pop('done')), arrays.pop('image')
     config = json.loads(str(arrays.pop('config')))
   except FileNotFoundError:
     raise UserError(f'no checkpoint at {str(path)!r}') from None
-  except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+  except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
     raise UserError(f'cannot read checkpoint {str(path)!r}: {e}') from None
-  if image.ndim not in (3, 4) or image.shape[-1] != 3 or done < 0:
+  if image.ndim != 4 or image.shape[-1] != 3 or done < 0:
     raise UserError(f'checkpoint {str(path)!r} is malformed: image '
                     f'{image.shape}, done {done}')
-  state = {k[len('state'):]: v for k, v in arrays.items()
-           if k.startswith('state')}
+  state = {k[len('state/'):]: v for k, v in arrays.items()
+           if k.startswith('state/')}
   extra = {k[len('extra/'):]: v for k, v in arrays.items()
            if k.startswith('extra/')}
   return Checkpoint(done, image, state, config, extra)
@@ -87,10 +122,10 @@ def load(path: str | os.PathLike) -> Checkpoint:
 
 def fit_state(checkpoint: Checkpoint, template):
   """The checkpoint's state (host arrays) in the structure of ``template``
-  (the state, or its ``jax.eval_shape``, that ``init_state`` makes for the
-  same optimiser and image shape); a UserError naming each leaf that is
-  missing or differs."""
-  want = _flat(template)
+  (the state, or its ``jax.eval_shape``, that ``nst.step.init_state``
+  makes for the same optimiser and image shape); a UserError naming each
+  leaf that is missing or differs."""
+  want = leaf_names(template)
   got = checkpoint.state
   problems = [f'{k}: missing' for k in want if k not in got]
   problems += [
@@ -102,6 +137,7 @@ def fit_state(checkpoint: Checkpoint, template):
   if problems:
     raise UserError('the checkpoint does not fit this run (another optimiser '
                     'or image size?): ' + '; '.join(problems))
+  # leaf_names walks the tree in its flattening order, leaf for leaf.
   return jax.tree.unflatten(jax.tree.structure(template),
                             [got[k] for k in want])
 

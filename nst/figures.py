@@ -17,7 +17,8 @@ import ml_collections
 import numpy as np
 from PIL import Image, ImageDraw
 
-from nst import images, report, sweep
+from nst import images, report
+from nst import workdir as nst_workdir
 from nst.errors import UserError
 
 IMAGES_DIR = 'data/paper'
@@ -214,11 +215,11 @@ def figure2(workdir: Path, results, images_dir: Path, size: int,
                     title='Gatys, Ecker & Bethge (2015), Figure 2')
 
 
-def run(figure: int, config, images_dir: str | Path, workdir: Path):
-  """Runs figure ``figure`` (1 or 2) into ``workdir``; returns the PNG path.
-
-  The caller checks that ``workdir`` may be written (``nst.run`` does).
-  """
+def run(figure: int, config, images_dir: str | Path, workdir: Path,
+        overwrite: bool = False):
+  """Runs figure ``figure`` (1 or 2) into ``workdir`` (``nst.workdir.run``,
+  which refuses a folder holding files unless ``overwrite``); returns the
+  PNG path."""
   if figure not in (1, 2):
     raise UserError(f'figure {figure!r}: accepted are 1 and 2 (Figure 3 is '
                     'configs/sweeps/fig3.py)')
@@ -229,7 +230,7 @@ def run(figure: int, config, images_dir: str | Path, workdir: Path):
   for path in missing:
     print(f'missing {path}: its panel is left empty (fetch it with '
           'scripts/fetch_paper_images.py)', file=sys.stderr)
-  results = sweep.run(config, workdir)
+  results = nst_workdir.run(config, workdir, overwrite=overwrite)
   if figure == 1:
     layers = config.sweep.axes.content_layers[:len(results) // 2]
     picture, _ = figure1(workdir, results, [l[0] for l in layers])
@@ -265,8 +266,8 @@ def main(figure: int, config_path: str | Path) -> None:
     workdir = (Path(cli._WORKDIR.value) if cli._WORKDIR.value
                else Path('runs') / f'fig{figure}')
     try:
-      cli.check_workdir(workdir, cli._OVERWRITE.value)
-      run(figure, config, images_flag.value, workdir)
+      run(figure, config, images_flag.value, workdir,
+          overwrite=cli._OVERWRITE.value)
     except UserError as e:
       print(f'error: {e}', file=sys.stderr)
       sys.exit(2)

@@ -23,9 +23,13 @@ constants, so one compiled update serves every learning rate of a sweep:
 """
 from __future__ import annotations
 
+import dataclasses
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import optax
+from flax import struct
 
 from nst.errors import UserError
 
@@ -44,18 +48,26 @@ def check(name: str) -> None:
                     f'{", ".join(OPTIMIZERS)}')
 
 
-def hyperparams(config) -> dict[str, jnp.ndarray]:
+@struct.dataclass
+class Hparams:
+  """A member's numeric optimiser settings, float32 arrays (a pytree)."""
+  learning_rate: jnp.ndarray
+  lr_decay_rate: jnp.ndarray
+  lr_decay_steps: jnp.ndarray
+  avg_decay: jnp.ndarray
+
+
+def hyperparams(config) -> Hparams:
   """The config's numeric optimiser settings as float32 arrays."""
-  return {k: jnp.asarray(config[k], jnp.float32)
-          for k in ('learning_rate', 'lr_decay_rate', 'lr_decay_steps',
-                    'avg_decay')}
+  return Hparams(**{f.name: jnp.asarray(config[f.name], jnp.float32)
+                    for f in dataclasses.fields(Hparams)})
 
 
-def schedule(hparams) -> optax.Schedule:
+def schedule(hparams: Hparams) -> optax.Schedule:
   """Staircase exponential decay with array-valued settings."""
   def lr(count):
-    stairs = jnp.floor(count / hparams['lr_decay_steps'])
-    return hparams['learning_rate'] * hparams['lr_decay_rate'] ** stairs
+    stairs = jnp.floor(count / hparams.lr_decay_steps)
+    return hparams.learning_rate * hparams.lr_decay_rate ** stairs
   return lr
 
 
@@ -89,12 +101,16 @@ def make(name: str, hparams, *, lbfgs_memory: int = 10,
                                      initial_guess_strategy='one'))
 
 
+class FirstStepState(NamedTuple):
+  count: jnp.ndarray  # updates so far
+
+
 def first_step_norm(norm: float) -> optax.GradientTransformation:
   """Scales the first update to Euclidean norm ``norm``; later ones pass."""
 
   def init(params):
     del params
-    return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+    return FirstStepState(count=jnp.zeros([], jnp.int32))
 
   def update(updates, state, params=None):
     del params
@@ -103,8 +119,7 @@ def first_step_norm(norm: float) -> optax.GradientTransformation:
                        norm / jnp.maximum(length, jnp.finfo(jnp.float32).tiny),
                        1.0)
     return (jax.tree.map(lambda u: u * factor.astype(u.dtype), updates),
-            optax.ScaleByScheduleState(
-                count=optax.safe_increment(state.count)))
+            FirstStepState(count=optax.safe_increment(state.count)))
 
   return optax.GradientTransformation(init, update)
 
@@ -117,19 +132,26 @@ def make_optimizer(config, size: int = 1
               lbfgs_memory=config.lbfgs_memory, size=size)
 
 
-def average_init(image):
+@struct.dataclass
+class Average:
+  """The iterate average's running state."""
+  sum: jnp.ndarray    # decayed sum of the iterates
+  count: jnp.ndarray  # iterates added
+
+
+def average_init(image) -> Average:
   """The iterate average before any step: an empty sum."""
-  return {'sum': jnp.zeros_like(image), 'count': jnp.zeros((), jnp.int32)}
+  return Average(jnp.zeros_like(image), jnp.zeros((), jnp.int32))
 
 
-def average_update(average, image, decay):
+def average_update(average: Average, image, decay) -> Average:
   """Adds the new iterate ``image`` to the moving average."""
-  return {'sum': decay * average['sum'] + (1 - decay) * image,
-          'count': average['count'] + 1}
+  return Average(decay * average.sum + (1 - decay) * image,
+                 average.count + 1)
 
 
-def averaged(average, decay, image):
+def averaged(average: Average, decay, image):
   """The bias-corrected average; ``image`` itself before the first step."""
-  count = average['count']
+  count = average.count
   correction = 1 - decay ** jnp.maximum(count, 1).astype(jnp.float32)
-  return jnp.where(count > 0, average['sum'] / correction, image)
+  return jnp.where(count > 0, average.sum / correction, image)

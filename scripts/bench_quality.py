@@ -37,7 +37,7 @@ import jax  # noqa: E402
 import ml_collections  # noqa: E402
 
 from configs import paper  # noqa: E402
-from nst import images, stylize, vgg, weights  # noqa: E402
+from nst import engine, images, step, targets, vgg, weights  # noqa: E402
 
 # name -> config overrides; {size} parts are filled in per run.
 ADAM = {'optimizer': 'adam', 'clip_pixels': True}
@@ -79,10 +79,10 @@ class Scorer:
     self.config.image_size = size
     self.model = vgg.VGG(network='vgg19', pooling='avg')
     self.params = weights.load('normalized', 'vgg19')
-    self.targets = stylize.make_targets(
+    self.targets = targets.make_targets(
         self.config, self.model, self.params,
-        stylize.load_inputs(self.config, size))
-    self.score = jax.jit(lambda p, t, x: stylize.objective(
+        targets.load_inputs(self.config, size))
+    self.score = jax.jit(lambda p, t, x: step.objective(
         self.model, p, t, x)[1])
 
   def __call__(self, image) -> dict[str, float]:
@@ -96,7 +96,7 @@ def run_method(config, params, scorer: Scorer, every: int, load):
   warm.num_steps = 1
   warm.scale_steps = (1,) * len(warm.scales)
   warm.log_every = warm.save_every = 0
-  stylize.stylize(warm, params, load=load)
+  engine.stylize(warm, params=params, load=load)
 
   config.log_every, config.save_every = 0, every
   final_shape = load(config.content_image, config.image_size).shape
@@ -112,7 +112,12 @@ def run_method(config, params, scorer: Scorer, every: int, load):
                     scores['style']))
     scoring += time.perf_counter() - t0
 
-  image, _ = stylize.stylize(config, params, load=load, on_save=on_save)
+  class Saves(engine.Callbacks):
+    def save(self, member, step_, image):
+      on_save(step_, image)
+
+  image, _ = engine.stylize(config, params=params, load=load,
+                            callbacks=Saves())
   return curve, image
 
 
@@ -160,8 +165,8 @@ def main(argv=None) -> int:
     if out:
       images.save(out / f'{name}.png', image)
     print(f'\n{name}: step  wall_s  content  style', flush=True)
-    for step, wall, content, style in curves[name]:
-      print(f'  {step:5d}  {wall:7.2f}  {content:.4e}  {style:.4e}')
+    for at_step, wall, content, style in curves[name]:
+      print(f"  {at_step:5d}  {wall:7.2f}  {content:.4e}  {style:.4e}")
   if out:
     (out / 'curves.json').write_text(json.dumps(curves))
 

@@ -6,7 +6,7 @@
 For each image size, N members (alpha/beta ratios, one program) are run
   batched:     nst.sweep (one vmapped, jitted step for all N, on every
                device), and
-  sequential:  nst.stylize.stylize once per member, as N separate runs.
+  sequential:  each member as a run of its own (a group of one), N runs.
 Two numbers per path: end-to-end members/s (wall clock, compilation and
 target computation included, as a user meets it) and steady-state members/s
 (from each path's steps/s after its first, compiling, step). Ratios are
@@ -27,7 +27,7 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs import default  # noqa: E402
-from nst import stylize, sweep, weights  # noqa: E402
+from nst import engine, sweep  # noqa: E402
 
 
 def sweep_config(members: int, size: int, steps: int, weights_spec: str,
@@ -52,12 +52,11 @@ def sweep_config(members: int, size: int, steps: int, weights_spec: str,
 def batched(config) -> tuple[float, float]:
   """(wall seconds, seconds of steady-state stepping for all members)."""
   start = time.perf_counter()
-  _, members = sweep.expand(config)
-  loader = sweep.Loader()
-  mesh = sweep.member_mesh()
+  loader = engine.Loader()
+  _, members = sweep.expand(config, loader.images_for)
   stepping = 0.0
-  for group in sweep.group(members, loader):
-    results = sweep.run_group(group, loader=loader, mesh=mesh)
+  for group in sweep.group(members):
+    results = engine.run([group], loader=loader)
     chunks = {r.chunk: r.steps_per_s for r in results}
     stepping += sum(config.num_steps / s for s in chunks.values())
   return time.perf_counter() - start, stepping
@@ -69,9 +68,9 @@ def sequential(config) -> tuple[float, float]:
   stepping = 0.0
   for m in members:
     c = m.config
-    params = weights.load(c.weights, c.network)
-    _, final = stylize.stylize(c, params)
-    stepping += c.num_steps / final['steps_per_s']
+    result, = engine.run([[m]], loader=engine.Loader(),
+                         devices=jax.devices()[:1])
+    stepping += c.num_steps / result.steps_per_s
   return time.perf_counter() - start, stepping
 
 

@@ -10,7 +10,7 @@ max pooling forward to conv5_1, content conv4_2, style conv1_1 ... conv5_1
 Gram matrices, backward to the pixels, the optimiser update -- at each size
 (1024 px and above only on a GPU unless ``--sizes`` says otherwise).
 
-  ours:  ``nst.stylize.make_step`` on random VGG-19 weights (speed does not
+  ours:  ``nst.step.make_step`` on random VGG-19 weights (speed does not
          depend on their values), in ``--dtype``, with ``--remat`` or not;
          compile time is measured apart (the step is lowered and compiled
          explicitly), and XLA's planned memory (``planned_bytes``) reported;
@@ -31,7 +31,7 @@ include some of the peer's start-up), stay alive and take turns:
 ``--warmup`` unmeasured steps each, then ``--rounds`` rounds of ``--steps``
 steps, ours then the peer's, so a machine whose speed drifts during the run
 (a shared CPU) slows both alike. Each side runs steps as its own loop does:
-ours back to back with one wait at the end of a round, as ``nst.stylize``
+ours back to back with one wait at the end of a round, as ``nst.engine``
 does (a step's time is the round's mean); pastiche's ``draw()`` waits for
 every step (it reads the loss back). Times are medians (ours over rounds,
 the peer's over steps). The table's ratio is ours / peer (below 1: ours is
@@ -74,7 +74,7 @@ class Ours:
     sys.path.insert(0, str(ROOT))
     import jax
     from configs import default
-    from nst import optim, stylize, weights
+    from nst import optim, spec, step, targets, weights
     self.jax = jax
     start = time.perf_counter()
     config = default.get_config()
@@ -82,27 +82,32 @@ class Ours:
     config.content_image, config.style_image = content, style
     config.compute_dtype, config.remat = dtype, remat
     config.convolution = convolution
-    # On the device once, as nst.stylize does (random_params are NumPy).
-    self.params = jax.device_put(stylize.prepare_params(
-        config, weights.random_params('vgg19')))
-    model = stylize.make_model(config)
-    inputs = stylize.load_inputs(config, size)
-    self.targets = stylize.make_targets(config, model, self.params, inputs)
+    config.optimizer, config.clip_pixels = 'adam', True
+    config.scales = config.scale_steps = ()
+    program = spec.resolve(config, targets.image_loader(config)).program
+    # On the device once, as nst.engine does (random_params are NumPy).
+    self.params = jax.device_put(step.prepare_params(
+        program, weights.random_params('vgg19'),
+        tuple(config.content_layers) + tuple(config.style_layers),
+        spec.largest_side(config)))
+    model = step.make_model(program)
+    inputs = targets.load_inputs(config, size)
+    self.targets = targets.make_targets(config, model, self.params, inputs)
     self.hparams = optim.hyperparams(config)
     self.image = jax.numpy.asarray(inputs.content)
-    self.state = stylize.init_state('adam', 10, self.hparams, self.image)
-    step = stylize.make_step(model, optimizer='adam', clip=True)
+    self.state = step.init_state(program, self.hparams, self.image)
+    step_fn = step.make_step(program)
     jax.block_until_ready((self.targets, self.state))
     self.setup_s = time.perf_counter() - start
     t = time.perf_counter()
-    self.compiled = step.lower(self.params, self.targets, self.hparams,
+    self.compiled = step_fn.lower(self.params, self.targets, self.hparams,
                                self.image, self.state).compile()
     self.compile_s = time.perf_counter() - t
     self.plan = self.compiled.memory_analysis()
     self.size, self.loss = size, None
 
   def steps(self, n: int) -> list[float]:
-    """Runs n steps as ``nst.stylize`` does -- each dispatched without
+    """Runs n steps as ``nst.engine`` does -- each dispatched without
     waiting for the last, one wait at the end -- and returns n copies of
     the mean step time. (On a CPU that is the same as timing each step; on
     a GPU it keeps the device busy while Python dispatches the next.)"""

@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from configs import default, paper  # noqa: E402
-from nst import stylize, weights  # noqa: E402
+from nst import targets as nst_targets  # noqa: E402
+from nst import vgg, weights  # noqa: E402
 from nst.errors import UserError  # noqa: E402
 
 
@@ -38,13 +39,13 @@ def balance(config, params, content: str, style: str, size: int):
   config.content_image, config.style_image = content, style
   config.image_size = size
   config.loss_scaling = 'relative'
-  model = stylize.make_model(config)
-  inputs = stylize.load_inputs(config, size)
-  targets = stylize.make_targets(config, model, params, inputs)
+  model = vgg.VGG(network=config.network, pooling=config.pooling)
+  inputs = nst_targets.load_inputs(config, size)
+  targets = nst_targets.make_targets(config, model, params, inputs)
   (layer,) = config.content_layers  # configs/paper.py: relu4_2 alone
-  c0 = 1.0 / float(targets['content_weights'][layer])
-  per_layer = {l: float(targets['style_weights'][l]) /
-               float(targets['style'][l]['scale']) / c0
+  c0 = 1.0 / float(targets.content_weights[layer])
+  per_layer = {l: float(targets.style_weights[l]) /
+               float(targets.style[l]['scale']) / c0
                for l in config.style_layers}
   return per_layer, c0
 

@@ -22,22 +22,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax.numpy as jnp  # noqa: E402
 
-from nst import images, stylize, weights  # noqa: E402
+from nst import images, step, vgg, weights  # noqa: E402
+from nst import targets as nst_targets  # noqa: E402
 from nst.errors import UserError  # noqa: E402
 
 
 def terms(config, params, image_path: str, size: int, scaling: str):
   """(alpha * L_content, beta * L_style) of the image at ``size``."""
   config.image_size, config.loss_scaling = size, scaling
-  model = stylize.make_model(config)
-  inputs = stylize.load_inputs(config, size)
-  targets = stylize.make_targets(config, model, params, inputs)
-  image = stylize.resize_image(images.load(image_path, size),
-                               inputs.content.shape)
-  _, parts = stylize.objective(model, stylize.forward_params(params),
-                               targets, jnp.asarray(image))
-  return (float(targets['alpha'] * parts['content']),
-          float(targets['beta'] * parts['style']))
+  model = vgg.VGG(network=config.network, pooling=config.pooling)
+  inputs = nst_targets.load_inputs(config, size)
+  targets = nst_targets.make_targets(config, model, params, inputs)
+  image = nst_targets.resize_image(images.load(image_path, size),
+                                   inputs.content.shape)
+  _, parts = step.objective(model, nst_targets.forward_params(params),
+                            targets, jnp.asarray(image))
+  return (float(targets.alpha * parts['content']),
+          float(targets.beta * parts['style']))
 
 
 def main(argv=None) -> int:

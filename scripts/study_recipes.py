@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from configs import default  # noqa: E402
-from nst import images, stylize, weights  # noqa: E402
+from nst import engine, images, step, weights  # noqa: E402
 from nst.errors import UserError  # noqa: E402
 import evaluate  # noqa: E402  (scripts/evaluate.py)
 
@@ -98,10 +98,10 @@ def recipe_config(name: str, content: str, style: str, size: int):
 def run_one(config, params) -> tuple[np.ndarray, float]:
   """The output (RGB uint8) and the wall time of one run, from cold caches."""
   jax.clear_caches()
-  stylize.make_step.cache_clear()
-  stylize._evaluator.cache_clear()
+  step._jitted_update.cache_clear()  # pylint: disable=protected-access
+  engine.compiled.cache_clear()
   start = time.perf_counter()
-  image, _ = stylize.stylize(config, params)
+  image, _ = engine.stylize(config, params=params)
   image = images.deprocess(image)  # waits for the result
   return image, time.perf_counter() - start
 

@@ -1,25 +1,37 @@
-"""Small configs and images shared by the tests."""
+"""Small configs, images and runs shared by the tests."""
+import functools
 
 from configs import default
-from nst import images
+from nst import engine, images, spec, step, targets, weights
+
+# What makes a run tiny: random weights, 32 px, two steps, one scale.
+TINY = {'weights': 'random', 'image_size': 32, 'num_steps': 2, 'scales': (),
+        'scale_steps': ()}
 
 
 def tiny_config(**overrides):
-  """The default config at 32 px with random weights and few steps, at one
-  scale with Adam (tests of L-BFGS or of coarse to fine ask for them)."""
+  """The default config made ``TINY``, on the astronaut photo, with Adam,
+  a log at every step and no saved images (tests of L-BFGS or of coarse
+  to fine ask for them)."""
   c = default.get_config()
-  c.weights = 'random'
-  c.content_image = 'skimage:astronaut'
-  c.image_size = 32
-  c.num_steps = 2
-  c.log_every = 1
-  c.save_every = 0
-  c.scales = c.scale_steps = ()
-  c.optimizer = 'adam'
-  c.clip_pixels = True
-  for k, v in overrides.items():
+  fields = {**TINY, 'content_image': 'skimage:astronaut', 'log_every': 1,
+            'save_every': 0, 'optimizer': 'adam', 'clip_pixels': True,
+            **overrides}
+  for k, v in fields.items():
     c[k] = v
   return c
+
+
+def tiny_flags(**overrides) -> list[str]:
+  """``TINY`` (and ``overrides``) as ``python -m nst.run`` flags, on top of
+  configs/default.py's other values."""
+  return [f'--config.{k}={v}' for k, v in {**TINY, **overrides}.items()]
+
+
+@functools.cache
+def random_vgg19():
+  """Random VGG-19 params, built once per test session."""
+  return weights.random_params('vgg19')
 
 
 def tiny_images(size=32):
@@ -30,10 +42,48 @@ def tiny_images(size=32):
 
 
 def tiny_inputs(size=32):
-  """``tiny_images`` as ``stylize.Inputs`` (one style, no masks)."""
-  from nst import stylize
+  """``tiny_images`` as ``targets.Inputs`` (one style, no masks)."""
   content, style = tiny_images(size)
-  return stylize.Inputs(content, [style], None, content)
+  return targets.Inputs(content, [style], None, content)
+
+
+def program_of(config) -> spec.Program:
+  """``config`` checked and resolved: its ``spec.Program``."""
+  return spec.resolve(config, targets.image_loader(config)).program
+
+
+def model_of(config):
+  """The network ``config`` runs."""
+  return step.make_model(program_of(config))
+
+
+class Recorder(engine.Callbacks):
+  """Hands the engine's logs, saves and checkpoints to plain functions:
+  ``on_log(step, row)``, ``on_save(step, image)``, ``on_checkpoint(ckpt)``."""
+
+  def __init__(self, on_log=None, on_save=None, on_checkpoint=None):
+    self.on_log, self.on_save = on_log, on_save
+    self.on_checkpoint = on_checkpoint
+
+  def log(self, row):
+    if self.on_log:
+      self.on_log(row['step'], row)
+
+  def save(self, member, step_, image):
+    if self.on_save:
+      self.on_save(step_, image)
+
+  def checkpoint(self, ckpt):
+    if self.on_checkpoint:
+      self.on_checkpoint(ckpt)
+
+
+def run_one(config, params, *, on_log=None, on_save=None, on_checkpoint=None,
+            **kwargs):
+  """``engine.stylize`` (one run, nothing on disk) with plain callbacks:
+  (output, last metrics)."""
+  return engine.stylize(config, params=params, callbacks=Recorder(
+      on_log, on_save, on_checkpoint), **kwargs)
 
 
 def tiny_sweep(optimizer='adam', **overrides):
@@ -55,21 +105,24 @@ def tiny_sweep(optimizer='adam', **overrides):
   return c
 
 
+class _Images(engine.Callbacks):
+  def __init__(self):
+    self.images = {}
+
+  def image(self, member, image):
+    self.images.setdefault(member.index, image)
+
+
 def sweep_images(config, devices=None):
   """Runs a sweep without writing files: {member: (float image, metrics)}."""
   from nst import sweep
-  _, members = sweep.expand(config)
-  loader = sweep.Loader()
-  mesh = sweep.member_mesh(devices)
-  out = {}
-  for g, group in enumerate(sweep.group(members, loader)):
-    images_ = {}
-    results = sweep.run_group(
-        group, loader=loader, mesh=mesh, chunk_size=config.sweep.chunk_size,
-        group_index=g, on_image=lambda m, x: images_.setdefault(m.index, x))
-    for r in results:
-      out[r.member.index] = (images_[r.member.index], r.metrics)
-  return out
+  loader = engine.Loader()
+  _, members = sweep.expand(config, loader.images_for)
+  kept = _Images()
+  results = engine.run(sweep.group(members), loader=loader, devices=devices,
+                       chunk_size=config.sweep.chunk_size, callbacks=kept)
+  return {r.member.index: (kept.images[r.member.index], r.metrics)
+          for r in results}
 
 
 def tiny_sweep_file(path, *body):

@@ -32,10 +32,11 @@ def main(argv):
 
 def multiprocess(out, workdir, stop='0', resume='0'):
   """One process of a jax.distributed job (env: JAX_COORDINATOR_ADDRESS,
-  JAX_NUM_PROCESSES, JAX_PROCESS_ID); runs the sweep with nst.sweep.run."""
+  JAX_NUM_PROCESSES, JAX_PROCESS_ID); runs the sweep with nst.workdir.run."""
   import jax
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   from nst import sweep
+  from nst import workdir as nst_workdir
   from nst.errors import Stopped
   assert sweep.initialize_distributed('auto')
   import numpy as np
@@ -47,8 +48,9 @@ def multiprocess(out, workdir, stop='0', resume='0'):
     return jax.process_index() == 1 and len(asked) == int(stop)
 
   try:
-    results = sweep.run(tiny_sweep('adam'), Path(workdir),
-                        resume=resume == '1', should_stop=should_stop)
+    results = nst_workdir.run(tiny_sweep('adam'), Path(workdir),
+                              resume=resume == '1',
+                              should_stop=should_stop)
   except Stopped as e:
     np.savez(out, process=jax.process_index(), stopped=e.step)
     return

@@ -9,12 +9,13 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import tiny_config, tiny_sweep_file
-from nst import checkpoint, stylize, weights
+from helpers import (random_vgg19, run_one, tiny_config, tiny_flags,
+                     tiny_sweep_file)
+from nst import checkpoint
 from nst.errors import Stopped, UserError
 from test_run import ROOT, nst_run
 
-PARAMS = weights.random_params('vgg19')
+PARAMS = random_vgg19()
 
 
 def _stopped_then_resumed(config, stop_after, path):
@@ -25,16 +26,16 @@ def _stopped_then_resumed(config, stop_after, path):
     calls.append(1)
     return len(calls) == stop_after
 
-  def on_checkpoint(step, image, state):
-    checkpoint.save(path, step, image, state, config.to_json())
+  def on_checkpoint(ckpt):
+    checkpoint.save(path, ckpt, config.to_json())
 
   with pytest.raises(Stopped) as e:
-    stylize.stylize(config, PARAMS, should_stop=should_stop,
+    run_one(config, PARAMS, should_stop=should_stop,
                     on_checkpoint=on_checkpoint)
   assert e.value.step == stop_after
   ckpt = checkpoint.load(path)
   assert ckpt.done == stop_after
-  return stylize.stylize(config, PARAMS, resume=ckpt)
+  return run_one(config, PARAMS, resume=ckpt)
 
 
 @pytest.mark.parametrize('scales,stop_after', [
@@ -47,7 +48,7 @@ def test_stopped_and_resumed_equals_uninterrupted(tmp_path, scales,
                                                   stop_after):
   config = tiny_config(num_steps=4, log_every=1, scales=scales,
                        scale_steps=(3,) * len(scales), checkpoint_every=0)
-  want_image, want = stylize.stylize(config, PARAMS)
+  want_image, want = run_one(config, PARAMS)
   got_image, got = _stopped_then_resumed(config, stop_after,
                                          tmp_path / 'c.npz')
   np.testing.assert_array_equal(got_image, want_image)
@@ -56,7 +57,7 @@ def test_stopped_and_resumed_equals_uninterrupted(tmp_path, scales,
 
 def test_lbfgs_state_round_trips(tmp_path):
   config = tiny_config(num_steps=4, optimizer='lbfgs', checkpoint_every=0)
-  want_image, want = stylize.stylize(config, PARAMS)
+  want_image, want = run_one(config, PARAMS)
   got_image, got = _stopped_then_resumed(config, 2, tmp_path / 'c.npz')
   np.testing.assert_array_equal(got_image, want_image)
   assert got['loss'] == want['loss']
@@ -65,16 +66,15 @@ def test_lbfgs_state_round_trips(tmp_path):
 def test_checkpoints_every_n_steps_only_while_finite():
   seen = []
   config = tiny_config(num_steps=5, checkpoint_every=2)
-  stylize.stylize(config, PARAMS,
-                  on_checkpoint=lambda s, i, st: seen.append(s))
+  run_one(config, PARAMS, on_checkpoint=lambda c: seen.append(c.done))
   assert seen == [2, 4]
   # Unclipped steps of 1e30 overflow at once: no checkpoint is written.
   seen.clear()
   with pytest.raises(UserError, match='likely too high'):
-    stylize.stylize(tiny_config(num_steps=4, checkpoint_every=1,
+    run_one(tiny_config(num_steps=4, checkpoint_every=1,
                                 log_every=2, clip_pixels=False,
                                 learning_rate=1e30), PARAMS,
-                    on_checkpoint=lambda s, i, st: seen.append(s))
+                    on_checkpoint=lambda c: seen.append(c.done))
   assert seen == []
 
 
@@ -82,17 +82,17 @@ def test_checkpoint_that_does_not_fit_is_refused(tmp_path):
   config = tiny_config(num_steps=3)
   path = tmp_path / 'c.npz'
   with pytest.raises(Stopped):
-    stylize.stylize(config, PARAMS, should_stop=lambda: True,
-                    on_checkpoint=lambda s, i, st: checkpoint.save(
-                        path, s, i, st, '{}'))
+    run_one(config, PARAMS, should_stop=lambda: True,
+            on_checkpoint=lambda c: checkpoint.save(path, c, '{}'))
   ckpt = checkpoint.load(path)
+  assert 'opt/ScaleByAdamState/mu' in ckpt.state
   with pytest.raises(UserError, match=r"does not fit this run.*"
-                     r"\['opt'\]\[0\]\.mu: unexpected"):
-    stylize.stylize(tiny_config(num_steps=3, optimizer='lbfgs'), PARAMS,
+                     r"opt/ScaleByAdamState/mu: unexpected"):
+    run_one(tiny_config(num_steps=3, optimizer='lbfgs'), PARAMS,
                     resume=ckpt)
-  with pytest.raises(UserError, match='checkpoint holds a 32x32 image at '
-                     'step 1; this run is 16x16'):
-    stylize.stylize(tiny_config(num_steps=3, image_size=16), PARAMS,
+  with pytest.raises(UserError, match=r'checkpoint holds images of '
+                     r'\(32, 32, 3\) at step 1; this run has \(16, 16, 3\)'):
+    run_one(tiny_config(num_steps=3, image_size=16), PARAMS,
                     resume=ckpt)
 
 
@@ -107,13 +107,18 @@ def test_unreadable_checkpoints_are_user_errors(tmp_path):
            config=np.array([{'a': 1}], dtype=object))
   with pytest.raises(UserError, match='cannot read checkpoint'):
     checkpoint.load(tmp_path / 'obj.npz')
+  # A checkpoint of the earlier format (unbatched, state keyed by JAX's
+  # key strings) is refused by name.
+  np.savez(tmp_path / 'old.npz', done=np.int64(1), image=np.zeros((2, 2, 3)),
+           config=np.array('{}'), **{"state['average']['count']": np.int32(1)})
+  with pytest.raises(UserError, match='earlier version of nst.*without '
+                     '--resume'):
+    checkpoint.load(tmp_path / 'old.npz')
 
 
-ARGS = ['--config.weights=random', '--config.image_size=32',
-        '--config.content_image=skimage:astronaut', '--config.num_steps=12',
-        '--config.log_every=1', '--config.save_every=0',
-        '--config.checkpoint_every=0', '--config.scales=()',
-        '--config.scale_steps=()', '--config.optimizer=adam']
+ARGS = tiny_flags(content_image='skimage:astronaut', num_steps=12,
+                  log_every=1, save_every=0, checkpoint_every=0,
+                  optimizer='adam')
 
 
 def test_sigterm_checkpoints_and_resume_matches_an_uninterrupted_run(
@@ -160,7 +165,15 @@ def test_sigterm_checkpoints_and_resume_matches_an_uninterrupted_run(
 def test_resume_needs_a_checkpoint(tmp_path):
   result = nst_run(*ARGS, '--resume', f'--workdir={tmp_path}')
   assert result.returncode == 2 and 'Traceback' not in result.stderr
-  assert 'no checkpoint at' in result.stderr
+  assert 'nothing to resume in' in result.stderr
+  assert 'no run was started there' in result.stderr
+  (tmp_path / 'config.json').write_text(json.dumps(
+      json.loads(nst_run(*ARGS, '--config.num_steps=0',
+                         f'--workdir={tmp_path / "done"}').returncode == 0
+                 and (tmp_path / 'done' / 'config.json').read_text())))
+  result = nst_run(*ARGS, '--config.num_steps=0', '--resume',
+                   f'--workdir={tmp_path}')
+  assert result.returncode == 2 and 'no checkpoint at' in result.stderr
   result = nst_run(*ARGS, '--resume')
   assert result.returncode == 2 and '--resume needs --workdir' in result.stderr
 
@@ -169,16 +182,16 @@ def test_stopped_sweep_resumes_only_its_unfinished_members(tmp_path,
                                                            monkeypatch):
   import csv
   from helpers import tiny_sweep
-  from nst import sweep
+  from nst import engine, workdir
   c = tiny_sweep(num_steps=2)
   c.sweep.chunk_size = 1  # four chunks of one member, two steps each
   whole, stopped = tmp_path / 'whole', tmp_path / 'stopped'
-  sweep.run(c, whole)
+  workdir.run(c, whole)
   asked = []
   # Asked after each chunk's step 1 (not after its last step): the third
   # time is in the third chunk, member 2.
   with pytest.raises(Stopped) as e:
-    sweep.run(c, stopped, should_stop=lambda: asked.append(1) or len(
+    workdir.run(c, stopped, should_stop=lambda: asked.append(1) or len(
         asked) == 3)
   assert e.value.step == 1
   assert sorted(p.name for p in (stopped / 'members').glob('*.result.json')
@@ -187,10 +200,10 @@ def test_stopped_sweep_resumes_only_its_unfinished_members(tmp_path,
   assert ckpt.done == 1 and ckpt.extra['members'].tolist() == [2]
   assert ckpt.image.shape == (1, 32, 32, 3)
 
-  ran, run_group = [], sweep.run_group
-  monkeypatch.setattr(sweep, 'run_group', lambda members, **kw: (
+  ran, run_group = [], engine.run_group
+  monkeypatch.setattr(engine, 'run_group', lambda members, **kw: (
       ran.append([m.index for m in members]), run_group(members, **kw))[1])
-  results = sweep.run(c, stopped, resume=True)
+  results = workdir.run(c, stopped, resume=True)
   assert ran == [[2, 3]]
   assert [r.member.index for r in sorted(results, key=lambda r:
                                          r.member.index)] == [0, 1, 2, 3]
@@ -210,7 +223,7 @@ def test_stopped_sweep_resumes_only_its_unfinished_members(tmp_path,
 
 def test_sigterm_stops_a_sweep_and_resume_finishes_it(tmp_path):
   from helpers import tiny_sweep
-  from nst import sweep
+  from nst import workdir
   config_file = tiny_sweep_file(tmp_path / 'tiny_sweep.py',
                                 'c = tiny_sweep(num_steps=3, log_every=1)',
                                 'c.sweep.chunk_size = 1')
@@ -238,7 +251,7 @@ def test_sigterm_stops_a_sweep_and_resume_finishes_it(tmp_path):
   assert f'({len(kept)} finished before, kept)' in resumed.stdout
   c = tiny_sweep(num_steps=3, log_every=1)
   c.sweep.chunk_size = 1
-  sweep.run(c, tmp_path / 'whole')
+  workdir.run(c, tmp_path / 'whole')
   for i in range(4):
     name = f'members/{i:04d}.png'
     assert (out / name).read_bytes() == (tmp_path / 'whole' / name).read_bytes()

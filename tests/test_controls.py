@@ -6,21 +6,23 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import tiny_config
-from nst import colour, images, losses, optim, stylize, vgg, weights
+from helpers import random_vgg19, run_one, tiny_config
+from nst import colour, images, losses, optim, spec, vgg
+from nst import targets as nst_targets
+from nst import step as nst_step
 
-PARAMS = weights.random_params('vgg19')
+PARAMS = random_vgg19()
 TWO_STYLES = 'nst:swirls,skimage:coffee'
 
 
 def _run(**overrides):
-  return stylize.stylize(tiny_config(log_every=0, **overrides), PARAMS)[0]
+  return run_one(tiny_config(log_every=0, **overrides), PARAMS)[0]
 
 
 def _targets(config):
   model = vgg.VGG(network=config.network, pooling=config.pooling)
-  inputs = stylize.load_inputs(config, config.image_size)
-  return stylize.make_targets(config, model, PARAMS, inputs)
+  inputs = nst_targets.load_inputs(config, config.image_size)
+  return nst_targets.make_targets(config, model, PARAMS, inputs)
 
 
 def _mask(tmp_path, name, value):
@@ -37,8 +39,8 @@ def _mask(tmp_path, name, value):
 
 def test_blend_targets_are_weighted_moments_and_1_0_is_the_first_style():
   config = tiny_config(style_image=TWO_STYLES, style_blend_weights=(1., 3.))
-  blended = _targets(config)['style']
-  one, two = (_targets(tiny_config(style_image=s))['style']
+  blended = _targets(config).style
+  one, two = (_targets(tiny_config(style_image=s)).style
               for s in TWO_STYLES.split(','))
   for l in config.style_layers:
     np.testing.assert_allclose(blended[l]['srm'],
@@ -53,17 +55,17 @@ def test_style_scale_reads_the_style_at_that_fraction_of_the_size():
   config = tiny_config(image_size=64, style_scale=0.5,
                        style_layers=('conv1_1', 'conv2_1'),
                        style_layer_weights=())
-  inputs = stylize.load_inputs(config, 64)
+  inputs = nst_targets.load_inputs(config, 64)
   assert inputs.styles[0].shape == (32, 32, 3)   # swirls is square
   assert inputs.content.shape == (64, 64, 3)
-  got = _targets(config)['style']
+  got = _targets(config).style
   # As resizing predicts: the moments of the style's features at 32 px.
   model = vgg.VGG(network='vgg19')
   half = model.apply(PARAMS, images.load('nst:swirls', 32)[None],
                      ('conv1_1', 'conv2_1'))
   full = _targets(tiny_config(image_size=64, style_layers=('conv1_1',
                                                            'conv2_1'),
-                              style_layer_weights=()))['style']
+                              style_layer_weights=())).style
   for l in ('conv1_1', 'conv2_1'):
     assert half[l].shape[1:3] == {'conv1_1': (32, 32), 'conv2_1': (16, 16)}[l]
     np.testing.assert_allclose(got[l]['srm'], losses.moments(half[l][0])[1],
@@ -76,7 +78,7 @@ def test_style_scale_reads_the_style_at_that_fraction_of_the_size():
 def test_luminance_only_keeps_the_content_chrominance():
   config = tiny_config(preserve_colour='luminance', num_steps=5,
                        log_every=0)
-  inputs = stylize.load_inputs(config, 32)
+  inputs = nst_targets.load_inputs(config, 32)
   # The network sees grey images; the style's luminance has the content's
   # mean and standard deviation.
   for x in [inputs.content] + inputs.styles:
@@ -86,7 +88,7 @@ def test_luminance_only_keeps_the_content_chrominance():
   style_y = colour.to_rgb(inputs.styles[0])[..., 0]
   np.testing.assert_allclose([style_y.mean(), style_y.std()],
                              [content_y.mean(), content_y.std()], rtol=1e-4)
-  out = stylize.stylize(config, PARAMS)[0]
+  out = run_one(config, PARAMS)[0]
   want = colour.yiq(inputs.original)[..., 1:]
   # The float output carries the content's I and Q up to rounding ...
   assert np.abs(colour.yiq(out)[..., 1:] - want).max() < 1e-4
@@ -109,7 +111,7 @@ def test_histogram_matching_gives_the_style_the_content_mean_and_cov():
   before = colour.to_rgb(style).reshape(-1, 3)
   assert np.abs(before.mean(0) - want.mean(0)).max() > 0.05
   config = tiny_config(preserve_colour='histogram')
-  inputs = stylize.load_inputs(config, 32)
+  inputs = nst_targets.load_inputs(config, 32)
   np.testing.assert_allclose(
       colour.to_rgb(inputs.styles[0]).reshape(-1, 3).mean(0),
       colour.to_rgb(inputs.content).reshape(-1, 3).mean(0), atol=1e-5)
@@ -124,7 +126,7 @@ def test_multiscale_runs_each_scale_at_its_size_from_the_last_output():
 
   config = tiny_config(image_size=48, scales=(16, 32), scale_steps=(2, 3),
                        num_steps=1, log_every=1, save_every=1)
-  image, final = stylize.stylize(
+  image, final = run_one(
       config, PARAMS, load=load, on_log=lambda i, m: logged.append(m),
       on_save=lambda i, x: saved.append((i, x.shape)))
   assert sorted({size for _, size in seen}) == [16, 32, 48]
@@ -141,17 +143,17 @@ def test_multiscale_runs_each_scale_at_its_size_from_the_last_output():
     coarse = _run(image_size=16, num_steps=2, init=init)
     upsampled = _run(image_size=32, scales=(16,), scale_steps=(2,),
                      num_steps=0, init=init)
-    want = stylize.resize_image(coarse, (32, 32, 3))
+    want = nst_targets.resize_image(coarse, (32, 32, 3))
     if init == 'content':
       photo = images.load('skimage:astronaut', 32)
-      want = want + photo - stylize.resize_image(
+      want = want + photo - nst_targets.resize_image(
           images.load('skimage:astronaut', 16), (32, 32, 3))
     np.testing.assert_allclose(upsampled, want, atol=1e-3)
 
 
 def test_averaging_equals_a_hand_computed_ema_over_3_steps():
   iterates = []
-  stylize.stylize(tiny_config(num_steps=3, log_every=0, save_every=1),
+  run_one(tiny_config(num_steps=3, log_every=0, save_every=1),
                   PARAMS, on_save=lambda i, x: iterates.append(x))
   x1, x2, x3 = iterates
   d = 0.8
@@ -179,13 +181,13 @@ def test_an_all_zero_mask_is_the_same_as_leaving_that_style_out(tmp_path):
   x = jnp.asarray(images.load('skimage:astronaut', 32)) + 20 * jax.random.normal(
       jax.random.key(0), (32, 32, 3))
   value_and_grad = lambda c: jax.value_and_grad(
-      lambda x: stylize.objective(model, PARAMS, _targets(c), x)[0])(x)
+      lambda x: nst_step.objective(model, PARAMS, _targets(c), x)[0])(x)
   (v1, g1), (v2, g2) = value_and_grad(with_zeros), value_and_grad(without)
   np.testing.assert_allclose(v1, v2, rtol=1e-6)
   np.testing.assert_allclose(g1, g2, rtol=1e-5, atol=1e-5 * np.abs(g2).max())
   # ... so the same image, up to float rounding carried through Adam.
-  both = stylize.stylize(with_zeros, PARAMS)[0]
-  alone = stylize.stylize(without, PARAMS)[0]
+  both = run_one(with_zeros, PARAMS)[0]
+  alone = run_one(without, PARAMS)[0]
   np.testing.assert_allclose(both, alone, rtol=1e-5, atol=0.05)
   # A mask of ones is no mask; masks steer where each style goes.
   ones = _mask(tmp_path, 'ones', 255)
@@ -201,18 +203,18 @@ def test_masked_targets_downsample_masks_to_each_layer(tmp_path):
   config = tiny_config(style_image=TWO_STYLES, style_masks=f'{left},{zeros}',
                        style_blend_weights=(2.0, 3.0))
   targets = _targets(config)
-  masks = targets['style_masks']
+  masks = targets.style_masks
   assert masks['relu1_1'].shape == (2, 32, 32)
   assert masks['relu3_1'].shape == (2, 8, 8)
   np.testing.assert_allclose(masks['relu3_1'][0, :, :4], 1.0, atol=1e-6)
   np.testing.assert_allclose(masks['relu3_1'][0, :, 4:], 0.0, atol=1e-6)
-  np.testing.assert_allclose(targets['region_weights'], [2.0, 0.0])
-  assert targets['style']['relu3_1']['srm'].shape == (2, 256, 256)
+  np.testing.assert_allclose(targets.region_weights, [2.0, 0.0])
+  assert targets.style['relu3_1']['srm'].shape == (2, 256, 256)
 
 
 def test_mean_cov_style_loss_is_optimised():
   logged = []
-  stylize.stylize(tiny_config(style_loss='mean_cov', num_steps=30,
+  run_one(tiny_config(style_loss='mean_cov', num_steps=30,
                               init='noise', init_noise_std=30.0,
                               learning_rate=10.0, log_every=0),
                   PARAMS, on_log=lambda i, m: logged.append(m))
@@ -241,13 +243,13 @@ def test_mean_cov_style_loss_is_optimised():
 def test_bad_control_values_are_named(overrides, message):
   from nst.errors import UserError
   with pytest.raises(UserError, match=message):
-    stylize.check_config(tiny_config(**overrides))
+    spec.check(tiny_config(**overrides))
 
 
 def test_too_small_a_style_scale_is_a_user_error():
   from nst.errors import UserError
   with pytest.raises(UserError, match=r'style_scale=0.25 .* is 8x8 px'):
-    stylize.load_inputs(tiny_config(style_scale=0.25), 32)
+    nst_targets.load_inputs(tiny_config(style_scale=0.25), 32)
 
 
 def test_mean_cov_gradient_is_finite_on_a_real_layer():
@@ -255,6 +257,6 @@ def test_mean_cov_gradient_is_finite_on_a_real_layer():
   config = tiny_config(style_loss='mean_cov')
   targets = _targets(config)
   x = jnp.asarray(images.load('skimage:astronaut', 32))
-  grad = jax.grad(lambda x: stylize.objective(model, PARAMS, targets,
+  grad = jax.grad(lambda x: nst_step.objective(model, PARAMS, targets,
                                               x)[0])(x)
   assert bool(jnp.isfinite(grad).all()) and float(jnp.abs(grad).max()) > 0

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import helpers
 from nst import figures, images
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {'image_size': 32, 'weights': 'random', 'num_steps': 2,
-        'optimizer': 'adam', 'log_every': 0}
+TINY = {**helpers.TINY, 'optimizer': 'adam', 'log_every': 0}
 
 
 @pytest.fixture(scope='module')
@@ -116,7 +116,7 @@ def test_figure1_from_the_command_line(paper_images, tmp_path):
   result = subprocess.run(
       [sys.executable, str(ROOT / 'scripts' / 'figure1.py'),
        f'--images={paper_images}', f'--workdir={tmp_path}',
-       *[f'--config.{k}={v}' for k, v in TINY.items()]],
+       *helpers.tiny_flags(optimizer='adam', log_every=0)],
       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
   assert '10 members in 1 group(s)' in result.stdout

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from helpers import tiny_config
-from nst import images, stylize, vgg
+from nst import images, spec, vgg
 from nst.errors import UserError
 
 # PIL warns about the corrupt files it is given; that is what they are.
@@ -121,7 +121,7 @@ def configs(draw):
 @given(config=configs())
 def test_random_configs_pass_or_user_error(config):
   try:
-    stylize.check_config(config)
+    spec.check(config)
   except UserError as e:
     assert str(e) and '\n' not in str(e)
     return

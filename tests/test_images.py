@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst import images
+from nst import images, spec
+from nst import targets as nst_targets
 from nst.errors import UserError
 
 
@@ -74,14 +75,13 @@ def test_bad_images_are_one_clear_error(tmp_path, monkeypatch):
 
 def test_alpha_is_composited_on_the_configured_colour(tmp_path):
   from helpers import tiny_config
-  from nst import stylize
   rgba = np.zeros((32, 32, 4), np.uint8)
   rgba[:16] = (0, 0, 255, 255)    # opaque blue top half
   rgba[16:] = (255, 0, 0, 128)    # half-transparent red bottom half
   Image.fromarray(rgba).save(tmp_path / 'a.png')
   config = tiny_config(content_image=str(tmp_path / 'a.png'),
                        alpha_background=(0, 255, 0))
-  inputs = stylize.load_inputs(config, 32)
+  inputs = nst_targets.load_inputs(config, 32)
   rgb = images.deprocess(inputs.original)
   np.testing.assert_array_equal(rgb[0, 0], [0, 0, 255])
   # 128/255 of red over green: (255 * 128 + 0 * 127) / 255 etc.
@@ -89,9 +89,9 @@ def test_alpha_is_composited_on_the_configured_colour(tmp_path):
   for bad in ((0, 255), (0, 256, 0), (0.5, 0, 0)):
     with pytest.raises(UserError, match=r'alpha_background=.*accepted is '
                        r'\(R, G, B\)'):
-      stylize.check_config(tiny_config(alpha_background=bad))
+      spec.check(tiny_config(alpha_background=bad))
   with pytest.raises(UserError, match='max_image_pixels=0: accepted'):
-    stylize.check_config(tiny_config(max_image_pixels=0))
+    spec.check(tiny_config(max_image_pixels=0))
 
 
 def test_overlapping_reads_in_threads_restore_pils_limit(tmp_path,

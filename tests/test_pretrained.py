@@ -4,8 +4,8 @@ Deselect offline with ``pytest -m 'not pretrained'``.
 """
 import pytest
 
-from helpers import tiny_config
-from nst import stylize, weights
+from helpers import run_one, tiny_config
+from nst import weights
 
 pytestmark = pytest.mark.pretrained
 
@@ -28,7 +28,7 @@ def test_real_weights_transfer_style_and_keep_content(params):
                          optimizer='lbfgs', content_weight=alpha,
                          content_image='skimage:chelsea')
     log = []
-    stylize.stylize(config, params, on_log=lambda i, m: log.append(m))
+    run_one(config, params, on_log=lambda i, m: log.append(m))
     runs[alpha] = log
   first, last = runs[1.0][0], runs[1.0][-1]
   assert last['step'] == 30

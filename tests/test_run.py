@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import tiny_config
-from nst import images, run
+from helpers import tiny_config, tiny_flags
+from nst import images
+from nst import workdir as nst_workdir
 from nst.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ['--config.weights=random', '--config.image_size=32',
-        '--config.num_steps=2', '--config.save_every=1',
-        '--config.scales=()', '--config.scale_steps=()']
+TINY = tiny_flags(save_every=1)  # on chelsea, with L-BFGS
 
 
 def nst_run(*args, cwd=ROOT):
@@ -103,7 +102,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_finite_image(tmp_path):
   kept = out / 'last_finite_00000.png'
   assert str(kept) in result.stderr and not (out / 'final.png').exists()
   rows = [json.loads(l) for l in (out / 'metrics.jsonl').read_text().splitlines()]
-  assert [r['step'] for r in rows] == [0]
+  # The row of the step where it was seen is kept, with its loss.
+  assert [r['step'] for r in rows] == [0, 1]
+  assert not np.isfinite(rows[1]['loss'])
   # Step 0's output is the content image (init='content').
   np.testing.assert_array_equal(
       np.asarray(Image.open(kept)),
@@ -222,10 +223,10 @@ def test_bad_inputs_are_refused_before_anything_is_written(tmp_path):
   before = {p.name: p.read_bytes() for p in workdir.iterdir()}
   for overrides, message in _bad_inputs(tmp_path):
     with pytest.raises(UserError, match=message):
-      run.run(tiny_config(**overrides), workdir, overwrite=True)
+      nst_workdir.run(tiny_config(**overrides), workdir, overwrite=True)
     assert {p.name: p.read_bytes() for p in workdir.iterdir()} == before
     with pytest.raises(UserError, match=message):
-      run.run(tiny_config(**overrides), tmp_path / 'new')
+      nst_workdir.run(tiny_config(**overrides), tmp_path / 'new')
     assert not (tmp_path / 'new').exists()
 
 

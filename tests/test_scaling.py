@@ -4,10 +4,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import tiny_config
-from nst import images, stylize, vgg, weights
+from helpers import random_vgg19, run_one, tiny_config
+from nst import images, losses, spec, vgg
+from nst.errors import UserError
+from nst import targets as nst_targets
+from nst import step as nst_step
 
-PARAMS = weights.random_params('vgg19')
+PARAMS = random_vgg19()
 STYLE_LAYERS = ('relu1_1', 'relu2_1', 'relu3_1', 'relu4_1', 'relu5_1')
 # One picture (half the photo, half the swirls, 512 px) shown at each size.
 BLEND = (0.5 * images.read_rgb('skimage:astronaut').astype(np.float32) +
@@ -21,12 +24,12 @@ def _terms(scaling, size):
                        style_layer_weights=(), style_image='nst:swirls',
                        content_weight=1.0, style_weight=3.0)
   model = vgg.VGG()
-  targets = stylize.make_targets(config, model, PARAMS,
-                                 stylize.load_inputs(config, size))
+  targets = nst_targets.make_targets(config, model, PARAMS,
+                                 nst_targets.load_inputs(config, size))
   x = jnp.asarray(images.preprocess(images.resize(BLEND, size)))
-  _, parts = stylize.objective(model, PARAMS, targets, x)
-  return (float(targets['alpha'] * parts['content']),
-          float(targets['beta'] * parts['style']))
+  _, parts = nst_step.objective(model, PARAMS, targets, x)
+  return (float(targets.alpha * parts['content']),
+          float(targets.beta * parts['style']))
 
 
 def test_relative_terms_keep_their_ratio_across_sizes():
@@ -47,11 +50,11 @@ def test_relative_alpha_is_not_rescaled_at_coarse_scales():
   model = vgg.VGG(network='vgg19')
   for scaling, factor in (('relative', 1.0), ('paper', 4.0)):
     config = tiny_config(image_size=32, loss_scaling=scaling)
-    inputs = stylize.load_inputs(config, 16)
-    coarse = stylize.make_targets(config, model, PARAMS, inputs,
+    inputs = nst_targets.load_inputs(config, 16)
+    coarse = nst_targets.make_targets(config, model, PARAMS, inputs,
                                   area_ratio=(32 / 16) ** 2)
-    assert float(coarse['alpha']) == factor * config.content_weight
-    assert float(coarse['beta']) == config.style_weight
+    assert float(coarse.alpha) == factor * config.content_weight
+    assert float(coarse.beta) == config.style_weight
 
 
 def test_relative_content_term_of_the_photo_and_of_black():
@@ -62,15 +65,15 @@ def test_relative_content_term_of_the_photo_and_of_black():
   for size in (32, 64):
     config = tiny_config(image_size=size, content_layers=('relu4_2',),
                          style_layers=(), style_layer_weights=())
-    inputs = stylize.load_inputs(config, size)
-    targets = stylize.make_targets(config, model, PARAMS, inputs)
-    own = stylize.objective(model, PARAMS, targets,
+    inputs = nst_targets.load_inputs(config, size)
+    targets = nst_targets.make_targets(config, model, PARAMS, inputs)
+    own = nst_step.objective(model, PARAMS, targets,
                             jnp.asarray(inputs.content))[1]
     assert float(own['content']) == 0.0
-    feats = stylize._features(model, PARAMS, jnp.asarray(inputs.content),
+    feats = nst_targets._features(model, PARAMS, jnp.asarray(inputs.content),
                               ('relu4_2',))['relu4_2']
-    zero = stylize.losses.content_scale(feats, 'relative') * \
-        stylize.losses.layer_content_loss(jnp.zeros_like(feats), feats)
+    zero = losses.content_scale(feats, 'relative') * \
+        losses.layer_content_loss(jnp.zeros_like(feats), feats)
     np.testing.assert_allclose(zero, 1.0, rtol=1e-5)
 
 
@@ -83,8 +86,8 @@ def test_relative_content_term_of_the_photo_and_of_black():
 def test_fractional_scales_follow_image_size(image_size, scales, plan):
   config = tiny_config(image_size=image_size, scales=scales,
                        scale_steps=(3, 4), num_steps=2)
-  stylize.check_config(config)
-  assert stylize.scale_plan(config) == plan
+  spec.check(config)
+  assert spec.scale_plan(config) == plan
 
 
 @pytest.mark.parametrize('scales', [(0.5, 0.25), (1.5,), (0.0,), (True,),
@@ -92,7 +95,7 @@ def test_fractional_scales_follow_image_size(image_size, scales, plan):
 def test_bad_fractional_scales_are_named(scales):
   from nst.errors import UserError
   with pytest.raises(UserError, match=r'scales=.*fraction of image_size'):
-    stylize.check_config(tiny_config(image_size=64, scales=scales,
+    spec.check(tiny_config(image_size=64, scales=scales,
                                      scale_steps=()))
 
 
@@ -104,11 +107,11 @@ def test_lbfgs_range_penalty_keeps_pixels_in_range(scaling, beta):
   # number of values ...
   config = tiny_config(optimizer='lbfgs', loss_scaling=scaling,
                        style_weight=beta, num_steps=30, log_every=0)
-  inputs = stylize.load_inputs(config, 32)
-  targets = stylize.make_targets(config, vgg.VGG(), PARAMS, inputs)
-  photo = targets['content']['relu4_2']
+  inputs = nst_targets.load_inputs(config, 32)
+  targets = nst_targets.make_targets(config, vgg.VGG(), PARAMS, inputs)
+  photo = targets.content['relu4_2']
   blank = 1.0 if scaling == 'relative' else 0.5 * float(jnp.sum(photo ** 2))
-  np.testing.assert_allclose(targets['range_scale'],
+  np.testing.assert_allclose(targets.range_scale,
                              blank / inputs.content.size, rtol=1e-5)
   # ... which holds L-BFGS's pixels near the range in either scaling, where
   # unconstrained they overshoot by grey levels. Measured RMS overshoot with
@@ -116,8 +119,26 @@ def test_lbfgs_range_penalty_keeps_pixels_in_range(scaling, beta):
   lo, hi = images.pixel_bounds()
   rms = {}
   for clip in (True, False):
-    image = stylize.stylize(tiny_config(**{**config, 'clip_pixels': clip}),
+    image = run_one(tiny_config(**{**config, 'clip_pixels': clip}),
                             PARAMS)[0]
     over = np.maximum(image - hi, 0) + np.maximum(lo - image, 0)
     rms[clip] = float(np.sqrt(np.mean(over ** 2)))
   assert rms[False] > 1.0 and rms[True] < 0.2 * rms[False], rms
+
+
+def test_a_fraction_too_small_for_a_wide_image_is_left_out(tmp_path):
+  from PIL import Image
+  from helpers import program_of
+  wide = tmp_path / 'wide.png'
+  Image.new('RGB', (200, 60), (90, 120, 150)).save(wide)
+  # The layers need 16 px. At 0.25 of 128 px the image is 32x10 px: left
+  # out with its steps; at 0.5 it is 64x19 and runs; then 128x38.
+  config = tiny_config(content_image=str(wide), image_size=128,
+                       scales=(0.25, 0.5), scale_steps=(3, 4))
+  plan = program_of(config).plan
+  assert [(shape[:2], n) for shape, n in plan] == [((19, 64), 4),
+                                                   ((38, 128), 2)]
+  # An explicit size in px is never left out: too small is an error.
+  with pytest.raises(UserError, match='coarse scale of 32 px'):
+    program_of(tiny_config(content_image=str(wide), image_size=128,
+                           scales=(32, 64), scale_steps=(3, 4)))

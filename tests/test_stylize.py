@@ -5,39 +5,42 @@ import numpy as np
 import optax
 import pytest
 
-from helpers import tiny_config, tiny_images, tiny_inputs
-from nst import optim, stylize, vgg, weights
+from helpers import (model_of, program_of, random_vgg19, run_one, tiny_config,
+                     tiny_images, tiny_inputs)
+from nst import images, optim, spec, vgg
+from nst import targets as nst_targets
+from nst import step as nst_step
 from nst.errors import UserError
 
-PARAMS = weights.random_params('vgg19')
+PARAMS = random_vgg19()
 
 
 def _setup(config):
   model = vgg.VGG(network='vgg19', pooling=config.pooling)
   inputs = tiny_inputs()
-  targets = stylize.make_targets(config, model, PARAMS, inputs)
+  targets = nst_targets.make_targets(config, model, PARAMS, inputs)
   return model, inputs.content, inputs.styles[0], targets
 
 
 def test_targets_hold_features_grams_and_weights():
   config = tiny_config(style_layer_weights=())  # () = 1/5 each
   _, _, _, targets = _setup(config)
-  assert sorted(targets['content']) == ['relu4_2']
-  photo = targets['content']['relu4_2']
+  assert sorted(targets.content) == ['relu4_2']
+  photo = targets.content['relu4_2']
   assert photo.shape == (4, 4, 512)
-  assert targets['style']['relu3_1']['srm'].shape == (256, 256)
+  assert targets.style['relu3_1']['srm'].shape == (256, 256)
   np.testing.assert_allclose(
-      [targets['style_weights'][l] for l in config.style_layers], [0.2] * 5)
+      [targets.style_weights[l] for l in config.style_layers], [0.2] * 5)
   # Relative scaling divides the content weight by the photo's own
   # 1/2 |P|^2; the paper's formulas keep it.
-  np.testing.assert_allclose(targets['content_weights']['relu4_2'],
+  np.testing.assert_allclose(targets.content_weights['relu4_2'],
                              1.0 / (0.5 * np.sum(np.square(photo))),
                              rtol=1e-5)
   paper = _setup(tiny_config(style_layer_weights=(), loss_scaling='paper'))
-  assert float(paper[3]['content_weights']['relu4_2']) == 1.0
-  assert float(targets['beta']) == config.style_weight
+  assert float(paper[3].content_weights['relu4_2']) == 1.0
+  assert float(targets.beta) == config.style_weight
   explicit = tiny_config(style_layer_weights=(1.0, 2.0, 3.0, 4.0, 5.0))
-  weights_ = _setup(explicit)[3]['style_weights']
+  weights_ = _setup(explicit)[3].style_weights
   assert [float(weights_[l]) for l in explicit.style_layers] == [1, 2, 3, 4, 5]
 
 
@@ -45,16 +48,16 @@ def test_step_equals_plain_optax_adam():
   config = tiny_config()
   model, content, _, targets = _setup(config)
   optimizer = optim.make_optimizer(config)
-  step = stylize.make_step(model, optimizer='adam', clip=False)
+  step = nst_step.make_step(program_of(tiny_config(clip_pixels=False)))
   x0 = jnp.asarray(content)
-  value_fn = lambda x: stylize.objective(model, PARAMS, targets, x)[0]
+  value_fn = lambda x: nst_step.objective(model, PARAMS, targets, x)[0]
   value, grad = jax.value_and_grad(value_fn)(x0)
   updates, _ = optimizer.update(grad, optimizer.init(x0), x0)
   expected = x0 + updates
   hparams = optim.hyperparams(config)
   image, _, metrics = step(PARAMS, targets, hparams, jnp.array(content),
-                           stylize.init_state('adam', 10, hparams,
-                                              jnp.array(content)))
+                           nst_step.init_state(program_of(config), hparams,
+                                               jnp.array(content)))
   np.testing.assert_allclose(metrics['loss'], value, rtol=1e-6)
   np.testing.assert_allclose(image, expected, rtol=1e-5, atol=1e-4)
 
@@ -85,7 +88,7 @@ def test_objective_drops(optimizer, steps, factor):
   config = tiny_config(optimizer=optimizer, num_steps=steps, init='noise',
                        init_noise_std=30.0, log_every=0)
   logged = []
-  image, final = stylize.stylize(config, PARAMS,
+  image, final = run_one(config, PARAMS,
                                  on_log=lambda i, m: logged.append(m))
   assert [m['step'] for m in logged] == [0, steps]
   assert final['loss'] < logged[0]['loss'] / factor
@@ -93,10 +96,10 @@ def test_objective_drops(optimizer, steps, factor):
 
 
 def test_clip_projects_onto_valid_pixels():
-  runs = {clip: stylize.stylize(
+  runs = {clip: run_one(
       tiny_config(num_steps=1, learning_rate=200.0, clip_pixels=clip),
       PARAMS)[0] for clip in (True, False)}
-  lo, hi = stylize.images.pixel_bounds()
+  lo, hi = images.pixel_bounds()
   assert ((runs[False] < lo) | (runs[False] > hi)).mean() > 0.1
   np.testing.assert_allclose(runs[True], np.clip(runs[False], lo, hi),
                              rtol=1e-6, atol=1e-4)
@@ -104,9 +107,9 @@ def test_clip_projects_onto_valid_pixels():
 
 def test_noise_init_is_seeded():
   content, _ = tiny_images()
-  a = stylize.init_image(tiny_config(init='noise', init_noise_std=5.0), content)
-  b = stylize.init_image(tiny_config(init='noise', init_noise_std=5.0), content)
-  c = stylize.init_image(tiny_config(init='noise', init_noise_std=5.0,
+  a = nst_targets.init_image(tiny_config(init='noise', init_noise_std=5.0), content)
+  b = nst_targets.init_image(tiny_config(init='noise', init_noise_std=5.0), content)
+  c = nst_targets.init_image(tiny_config(init='noise', init_noise_std=5.0,
                                      seed=1), content)
   np.testing.assert_array_equal(a, b)
   assert not np.allclose(a, c)
@@ -130,7 +133,7 @@ def test_noise_init_is_seeded():
 ])
 def test_check_config_names_the_bad_value(overrides, message):
   with pytest.raises(UserError, match=message):
-    stylize.check_config(tiny_config(**overrides))
+    spec.check(tiny_config(**overrides))
 
 
 def test_init_from_image_file_is_resized_to_the_content(tmp_path):
@@ -139,9 +142,9 @@ def test_init_from_image_file_is_resized_to_the_content(tmp_path):
   rgb[:, 20:] = 255  # left half black, right half white
   Image.fromarray(rgb).save(tmp_path / 'init.png')
   content = np.zeros((16, 32, 3), np.float32)
-  x = stylize.init_image(tiny_config(init=str(tmp_path / 'init.png')), content)
+  x = nst_targets.init_image(tiny_config(init=str(tmp_path / 'init.png')), content)
   assert x.shape == (16, 32, 3)
-  out = stylize.images.deprocess(x)
+  out = images.deprocess(x)
   assert out[:, :12].max() <= 2 and out[:, -12:].min() >= 253
 
 
@@ -151,11 +154,11 @@ def test_step_state_keeps_its_types_so_the_step_compiles_once(optimizer):
   model, content, _, targets = _setup(config)
   hparams = optim.hyperparams(config)
   image = jnp.array(content)
-  state = stylize.init_state(optimizer, 10, hparams, image)
+  state = nst_step.init_state(program_of(config), hparams, image)
   kinds = lambda tree: [(x.shape, x.dtype, x.weak_type)
                         for x in jax.tree.leaves(tree)]
   before = kinds(state)
-  step = stylize.make_step(model, optimizer=optimizer)
+  step = nst_step.make_step(program_of(config))
   _, state, _ = step(PARAMS, targets, hparams, image, state)
   assert kinds(state) == before
 
@@ -171,13 +174,13 @@ def test_bfloat16_compute_follows_float32_and_keeps_float32_targets():
     config = tiny_config(num_steps=20, compute_dtype=dtype, log_every=0,
                          init='noise', init_noise_std=30.0,
                          loss_scaling='paper')
-    model = stylize.make_model(config)
-    targets = stylize.make_targets(config, model, PARAMS, tiny_inputs())
+    model = model_of(config)
+    targets = nst_targets.make_targets(config, model, PARAMS, tiny_inputs())
     assert {v.dtype for v in jax.tree.leaves(targets)} == {np.dtype("float32")}
     feats = model.apply(PARAMS, jnp.zeros((1, 32, 32, 3)), ('conv1_1',))
-    assert feats['conv1_1'].dtype == np.dtype(stylize.COMPUTE_DTYPES[dtype])
+    assert feats['conv1_1'].dtype == np.dtype(spec.COMPUTE_DTYPES[dtype])
     logged = []
-    image, final = stylize.stylize(config, PARAMS,
+    image, final = run_one(config, PARAMS,
                                    on_log=lambda i, m: logged.append(m))
     runs[dtype] = logged[0], final, image
   (start32, end32, img32), (start16, end16, img16) = runs.values()
@@ -191,7 +194,7 @@ def test_bfloat16_compute_follows_float32_and_keeps_float32_targets():
 
 
 def test_remat_runs_the_same_steps():
-  out = {remat: stylize.stylize(tiny_config(num_steps=3, remat=remat),
+  out = {remat: run_one(tiny_config(num_steps=3, remat=remat),
                                 PARAMS) for remat in (False, True)}
   np.testing.assert_allclose(out[True][0], out[False][0], rtol=1e-5,
                              atol=1e-3)
@@ -199,22 +202,23 @@ def test_remat_runs_the_same_steps():
                                                rel=1e-5)
 
 
-def test_stylize_hands_the_step_device_params(monkeypatch):
+def test_the_engine_hands_the_step_device_params(monkeypatch):
   # Host (NumPy) params would be copied to an accelerator at every step.
+  from nst import engine
   seen = []
-  make_step = stylize.make_step
+  compiled = engine.compiled
 
-  def spy(*args, **kwargs):
-    step = make_step(*args, **kwargs)
+  def spy(*args):
+    step, *rest = compiled(*args)
 
-    def wrapped(params, *rest):
+    def wrapped(params, *more):
       seen.append({type(v) for v in jax.tree.leaves(params)})
-      return step(params, *rest)
-    return wrapped
+      return step(params, *more)
+    return (wrapped, *rest)
 
-  monkeypatch.setattr(stylize, 'make_step', spy)
+  monkeypatch.setattr(engine, 'compiled', spy)
   host = jax.tree.map(np.asarray, PARAMS)
-  stylize.stylize(tiny_config(num_steps=2), host)
+  run_one(tiny_config(num_steps=2), host)
   assert len(seen) == 2
   assert all(issubclass(t, jax.Array) for s in seen for t in s), seen
 

@@ -12,14 +12,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import (sweep_images, tiny_config, tiny_inputs, tiny_sweep,
-                     tiny_sweep_file)
-from nst import images, report, stylize, sweep, vgg, weights
+from helpers import (random_vgg19, run_one, sweep_images, tiny_config,
+                     tiny_inputs, tiny_sweep, tiny_sweep_file)
+from nst import engine, images, report, sweep, vgg, workdir
+from nst import targets as nst_targets
+from nst import step as nst_step
 from nst.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name('sweep_worker.py')
-PARAMS = weights.random_params('vgg19')
+PARAMS = random_vgg19()
 
 
 def _single_runs(config):
@@ -27,7 +29,7 @@ def _single_runs(config):
   _, members = sweep.expand(config)
   out = {}
   for m in members:
-    out[m.index] = stylize.stylize(m.config, PARAMS)
+    out[m.index] = run_one(m.config, PARAMS)
   return out
 
 
@@ -65,15 +67,15 @@ def test_batched_sweep_equals_separate_runs(batched, optimizer):
 
 
 def test_batched_lbfgs_on_a_cpu_suggests_one_member_per_device():
-  note = sweep.batching_note('lbfgs', 20, 1, 'cpu')
+  note = engine.batching_note('lbfgs', 20, 1, 'cpu')
   assert '20 L-BFGS members per device' in note
   assert '--config.sweep.chunk_size=1 ' in note
-  assert '--config.sweep.chunk_size=4 ' in sweep.batching_note(
+  assert '--config.sweep.chunk_size=4 ' in engine.batching_note(
       'lbfgs', 2, 4, 'cpu')
   # Adam, one member per device, or an accelerator: no note.
   for args in (('adam', 20, 1, 'cpu'), ('lbfgs', 1, 4, 'cpu'),
                ('lbfgs', 20, 1, 'gpu'), ('lbfgs', 20, 1, 'tpu')):
-    assert sweep.batching_note(*args) is None
+    assert engine.batching_note(*args) is None
 
 
 def _worker(*args, devices=4, env=None):
@@ -213,7 +215,7 @@ def test_controls_sweep_in_one_batch_equal_to_separate_runs():
   config.sweep.zip = (('avg_decay', 'preserve_colour', 'style_blend_weights'),)
   config.sweep.rows, config.sweep.cols = 'avg_decay', 'style_scale'
   _, members = sweep.expand(config)
-  assert len(sweep.group(members, sweep.Loader())) == 1
+  assert len(sweep.group(members)) == 1
   together = sweep_images(config)
   single = _single_runs(config)
   for i, (image, metrics) in single.items():
@@ -233,16 +235,16 @@ def test_layer_set_as_weight_vector_equals_layer_list():
   content = inputs.content
   union = vgg.layer_names('vgg19')[:vgg.layer_names('vgg19').index('conv5_1') + 1]
   union = tuple(l for l in union if l.startswith('conv') and l.endswith('_1'))
-  as_list = stylize.make_targets(config, model, PARAMS, inputs)
-  as_vector = stylize.make_targets(config, model, PARAMS, inputs,
+  as_list = nst_targets.make_targets(config, model, PARAMS, inputs)
+  as_vector = nst_targets.make_targets(config, model, PARAMS, inputs,
                                    style_layers=union)
-  assert list(as_vector['style_weights']) == list(union)
+  assert list(as_vector.style_weights) == list(union)
   np.testing.assert_allclose(
-      [as_vector['style_weights'][l] for l in union], [0.3, 0, 0.7, 0, 0])
-  x = stylize.init_image(tiny_config(init='noise', init_noise_std=30.0),
+      [as_vector.style_weights[l] for l in union], [0.3, 0, 0.7, 0, 0])
+  x = nst_targets.init_image(tiny_config(init='noise', init_noise_std=30.0),
                          content)
-  a = stylize.objective(model, PARAMS, as_list, x)
-  b = stylize.objective(model, PARAMS, as_vector, x)
+  a = nst_step.objective(model, PARAMS, as_list, x)
+  b = nst_step.objective(model, PARAMS, as_vector, x)
   np.testing.assert_allclose(a[0], b[0], rtol=1e-6)
   np.testing.assert_allclose(a[1]['style'], b[1]['style'], rtol=1e-6)
   assert float(a[1]['style']) > 0
@@ -340,7 +342,7 @@ def test_bad_sweeps_name_the_value(change, message):
 def test_outputs_grid_csv_and_index(tmp_path):
   c = tiny_sweep(num_steps=1)
   c.sweep.axes.seed = (0, 1)  # a third axis: one sheet per seed
-  results = sweep.run(c, tmp_path)
+  results = workdir.run(c, tmp_path)
   assert len(results) == 8 and all(r.written for r in results)
   rows = list(csv.DictReader(open(tmp_path / 'results.csv')))
   assert len(rows) == 8
@@ -485,7 +487,7 @@ def test_a_diverging_member_leaves_the_others_alone(tmp_path):
   c = tiny_sweep(num_steps=2)
   c.sweep.axes.style_layers = (('conv1_1',),)
   c.sweep.axes.ratio = (1e-3, 1e-45)  # beta = 1e45: inf in float32
-  results = sweep.run(c, tmp_path)
+  results = workdir.run(c, tmp_path)
   assert [r.status for r in results] == ['ok', 'diverged']
   assert np.isfinite(results[0].metrics['loss'])
   assert not np.isfinite(results[1].metrics['loss'])
@@ -508,10 +510,24 @@ def test_masks_and_style_loss_split_a_sweep_into_programs(tmp_path):
       'avg_decay': (0.0, 0.5)})
   config.sweep.rows, config.sweep.cols = 'style_masks', 'style_loss'
   _, members = sweep.expand(config)
-  groups = sweep.group(members, sweep.Loader())
+  groups = sweep.group(members)
   # avg_decay is an array of the program; masks and the loss are not.
   assert [[m.index for m in g] for g in groups] == [
       [0, 1], [2, 3], [4, 5], [6, 7]]
   assert {(g[0].config.style_masks, g[0].config.style_loss)
           for g in groups} == {('', 'gram'), ('', 'mean_cov'),
                                (str(mask), 'gram'), (str(mask), 'mean_cov')}
+
+
+def test_a_sweep_of_four_chunks_compiles_its_step_once(tmp_path):
+  c = tiny_sweep(num_steps=2)
+  c.sweep.chunk_size = 1  # four chunks of one member
+  engine.compiled.cache_clear()
+  results = workdir.run(c, tmp_path)
+  assert sorted(r.chunk for r in results) == [0, 1, 2, 3]
+  (member, *_), = {r.member.program: r for r in results}.items()
+  step, init, evaluate, finish, _, _ = engine.compiled(
+      member.update, engine.member_mesh(), 1)
+  assert engine.compiled.cache_info().currsize == 1
+  assert step._cache_size() == 1  # pylint: disable=protected-access
+  assert init._cache_size() == finish._cache_size() == 1

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nst import stylize, vgg, winograd
+from nst import spec, vgg, winograd
 from nst.errors import UserError
 from helpers import tiny_config
 
@@ -112,8 +112,8 @@ def test_auto_prepares_only_the_layers_it_will_use():
       'conv4_4')
   assert vgg.winograd_layers(params, 'auto', backend='cpu', max_side=64) == ()
   # A run's largest image: the content at image_size or a scaled style.
-  assert stylize.largest_side(tiny_config(image_size=48)) == 48
-  assert stylize.largest_side(tiny_config(image_size=48,
+  assert spec.largest_side(tiny_config(image_size=48)) == 48
+  assert spec.largest_side(tiny_config(image_size=48,
                                           style_scale=2.5)) == 120
 
 
@@ -146,4 +146,4 @@ def test_which_layers():
 def test_bad_convolution_is_refused(convolution, dtype, message):
   config = tiny_config(convolution=convolution, compute_dtype=dtype)
   with pytest.raises(UserError, match=message.replace('(', r'\(')):
-    stylize.check_config(config)
+    spec.check(config)

@@ -1,0 +1,534 @@
+"""The one loop: a group of members over the scale plan.
+
+A single run is a group of one member; a sweep is several groups (members
+grouped by ``spec.Program``, ``nst.sweep.group``). ``run_group`` runs a
+group in chunks of ``chunk_size`` members (rounded up to a multiple of the
+device count) whose member axis is sharded over every device of every
+process (a ``Mesh`` with one axis, ``member``). At each scale of the
+program's plan a chunk is initialised (the member's init image, or the
+coarser scale's output resized plus the photo's finer detail), stepped,
+logged, saved, checkpointed and, when asked, stopped; ``resume`` continues
+a stopped chunk from its checkpoint, bit for bit.
+
+The update is ``nst.step.make_update`` under ``jax.vmap``; a chunk of one
+member on one device runs it unbatched (the same jitted function as a
+plain single run). Everything the loop hands out goes through
+``Callbacks`` (``nst.workdir.Writer`` writes it into a run's folder; the
+default keeps nothing), on the process that holds the data.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import time
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from nst import checkpoint, colour, images, optim, step, targets, vgg, weights
+from nst import spec
+from nst.errors import Diverged, Stopped, UserError
+from nst.spec import Member, largest_side
+
+
+@dataclasses.dataclass
+class Result:
+  member: Member
+  metrics: dict[str, float]  # the last log step's: step, size, losses
+  status: str        # 'ok', or 'diverged' (a non-finite loss was seen)
+  wall_s: float      # of the member's chunk, compilation included
+  steps_per_s: float  # of the chunk after its first step (compiled)
+  group: int
+  chunk: int
+  written: bool      # its image went to ``Callbacks.image`` on this process
+  last_finite: tuple[int, np.ndarray] | None = None  # diverged: the output
+                     # of the latest log step whose loss was finite
+  image: str = ''    # where a writer put its image (workdir-relative)
+
+
+class Callbacks:
+  """What the loop hands out. Each method is a no-op here; override what
+  you need. Images are float (H, W, 3) in the Caffe convention, colours
+  restored, at the scale's size."""
+
+  def progress(self, line: str) -> None:
+    """A line for the console (process 0)."""
+
+  def log(self, row: dict[str, Any]) -> None:
+    """One member's losses at a log step (process 0): member, step, size,
+    loss, content, style, tv, steps_per_s."""
+
+  def save(self, member: Member, step_: int, image: np.ndarray) -> None:
+    """The output after ``step_`` steps (every ``save_every`` steps, and
+    when the run is stopped), by the process holding the member."""
+
+  def checkpoint(self, ckpt: checkpoint.Checkpoint) -> None:
+    """A chunk's state to continue from (every ``checkpoint_every`` steps
+    while any member is finite, and when stopped); every process gets it."""
+
+  def image(self, member: Member, image: np.ndarray) -> None:
+    """A finite member's final output, by the process holding it."""
+
+  def result(self, result: Result) -> None:
+    """A member's result when its chunk is done (every process)."""
+
+
+class Loader:
+  """Loads images and weights once each."""
+
+  def __init__(self):
+    self._images, self._params = {}, {}
+
+  def image(self, spec: str, size: int, **options) -> np.ndarray:
+    key = spec, size, tuple(sorted(options.items()))
+    if key not in self._images:
+      self._images[key] = images.load(spec, size, **options)
+    return self._images[key]
+
+  def images_for(self, config) -> Callable[[str, int], np.ndarray]:
+    """``image`` with ``config``'s image options (a ``load`` for
+    ``targets.load_inputs``)."""
+    return functools.partial(self.image, **targets.image_options(config))
+
+  def params(self, spec: str, network: str):
+    if (spec, network) not in self._params:
+      self._params[spec, network] = weights.load(spec, network)
+    return self._params[spec, network]
+
+
+# --- Devices and processes ---------------------------------------------------
+
+def member_mesh(devices=None) -> Mesh:
+  """A one-axis mesh, ``member``, over every device of every process."""
+  return Mesh(np.asarray(devices or jax.devices()), ('member',))
+
+
+def _put(make: Callable[[int], Any], n: int, sharding: NamedSharding):
+  """A pytree of global arrays whose slot ``j`` is ``make(j)``.
+
+  Each process computes only the slots that live on its own devices.
+  """
+  local = sorted({j for index in
+                  sharding.addressable_devices_indices_map((n,)).values()
+                  for j in range(n)[index[0]]})
+  trees = {j: jax.device_get(make(j)) for j in local}
+  treedef = jax.tree.structure(trees[local[0]])
+  leaves = {j: jax.tree.leaves(t) for j, t in trees.items()}
+
+  def leaf(k):
+    shape = (n,) + np.shape(leaves[local[0]][k])
+    return jax.make_array_from_callback(
+        shape, sharding, lambda index: np.stack(
+            [np.asarray(leaves[j][k]) for j in range(n)[index[0]]]))
+
+  return jax.tree.unflatten(treedef,
+                            [leaf(k) for k in range(len(leaves[local[0]]))])
+
+
+def _replicate(tree, sharding: NamedSharding):
+  return jax.tree.map(lambda a: jax.make_array_from_callback(
+      np.shape(a), sharding, lambda index: np.asarray(a)[index]), tree)
+
+
+def _gather(tree):
+  """Every process gets the full (host) value of member-sharded arrays."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def _any_process(flag: bool) -> bool:
+  """``flag`` or'ed over the processes: all of them stop after the same
+  step, whichever was asked (one that stopped alone would leave the others
+  waiting in its checkpoint's collectives). Costs a collective, and so a
+  wait for the step in flight, per step of a multi-process sweep."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
+
+
+def _local_slots(array) -> dict[int, np.ndarray]:
+  """{slot: value} for the slots of ``array`` held by this process."""
+  out = {}
+  for shard in array.addressable_shards:
+    data = np.asarray(shard.data)
+    for j, value in zip(range(array.shape[0])[shard.index[0]], data):
+      out[j] = value
+  return out
+
+
+# --- Compiled functions ------------------------------------------------------
+
+def _over_members(fn: Callable, single: bool, shared_first: bool):
+  """``fn`` of one member lifted to a leading member axis: ``jax.vmap``,
+  or for a batch of one, the member taken out and put back (the same
+  computation as ``fn`` itself). ``shared_first``: the first argument (the
+  network's params) has no member axis."""
+  if not single:
+    return jax.vmap(fn, in_axes=(None, 0, 0, 0, 0) if shared_first else 0)
+  one = lambda tree: jax.tree.map(lambda v: v[0], tree)
+  many = lambda tree: jax.tree.map(lambda v: v[None], tree)
+  if shared_first:
+    return lambda p, *args: many(fn(p, *one(args)))
+  return lambda *args: many(fn(*one(args)))
+
+
+@functools.cache
+def compiled(update: spec.Update, mesh: Mesh, batch: int):
+  """The chunk's step, state init, evaluation and output for ``batch``
+  members on ``mesh``: jitted once per network and optimiser (``update``),
+  mesh and batch, for every chunk and group that shares them."""
+  program = update
+  per_member = NamedSharding(mesh, PartitionSpec('member'))
+  replicated = NamedSharding(mesh, PartitionSpec())
+  single = batch == 1 and mesh.devices.size == 1
+  lift = functools.partial(_over_members, single=single)
+  step_ = jax.jit(lift(step.make_update(program), shared_first=True),
+                  in_shardings=(replicated,) + (per_member,) * 4,
+                  out_shardings=per_member, donate_argnums=(3, 4))
+  init = jax.jit(lift(functools.partial(step.init_state, program),
+                      shared_first=False), out_shardings=per_member)
+  evaluate = jax.jit(lift(functools.partial(step.evaluate, program),
+                          shared_first=True), out_shardings=per_member)
+  finish = jax.jit(lift(step.output, shared_first=False),
+                   out_shardings=per_member)
+  return step_, init, evaluate, finish, per_member, replicated
+
+
+def batching_note(optimizer: str, per_device: int, devices: int,
+                  backend: str) -> str | None:
+  """A hint when a batch is likely slower than its members one at a time:
+  L-BFGS under ``vmap`` evaluates every member as often as the slowest
+  member's line search needs, at each step, and a CPU gains too little
+  from batching to make up for it (measured in README, Sweeps)."""
+  if not (optim.uses_linesearch(optimizer) and per_device > 1
+          and backend == 'cpu'):
+    return None
+  return (f'note: {per_device} L-BFGS members per device in one batch wait '
+          "at every step for the slowest member's line search; on a CPU, "
+          f'--config.sweep.chunk_size={devices} (one member per device) '
+          'is usually faster')
+
+
+def union_layers(layer_sets, network) -> tuple[str, ...]:
+  """The layers of any of ``layer_sets``, in network order."""
+  wanted = set(itertools.chain.from_iterable(layer_sets))
+  return tuple(l for l in vgg.layer_names(network) if l in wanted)
+
+
+def _finite(tree) -> bool:
+  return all(np.isfinite(v).all() for v in jax.tree.leaves(tree)
+             if np.issubdtype(np.asarray(v).dtype, np.floating))
+
+
+# --- The loop ----------------------------------------------------------------
+
+def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
+              chunk_size: int = 0, group_index: int = 0,
+              callbacks: Callbacks | None = None,
+              should_stop: Callable[[], bool] | None = None,
+              resume: checkpoint.Checkpoint | None = None) -> list[Result]:
+  """Optimises every member of one group (one ``Program``); returns their
+  results.
+
+  ``should_stop()`` is asked after every step: yes (from any process: all
+  stop after that step) checkpoints the chunk, saves each member's output
+  so far, and raises ``Stopped``. ``resume``, a checkpoint of such a chunk
+  (``extra['members']``: its member indices), continues that chunk from
+  its step. A member whose loss becomes non-finite is marked 'diverged';
+  a chunk whose members all diverged ends early.
+  """
+  cb = callbacks or Callbacks()
+  program = members[0].program
+  assert all(m.program == program for m in members), 'one program per group'
+  lead = jax.process_index() == 0
+  content_layers = union_layers([m.config.content_layers for m in members],
+                                program.network)
+  style_layers = union_layers([m.config.style_layers for m in members],
+                              program.network)
+  model = step.make_model(program)
+  params = step.prepare_params(
+      program, loader.params(program.weights, program.network),
+      content_layers + style_layers,
+      max(largest_side(m.config) for m in members))
+  devices = mesh.devices.size
+  size = min(chunk_size or len(members), len(members))
+  size = -(-size // devices) * devices
+  step_fn, init, evaluate, finish, per_member, replicated = compiled(
+      program.update, mesh, size)
+  device_params = _replicate(params, replicated)
+  # Targets and logged losses: XLA's own convolutions (targets.forward_params)
+  eval_params = targets.forward_params(device_params)
+  plan, total_steps = program.plan, program.total_steps
+  chunks = [members[k:k + size] for k in range(0, len(members), size)]
+  note = batching_note(program.optimizer, size // devices, devices,
+                       jax.default_backend())
+  if note and lead:
+    cb.progress(note)
+  results = []
+  for chunk_index, chunk in enumerate(chunks):
+    slots = chunk + [chunk[-1]] * (size - len(chunk))  # pad with copies
+    by_index = {m.index: m for m in chunk}
+    resumed = resume if resume is not None and list(
+        resume.extra.get('members', ())) == [m.index for m in chunk] else None
+    finite = np.ones(size, bool)
+    if resumed:
+      finite[:] = resumed.extra['finite']
+    first_step = resumed.done if resumed else 0
+    last, last_finite = {}, {}
+    clock = {'start': time.perf_counter(), 'first': None, 'log': None,
+             'log_step': first_step}
+    image = state = hparams = chunk_targets = None
+    done, scale = 0, 0
+
+    def restored(j, value):
+      return colour.restore(slots[j].config.preserve_colour, value,
+                            inputs(slots[j].index)[0].original)
+
+    def outputs(local_only=True):
+      out = finish(hparams, image, state)
+      return _local_slots(out) if local_only else _gather(out)
+
+    def log(i):
+      total, parts = _gather(evaluate(eval_params, chunk_targets, hparams,
+                                      image, state))
+      now = time.perf_counter()
+      rate = ((i - clock['log_step']) / max(now - clock['log'], 1e-9)
+              if clock['log'] is not None and i > clock['log_step'] else 0.0)
+      clock['log'], clock['log_step'] = now, i
+      finite[:] &= np.isfinite(total)
+      kept = {j: v for j, v in outputs().items() if j < len(chunk)
+              and finite[j]}
+      for j, m in enumerate(chunk):
+        last[j] = {'member': m.index, 'step': i, 'size': max(
+            plan[scale][0][:2]), 'loss': float(total[j]),
+                   **{k: float(v[j]) for k, v in parts.items()},
+                   'steps_per_s': rate}
+        if j in kept:
+          last_finite[j] = (i, restored(j, kept[j]))
+        if lead:
+          cb.log(last[j])
+      if lead:
+        cb.progress(_progress_line(program, chunk, chunk_index, len(chunks),
+                                   group_index, last, total, rate))
+
+    def save(i):
+      for j, value in outputs().items():
+        if j < len(chunk) and finite[j]:
+          cb.save(chunk[j], i, restored(j, value))
+
+    def keep_checkpoint(i, logged: bool):
+      """Hands the chunk's host arrays to ``cb.checkpoint``, unless no
+      member is finite any more (then the last checkpoint stays)."""
+      if not logged:
+        total, _ = _gather(evaluate(eval_params, chunk_targets, hparams,
+                                    image, state))
+        finite[:] &= np.isfinite(total)
+      host_image, host_state = _gather((image, state))
+      for j in range(size):
+        if finite[j] and not _finite((host_image[j], jax.tree.map(
+            lambda v: v[j], host_state))):
+          finite[j] = False
+      if finite[:len(chunk)].any():
+        cb.checkpoint(checkpoint.Checkpoint(
+            i, host_image, host_state, {}, {
+                'members': np.array([m.index for m in chunk]),
+                'finite': finite.copy()}))
+
+    stopped = False
+    for scale, ((shape, steps)) in enumerate(plan):
+      if done + steps < first_step:  # finished before the checkpoint
+        done += steps
+        continue
+      px = max(shape[:2])
+
+      @functools.cache  # a padded slot reuses its member's inputs
+      def inputs(index, px=px):
+        m = by_index[index].config
+        loaded = targets.load_inputs(m, px, loader.images_for(m))
+        made = targets.make_targets(
+            m, model, params, loaded, content_layers=content_layers,
+            style_layers=style_layers, area_ratio=(m.image_size / px) ** 2)
+        return loaded, made
+
+      chunk_targets, hparams = _put(lambda j: (
+          inputs(slots[j].index)[1], optim.hyperparams(slots[j].config)),
+                                    size, per_member)
+      first = done
+      if done < first_step:  # the checkpoint's step is in this scale
+        if resumed.image.shape != (size, *shape):
+          raise UserError(
+              f'the checkpoint holds images of {resumed.image.shape[1:]} '
+              f'at step {first_step}; this run has {shape} there')
+        image = _put(lambda j: resumed.image[j], size, per_member)
+        host = checkpoint.fit_state(resumed, jax.eval_shape(init, hparams,
+                                                            image))
+        state = _put(lambda j: jax.tree.map(lambda v: v[j], host), size,
+                     per_member)
+        first = first_step
+      else:
+        if image is None:
+          image = _put(lambda j: targets.init_image(
+              slots[j].config, inputs(slots[j].index)[0].content), size,
+                       per_member)
+        else:
+          image = jax.jit(
+              jax.vmap(lambda x: jax.image.resize(x, shape, 'cubic')),
+              out_shardings=per_member)(finish(hparams, image, state))
+          image = image + _put(lambda j: targets.scale_detail(
+              slots[j].config, inputs(slots[j].index)[0].content,
+              coarse(slots[j].index)[0].content), size, per_member)
+        state = init(hparams, image)
+      if first == 0:
+        log(0)
+      for i in range(first + 1, done + steps + 1):
+        image, state, _ = step_fn(device_params, chunk_targets, hparams,
+                                  image, state)
+        if i == first + 1:  # keep compilation out of the speeds
+          jax.block_until_ready(image)
+          clock['log'], clock['log_step'] = time.perf_counter(), i
+          clock['first'] = clock['first'] or clock['log']
+        logged = (program.log_every and i % program.log_every == 0
+                  or i == done + steps)
+        if logged:
+          log(i)
+          if not finite[:len(chunk)].any():
+            stopped = True  # every member diverged: nothing left to run
+            break
+        if program.save_every and i % program.save_every == 0:
+          save(i)
+        if program.checkpoint_every and i % program.checkpoint_every == 0:
+          keep_checkpoint(i, logged)
+        # (At the chunk's last step there is nothing left to keep: finish.)
+        if i < total_steps and should_stop and _any_process(should_stop()):
+          keep_checkpoint(i, logged)
+          if not (program.save_every and i % program.save_every == 0):
+            save(i)
+          raise Stopped(i)
+      if stopped:
+        break
+      done += steps
+      coarse = inputs  # the next scale adds the photo's finer detail
+    out = finish(hparams, image, state)
+    jax.block_until_ready(out)
+    end = time.perf_counter()
+    ran = (last[0]['step'] if last else total_steps) - first_step - 1
+    speed = (ran / (end - clock['first']) if ran > 0 and clock['first']
+             else float('nan'))
+    local = {j: v for j, v in _local_slots(out).items()
+             if j < len(chunk) and finite[j]}
+    for j, value in local.items():
+      cb.image(chunk[j], restored(j, value))
+    for j, m in enumerate(chunk):
+      metrics = {k: v for k, v in last[j].items()
+                 if k not in ('member', 'steps_per_s')}
+      results.append(Result(
+          m, metrics, 'ok' if finite[j] else 'diverged',
+          end - clock['start'], speed, group_index, chunk_index,
+          written=j in local,
+          last_finite=None if finite[j] else last_finite.get(j)))
+      cb.result(results[-1])
+  return results
+
+
+def _progress_line(program, chunk, chunk_index, chunks, group_index, last,
+                   total, rate) -> str:
+  """One console line per log step: a single member's losses, or a
+  chunk's median, min and max."""
+  first = last[0]
+  where = f'  ({first["size"]} px)' if len(program.plan) > 1 else ''
+  speed = f'  {rate:.2f} steps/s' if rate else ''
+  head = f'step {first["step"]:5d}/{program.total_steps}'
+  if len(chunk) == 1 and not chunk[0].values:
+    return (f'{head}  loss {first["loss"]:.4e}  content '
+            f'{first["content"]:.4e}  style {first["style"]:.4e}  tv '
+            f'{first["tv"]:.3e}{speed}{where}')
+  real = np.asarray(total[:len(chunk)])
+  ok = real[np.isfinite(real)]
+  summary = (f'loss median {np.median(ok):.4e} (min {ok.min():.4e}, max '
+             f'{ok.max():.4e})' if ok.size else 'no finite loss')
+  return (f'group {group_index + 1} chunk {chunk_index + 1}/{chunks} '
+          f'({len(chunk)} members) {head}{where}  {summary}{speed}')
+
+
+def run(groups: list[list[Member]], *, loader: Loader | None = None,
+        devices=None, chunk_size: int = 0,
+        callbacks: Callbacks | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        resume: checkpoint.Checkpoint | None = None) -> list[Result]:
+  """Every group in turn (``run_group``) on ``devices`` (default: all of
+  them, on every process); the results in group order."""
+  loader = loader or Loader()
+  mesh = member_mesh(devices)
+  results = []
+  for g, group in enumerate(groups):
+    results += run_group(group, loader=loader, mesh=mesh,
+                         chunk_size=chunk_size, group_index=g,
+                         callbacks=callbacks, should_stop=should_stop,
+                         resume=resume)
+  return results
+
+
+def stylize(config, *, params=None, load: Callable | None = None,
+            callbacks: Callbacks | None = None,
+            should_stop: Callable[[], bool] | None = None,
+            resume: checkpoint.Checkpoint | None = None, devices=None
+            ) -> tuple[np.ndarray, dict[str, float]]:
+  """One run of ``config`` (a group of one on one device), keeping nothing
+  on disk: its output (float, Caffe convention, colours restored) and its
+  last logged losses. ``params`` replace the config's weights; ``load(spec,
+  size)`` replaces reading images (``images.load``). A run whose loss
+  became non-finite raises ``Diverged``, carrying the last finite output.
+  """
+  loader = Loader()
+  if load is not None:
+    loader.image = lambda s, size, **options: load(s, size)
+  if params is not None:
+    loader.params = lambda *_: params
+  member = spec.resolve(config, loader.images_for(config))
+  keep = _KeepFinal(callbacks)
+  [result] = run([[member]], loader=loader,
+                 devices=(devices or jax.devices())[:1], callbacks=keep,
+                 should_stop=should_stop, resume=resume)
+  if result.status != 'ok':
+    raise diverged(result)
+  return keep.final, result.metrics
+
+
+def diverged(result: Result) -> Diverged:
+  """The error for a member whose loss became non-finite."""
+  at, kept = result.metrics['step'], result.last_finite
+  return Diverged(
+      f'the loss became {result.metrics["loss"]} by step {at} (last finite: '
+      + (f'step {kept[0]}' if kept else 'none') + '); the learning rate or '
+      'a loss weight is likely too high', at, kept)
+
+
+class _KeepFinal(Callbacks):
+  """Keeps the final image; hands everything on to ``inner``."""
+
+  def __init__(self, inner: Callbacks | None):
+    self.inner, self.final = inner or Callbacks(), None
+
+  def progress(self, line):
+    self.inner.progress(line)
+
+  def log(self, row):
+    self.inner.log(row)
+
+  def save(self, member, step_, image):
+    self.inner.save(member, step_, image)
+
+  def checkpoint(self, ckpt):
+    self.inner.checkpoint(ckpt)
+
+  def image(self, member, image):
+    self.final = image
+    self.inner.image(member, image)
+
+  def result(self, result):
+    self.inner.result(result)

@@ -1,0 +1,328 @@
+"""A config, checked once and resolved into what the engine runs.
+
+``check(config)`` raises a ``UserError`` for every value that cannot run,
+before any image is read or anything compiled. ``resolve`` then reads the
+content image at each scale and returns a ``Member``: its config (the
+source of its per-member values: images, weights, alpha/beta, learning
+rate...) and its ``Program``, the frozen, hashable record of everything
+static -- network, optimiser, scale plan and image shapes, log/save/
+checkpoint periods. The step is compiled from a ``Program`` alone
+(``nst.step.make_step``), members are grouped by ``Program`` equality
+(``nst.sweep.group``), and the engine's loop reads only the ``Program``: a
+setting that changes the compiled code cannot differ within a group unseen.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import jax.numpy as jnp
+import numpy as np
+
+from nst import colour, images, losses, optim, vgg
+from nst.errors import UserError
+
+INITS = ('content', 'noise')
+COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class Update:
+  """What the update step is compiled from: the network and the optimiser
+  (``nst.step.make_step`` is cached by it, so programs that differ only in
+  their plan or periods share one jitted step)."""
+  network: str
+  pooling: str
+  compute_dtype: str
+  remat: bool
+  convolution: str
+  optimizer: str
+  lbfgs_memory: int
+  clip_pixels: bool
+
+  @property
+  def dtype(self):
+    return COMPUTE_DTYPES[self.compute_dtype]
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+  """Everything a group of members shares: what the step is compiled from
+  and what the loop does at which step."""
+  network: str
+  pooling: str
+  compute_dtype: str
+  remat: bool
+  convolution: str
+  weights: str
+  optimizer: str
+  lbfgs_memory: int
+  clip_pixels: bool
+  style_loss: str
+  regions: int                  # masked style regions; 0 = no masks
+  plan: tuple[tuple[tuple[int, int, int], int], ...]  # (shape, steps)
+  log_every: int
+  save_every: int
+  checkpoint_every: int
+
+  @property
+  def total_steps(self) -> int:
+    return sum(n for _, n in self.plan)
+
+  @property
+  def update(self) -> Update:
+    return Update(**{f.name: getattr(self, f.name)
+                     for f in dataclasses.fields(Update)})
+
+  @property
+  def dtype(self):
+    return COMPUTE_DTYPES[self.compute_dtype]
+
+
+@dataclasses.dataclass
+class Member:
+  """One run: a checked config, its program, and where it sits in a sweep
+  (``coords``: axis -> position; ``values``: axis -> value; empty for a
+  single run)."""
+  index: int
+  config: Any  # ml_collections.ConfigDict
+  program: Program
+  coords: dict[str, int] = dataclasses.field(default_factory=dict)
+  values: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def resolve(config, load: Callable[[str, int], np.ndarray], index: int = 0,
+            coords=None, values=None) -> Member:
+  """Checks ``config`` and reads its content image at each scale (``load
+  (spec, size)``, e.g. ``nst.targets.image_loader(config)``) into a
+  ``Member``."""
+  check(config)
+  plan, needed = [], min_image_side(config)
+  explicit = [int(s) for s in config.scales if s >= 1]
+  for k, (size, steps) in enumerate(scale_plan(config)):
+    content = load(config.content_image, size)
+    final = k == len(scale_plan(config)) - 1
+    if min(content.shape[:2]) < needed and not final and (
+        size not in explicit):
+      continue  # a fraction of a wide image, too small: left out
+    check_content_shape(config, content.shape, size)
+    plan.append((tuple(content.shape), steps))
+  program = Program(
+      network=config.network, pooling=config.pooling,
+      compute_dtype=config.compute_dtype, remat=config.remat,
+      convolution=config.convolution, weights=config.weights,
+      optimizer=config.optimizer, lbfgs_memory=config.lbfgs_memory,
+      clip_pixels=bool(config.clip_pixels), style_loss=config.style_loss,
+      regions=regions(config),
+      plan=tuple(plan),
+      log_every=config.log_every, save_every=config.save_every,
+      checkpoint_every=config.checkpoint_every)
+  return Member(index, config, program, dict(coords or {}),
+                dict(values or {}))
+
+
+def largest_side(config) -> int:
+  """The longest side (px) of any image the network is given in a run of
+  ``config``: the content at ``image_size`` or a style at ``style_scale``
+  times it (coarser scales are smaller)."""
+  return max(config.image_size,
+             max(1, round(config.style_scale * config.image_size)))
+
+
+def layer_weights(layers, weights, default) -> dict[str, float]:
+  """{layer: weight}; an empty ``weights`` gives every layer ``default``."""
+  weights = tuple(weights) or (default,) * len(layers)
+  return dict(zip(layers, map(float, weights)))
+
+
+def min_image_side(config) -> int:
+  """Smallest image side (px) at which every requested layer is non-empty."""
+  return vgg.min_size(tuple(config.content_layers) +
+                      tuple(config.style_layers))
+
+
+def style_specs(config) -> list[str]:
+  """The style image sources: ``style_image`` split at commas."""
+  return [s.strip() for s in config.style_image.split(',')]
+
+
+def mask_specs(config) -> list[str]:
+  """The mask sources, one per style image; [] without masks."""
+  return ([s.strip() for s in config.style_masks.split(',')]
+          if config.style_masks.strip() else [])
+
+
+def blend_weights(config) -> np.ndarray:
+  """One weight per style image; () in the config = 1 each."""
+  weights = tuple(config.style_blend_weights) or (1.0,) * len(
+      style_specs(config))
+  return np.asarray(weights, np.float32)
+
+
+def regions(config) -> int:
+  """Masked regions the style loss sums over; 0 = no masks (one target)."""
+  return len(mask_specs(config))
+
+
+def scale_plan(config) -> list[tuple[int, int]]:
+  """(size, steps) of each scale, coarse to fine, ending at image_size.
+
+  A scale below 1 is a fraction of ``image_size`` (rounded to whole px);
+  one that comes out smaller than the layers need (``min_image_side``) is
+  left out with its steps, so one config serves small and large outputs
+  (``resolve`` also leaves one out whose image is too small on its shorter
+  side).
+  """
+  steps = tuple(config.scale_steps) or (config.num_steps,) * len(
+      config.scales)
+  needed = min_image_side(config)
+  plan = []
+  for scale, n in zip(config.scales, steps):
+    size = (max(1, round(scale * config.image_size)) if scale < 1 else
+            int(scale))
+    if size >= needed or scale >= 1:
+      plan.append((size, n))
+  return plan + [(config.image_size, config.num_steps)]
+
+
+def check_content_shape(config, shape, size: int | None = None) -> None:
+  """Raises a UserError if the loaded content image is too small."""
+  h, w = shape[:2]
+  needed = min_image_side(config)
+  if min(h, w) < needed:
+    final = size in (None, config.image_size)
+    where = (f'image_size={config.image_size}' if final else
+             f'the coarse scale of {size} px (scales={tuple(config.scales)})')
+    fix = ('raise image_size' if final else 'raise image_size or leave '
+           'out the smaller scales (scales=() for one scale)')
+    raise UserError(f'at {where} the content image is '
+                    f'{w}x{h} px; the requested layers need a shorter side of '
+                    f'at least {needed} px: {fix}')
+
+
+def _check_image_options(config) -> None:
+  limit = config.max_image_pixels
+  if isinstance(limit, bool) or not isinstance(limit, int) or limit < 4:
+    raise UserError(f'max_image_pixels={limit!r}: accepted is a whole '
+                    'number >= 4')
+  colour_ = config.alpha_background
+  if not (isinstance(colour_, (tuple, list)) and len(colour_) == 3 and all(
+      isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255
+      for v in colour_)):
+    raise UserError(f'alpha_background={colour_!r}: accepted is (R, G, B), '
+                    'three whole numbers 0-255')
+
+
+def check(config) -> None:
+  """Raises a UserError for config values that cannot run.
+
+  Called before any image is read or anything compiled.
+  """
+  network = vgg.check_network(config.network)
+  optim.check(config.optimizer)
+  if not config.style_layers and not config.content_layers:
+    raise UserError('content_layers and style_layers are both empty; name at '
+                    'least one layer')
+  for kind in ('content', 'style'):
+    layers = tuple(config[f'{kind}_layers'])
+    weights = tuple(config[f'{kind}_layer_weights'])
+    vgg.check_layers(layers, network)
+    if len(set(layers)) != len(layers):
+      raise UserError(f'{kind}_layers {layers} names a layer twice')
+    if weights and len(weights) != len(layers):
+      raise UserError(f'{kind}_layer_weights has {len(weights)} values for '
+                      f'{len(layers)} {kind}_layers {layers}; give one per '
+                      'layer, or () for the default')
+    for w in weights:
+      if not (math.isfinite(w) and w >= 0):
+        raise UserError(f'{kind}_layer_weights {weights}: each must be a '
+                        'finite number >= 0')
+  for field in ('content_weight', 'style_weight', 'tv_weight',
+                'learning_rate', 'init_noise_std'):
+    value = config[field]
+    if not (math.isfinite(value) and value >= 0):
+      raise UserError(f'{field}={value!r}: accepted is a finite number >= 0')
+  if config.image_size < min_image_side(config):
+    raise UserError(f'image_size={config.image_size} is too small for the '
+                    f'requested layers; accepted: >= {min_image_side(config)}')
+  if not (math.isfinite(config.lr_decay_rate) and config.lr_decay_rate > 0):
+    raise UserError(f'lr_decay_rate={config.lr_decay_rate!r}: accepted is a '
+                    'finite number > 0')
+  _check_image_options(config)
+  for field, least in (('num_steps', 0), ('lr_decay_steps', 1),
+                       ('lbfgs_memory', 1), ('log_every', 0),
+                       ('save_every', 0), ('checkpoint_every', 0)):
+    if config[field] < least:
+      raise UserError(f'{field}={config[field]}: accepted is >= {least}')
+  _check_controls(config)
+  if config.compute_dtype not in COMPUTE_DTYPES:
+    raise UserError(f'compute_dtype={config.compute_dtype!r}; accepted: '
+                    f'{", ".join(COMPUTE_DTYPES)}')
+  if not isinstance(config.remat, bool):
+    raise UserError(f'remat={config.remat!r}; accepted: True or False')
+  vgg.check_convolution(config.convolution,
+                        COMPUTE_DTYPES[config.compute_dtype])
+  if not (config.init in INITS or images.is_builtin(config.init)
+          or Path(config.init).expanduser().is_file()):
+    raise UserError(f'init={config.init!r}; accepted: content, noise, or the '
+                    'path of an existing image')
+
+
+def _check_controls(config) -> None:
+  """Raises a UserError for bad style, colour, averaging or scale fields."""
+  styles = style_specs(config)
+  if not all(styles):
+    raise UserError(f'style_image={config.style_image!r} has an empty entry; '
+                    'accepted: one image, or several separated by commas')
+  blend = tuple(config.style_blend_weights)
+  if blend and len(blend) != len(styles):
+    raise UserError(f'style_blend_weights has {len(blend)} values for '
+                    f'{len(styles)} style images; give one per image, or () '
+                    'for equal weights')
+  if blend and not (all(math.isfinite(b) and b >= 0 for b in blend)
+                    and sum(blend) > 0):
+    raise UserError(f'style_blend_weights={blend}: each must be a finite '
+                    'number >= 0, and their sum > 0')
+  masks = mask_specs(config)
+  if masks and (len(masks) != len(styles) or not all(masks)):
+    raise UserError(f'style_masks={config.style_masks!r} names {len(masks)} '
+                    f'mask(s) for {len(styles)} style image(s); accepted: '
+                    '"" (no masks) or one mask image per style, separated by '
+                    'commas')
+  if masks and not config.style_layers:
+    raise UserError(f'style_masks={config.style_masks!r} with no '
+                    'style_layers: masks steer the style loss; name style '
+                    'layers or set style_masks=""')
+  if not (math.isfinite(config.style_scale) and config.style_scale > 0):
+    raise UserError(f'style_scale={config.style_scale!r}: accepted is a '
+                    'finite number > 0')
+  colour.check(config.preserve_colour)
+  if config.loss_scaling not in losses.SCALINGS:
+    raise UserError(f'loss_scaling={config.loss_scaling!r}; accepted: '
+                    f'{", ".join(losses.SCALINGS)}')
+  if config.style_loss not in losses.STYLE_LOSSES:
+    raise UserError(f'style_loss={config.style_loss!r}; accepted: '
+                    f'{", ".join(losses.STYLE_LOSSES)}')
+  if not (math.isfinite(config.avg_decay) and 0 <= config.avg_decay < 1):
+    raise UserError(f'avg_decay={config.avg_decay!r}: accepted is a number '
+                    'in [0, 1) (0 = no averaging)')
+  scales, steps = tuple(config.scales), tuple(config.scale_steps)
+  needed = min_image_side(config)
+  kinds_ok = all(
+      not isinstance(s, bool) and (isinstance(s, int) and s >= needed or
+                                   isinstance(s, float) and 0 < s < 1)
+      for s in scales)
+  sizes = [size for size, _ in scale_plan(config)] if kinds_ok else []
+  if not kinds_ok or sizes != sorted(set(sizes)):
+    raise UserError(f'scales={scales}: accepted are increasing sizes below '
+                    f'image_size={config.image_size}, each a whole number of '
+                    f'px from {needed} (the layers\' minimum) or a fraction '
+                    'of image_size between 0 and 1 (e.g. (0.25, 0.5)), or () '
+                    'for one scale')
+  if steps and (len(steps) != len(scales) or
+                any(isinstance(s, bool) or not isinstance(s, int) or s < 0
+                    for s in steps)):
+    raise UserError(f'scale_steps={steps}: accepted is () (num_steps at '
+                    f'each scale) or one integer >= 0 per scale {scales}')

@@ -1,0 +1,418 @@
+"""The one owner of a run's folder: its layout, its lock, ``--overwrite``,
+``--resume``, and everything written there.
+
+A single run writes
+  config.json      the resolved config
+  metrics.jsonl    one row per log step: member, step, size, loss, content,
+                   style, tv, steps_per_s
+  step_00050.png   the output every ``save_every`` steps, and when stopped
+  final.png        the result
+  last_finite_NNNNN.png  instead, if the loss became non-finite: the output
+                   of the latest log step whose loss was finite
+  checkpoint.npz   every ``checkpoint_every`` steps and when SIGINT or
+                   SIGTERM stops the run: ``--resume`` continues from it,
+                   and the steps after it are the same as an unstopped run's
+A sweep writes config.json, metrics.jsonl and checkpoint.npz likewise, and
+  members/NNNN.png           member NNNN's result (+ .json: its config;
+                             .result.json: its losses and fingerprint;
+                             .step_SSSSS.png, .last_finite_SSSSS.png)
+  results.csv, contact_sheet*.png, index.html   (``nst.report``)
+
+Guarantees: a workdir holding files is refused unless ``--overwrite``
+(which first deletes what an earlier run wrote there: the names above, and
+nothing else) or ``--resume``; a second process on the same workdir is
+refused (``.lock``, naming the holder's pid); ``--resume`` needs the same
+config, keeps a finished sweep member only if its config and input files
+(``fingerprint``) are the ones it ran with, and recomputes any other.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from nst import checkpoint, engine, images, report, spec, sweep, targets
+from nst.errors import UserError
+
+LOCK = '.lock'
+# What runs write here (``--overwrite`` deletes these, and nothing else).
+OUTPUTS = ('config.json', 'metrics.jsonl', 'final.png', 'step_*.png',
+           'last_finite_*.png', checkpoint.NAME, 'members', 'results.csv',
+           'contact_sheet*.png', 'index.html', 'figure*.png', '.*.tmp')
+
+
+def _own_files(path: Path) -> list[Path]:
+  found = set()
+  for pattern in OUTPUTS:
+    found.update(path.glob(pattern))
+  return sorted(found)
+
+
+def _file_hash(path: Path, cache={}) -> str:  # pylint: disable=dangerous-default-value
+  st = path.stat()
+  key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+  if key not in cache:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+      for block in iter(lambda: f.read(1 << 20), b''):
+        digest.update(block)
+    cache[key] = digest.hexdigest()
+  return cache[key]
+
+
+def fingerprint(config) -> str:
+  """A hash of a member's resolved config and the bytes of every input
+  file it reads (content, styles, masks, init image): equal fingerprints,
+  equal runs."""
+  sources = [config.content_image, *spec.style_specs(config),
+             *spec.mask_specs(config), config.init]
+  digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True,
+                                     default=str).encode())
+  for source in sources:
+    path = Path(source).expanduser()
+    digest.update(f'\0{source}\0'.encode())
+    if not images.is_builtin(source) and path.is_file():
+      digest.update(_file_hash(path).encode())
+  return digest.hexdigest()[:32]
+
+
+class Workdir:
+  """A run's folder, opened for a new run, ``overwrite`` or ``resume``.
+
+  ``lead``: this process writes the shared files and holds the lock (in a
+  multi-process sweep, process 0); the others write only their members'
+  images. Opening checks everything before writing anything.
+  """
+
+  def __init__(self, path: str | os.PathLike, *, sweep: bool,
+               overwrite: bool = False, resume: bool = False,
+               lead: bool = True):
+    self.path, self.sweep, self.lead = Path(path), sweep, lead
+    self.resume = resume
+    self._lock = None
+    p = self.path
+    if p.exists() and not p.is_dir():
+      raise UserError(f'workdir {str(p)!r} exists and is not a directory')
+    if resume:
+      if not p.is_dir():
+        raise UserError(f'nothing to resume in {str(p)!r}: no such '
+                        'directory')
+    elif self._holds_files() and not overwrite:
+      raise UserError(f'workdir {str(p)!r} already holds files; choose '
+                      'another --workdir, pass --resume to continue a '
+                      'stopped run there, or --overwrite')
+
+  def _holds_files(self) -> bool:
+    """Anything there but the lock and empty folders (another process of
+    the same sweep may have made ``members/``)."""
+    return self.path.is_dir() and any(
+        e.name != LOCK and not (e.is_dir() and not any(e.iterdir()))
+        for e in self.path.iterdir())
+
+  def open(self, config_json: str, overwrite: bool = False) -> 'Workdir':
+    """Creates the folder, takes its lock, and for ``overwrite`` deletes
+    an earlier run's outputs; for a new run writes config.json."""
+    self._mkdir(self.path)
+    if self.lead:
+      self._take_lock()
+      if overwrite:
+        for old in _own_files(self.path):
+          if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old)
+          else:
+            old.unlink()
+      elif not self.resume and self._holds_files():
+        raise UserError(f'workdir {str(self.path)!r} filled up while this '
+                        'run started; choose another --workdir')
+      if not self.resume:
+        images.write_atomic(self.path / 'config.json', config_json.encode())
+    if self.sweep:
+      self._mkdir(self.path / 'members')
+    return self
+
+  @staticmethod
+  def _mkdir(path: Path) -> None:
+    try:
+      path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+      raise UserError(f'cannot create {str(path)!r}: '
+                      f'{e.strerror or e}') from None
+
+  def _take_lock(self) -> None:
+    lock = self.path / LOCK
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+      holder = os.read(fd, 64).decode(errors='replace').strip() or '?'
+      os.close(fd)
+      if e.errno in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
+        raise UserError(f'workdir {str(self.path)!r} is in use by process '
+                        f'{holder}; wait for it to end or choose another '
+                        '--workdir') from None
+      raise
+    os.ftruncate(fd, 0)
+    os.write(fd, f'{os.getpid()}\n'.encode())
+    self._lock = fd  # held until this process ends
+
+  def close(self) -> None:
+    if self._lock is not None:
+      os.close(self._lock)
+      self._lock = None
+
+  # --- Names ---------------------------------------------------------------
+
+  def member_file(self, member: spec.Member, suffix: str) -> Path:
+    return self.path / 'members' / f'{member.index:04d}{suffix}'
+
+  def image_path(self, member: spec.Member) -> Path:
+    return (self.member_file(member, '.png') if self.sweep else
+            self.path / 'final.png')
+
+  def step_path(self, member: spec.Member, step: int, kind: str = 'step'
+                ) -> Path:
+    return (self.member_file(member, f'.{kind}_{step:05d}.png') if self.sweep
+            else self.path / f'{kind}_{step:05d}.png')
+
+  @property
+  def checkpoint_path(self) -> Path:
+    return self.path / checkpoint.NAME
+
+  # --- Resuming ------------------------------------------------------------
+
+  def check_config(self, config) -> None:
+    """``--resume`` needs the config the stopped run was started with."""
+    try:
+      saved = json.loads((self.path / 'config.json').read_text())
+    except FileNotFoundError:
+      raise UserError(f'nothing to resume in {str(self.path)!r}: no run '
+                      'was started there (it has no config.json)') from None
+    except (OSError, ValueError) as e:
+      raise UserError(f'nothing to resume in {str(self.path)!r}: cannot '
+                      f'read its config.json ({e})') from None
+    checkpoint.check_same_config(saved, config, self.path)
+
+  def pending(self, members: list[spec.Member]
+              ) -> checkpoint.Checkpoint | None:
+    """The checkpoint to continue from, if its members' fingerprints are
+    still theirs (a single run: a UserError otherwise; a sweep: its chunk
+    runs again from the start)."""
+    path = self.checkpoint_path
+    if self.sweep and not path.is_file():
+      return None
+    ckpt = checkpoint.load(path)
+    by_index = {m.index: m for m in members}
+    indices = ckpt.extra.get('members', np.zeros(0, int)).tolist()
+    saved = ckpt.extra.get('fingerprints', np.zeros(0, str)).tolist()
+    current = [fingerprint(by_index[i].config) if i in by_index else ''
+               for i in indices]
+    if indices and saved == current:
+      return ckpt
+    if not self.sweep:
+      raise UserError(f'the input images of the run in {str(self.path)!r} '
+                      'changed since it was stopped; rerun without --resume')
+    print(f'note: {path} was made from other inputs or members; its chunk '
+          'runs again from the start', flush=True)
+    return None
+
+  def finished(self, members: list[spec.Member]
+               ) -> dict[int, engine.Result]:
+    """{index: result} of the sweep members a stopped run finished with
+    the same config and input files; any other member's files are deleted
+    (it runs again)."""
+    out = {}
+    for m in members:
+      try:
+        r = json.loads(self.member_file(m, '.result.json').read_text())
+        result = engine.Result(m, r['metrics'], r['status'], r['wall_s'],
+                               r['steps_per_s'], r['group'], r['chunk'],
+                               written=bool(r['image']), image=r['image'])
+        same = r['fingerprint'] == fingerprint(m.config)
+      except (OSError, ValueError, KeyError, TypeError):
+        continue
+      if same and (not result.image or (self.path / result.image).is_file()):
+        out[m.index] = result
+    if self.lead:
+      for f in (self.path / 'members').glob('*'):
+        index = f.name.split('.')[0]
+        if not (index.isdigit() and int(index) in out):
+          f.unlink()
+    return out
+
+
+class Writer(engine.Callbacks):
+  """Writes what the engine hands out into a ``Workdir``."""
+
+  def __init__(self, workdir: Workdir, config_json: str,
+               members: list[spec.Member], *, quiet: bool = False):
+    self.workdir, self.config_json, self.quiet = workdir, config_json, quiet
+    self.members = {m.index: m for m in members}
+    self.results: list[engine.Result] = []
+    self._metrics = (open(workdir.path / 'metrics.jsonl', 'a')
+                     if workdir.lead else None)
+
+  def keep_rows(self, kept: set[int], pending) -> None:
+    """On resume: drops the metrics rows that will be written again."""
+    self._metrics.close()
+    checkpoint.keep_rows(
+        self.workdir.path / 'metrics.jsonl', lambda r: r.get('member', 0) in
+        kept or pending is not None and r.get('member', 0) in
+        pending.extra['members'].tolist() and r['step'] <= pending.done)
+    self._metrics = open(self.workdir.path / 'metrics.jsonl', 'a')
+
+  def progress(self, line):
+    if not self.quiet:
+      print(line, flush=True)
+
+  def log(self, row):
+    if self._metrics:
+      self._metrics.write(json.dumps(row) + '\n')
+      self._metrics.flush()
+
+  def save(self, member, step_, image):
+    images.save(self.workdir.step_path(member, step_), image)
+
+  def checkpoint(self, ckpt):
+    if self.workdir.lead:
+      ckpt.extra['fingerprints'] = np.array(
+          [fingerprint(self.members[i].config)
+           for i in ckpt.extra['members'].tolist()])
+      checkpoint.save(self.workdir.checkpoint_path, ckpt, self.config_json)
+
+  def image(self, member, image):
+    images.save(self.workdir.image_path(member), image)
+    if self.workdir.sweep:
+      images.write_atomic(self.workdir.member_file(member, '.json'),
+                          member.config.to_json(indent=2).encode())
+
+  def result(self, result):
+    if result.last_finite is not None:
+      step_, image = result.last_finite
+      images.save(self.workdir.step_path(result.member, step_,
+                                         'last_finite'), image)
+    name = self.workdir.image_path(result.member)
+    result.image = (str(name.relative_to(self.workdir.path))
+                    if result.status == 'ok' else '')
+    self.results.append(result)
+    if self.workdir.sweep and self.workdir.lead:
+      record = {'metrics': result.metrics, 'status': result.status,
+                'wall_s': result.wall_s, 'steps_per_s': result.steps_per_s,
+                'group': result.group, 'chunk': result.chunk,
+                'image': result.image,
+                'fingerprint': fingerprint(result.member.config)}
+      images.write_atomic(self.workdir.member_file(result.member,
+                                                   '.result.json'),
+                          json.dumps(record).encode())
+
+  def close(self) -> None:
+    if self._metrics:
+      self._metrics.close()
+      self._metrics = None
+
+
+def finish_sweep(workdir: Workdir, axes: dict[str, tuple],
+                 results: list[engine.Result], settings) -> None:
+  """results.csv, contact sheets and index.html; the checkpoint, now
+  used, is deleted."""
+  results = sorted(results, key=lambda r: r.member.index)
+  report.write_all(workdir.path, axes, results, rows=settings.rows,
+                   cols=settings.cols, zipped=settings.zip)
+  workdir.checkpoint_path.unlink(missing_ok=True)
+
+
+def run(config, path: Path, *, overwrite: bool = False,
+        resume: bool = False, should_stop=None, devices=None
+        ) -> list[engine.Result]:
+  """Checks everything, then runs ``config`` (one run, or a sweep) into
+  the folder ``path``; returns the members' results. A single run's
+  non-finite loss raises ``Diverged`` once its last finite output is kept."""
+  is_sweep = 'sweep' in config
+  folder = Workdir(path, sweep=is_sweep, overwrite=overwrite,
+                           resume=resume, lead=jax.process_index() == 0)
+  if resume:
+    folder.check_config(config)
+  loader = engine.Loader()
+  if is_sweep:
+    _, members = sweep.expand(config, loader.images_for)
+  else:
+    members = [spec.resolve(config, loader.images_for(config))]
+  pending = folder.pending(members) if resume else None
+  for m in members:  # their styles and masks, before anything is written
+    try:
+      targets.load_inputs(m.config, m.config.image_size,
+                          loader.images_for(m.config))
+    except UserError as e:
+      raise UserError(f'sweep member {m.index} ({sweep.describe(m.values)}): '
+                      f'{e}' if is_sweep else str(e)) from None
+  if jax.process_count() > 1:  # nobody writes before everyone has checked
+    multihost_utils.sync_global_devices('nst.run: workdir checked')
+  folder.open(config.to_json(indent=2), overwrite=overwrite)
+  try:
+    return _run_members(config, folder, members, loader, resume=resume,
+                        pending=pending, should_stop=should_stop,
+                        devices=devices)
+  finally:
+    folder.close()
+
+
+def _run_members(config, folder, members, loader, *, resume, pending,
+                 should_stop, devices) -> list[engine.Result]:
+  is_sweep, lead, path = folder.sweep, folder.lead, folder.path
+  kept = folder.finished(members) if resume and is_sweep else {}
+  writer = Writer(folder, config.to_json(indent=2), members)
+  if resume and lead:
+    writer.keep_rows(set(kept), pending)
+  groups = sweep.group([m for m in members if m.index not in kept])
+  program = members[0].program
+  if lead:
+    if is_sweep:
+      print(f'{len(members)} members in {len(groups)} group(s) on '
+            f'{len(devices or jax.devices())} device(s), '
+            f'{jax.process_count()} process(es) -> {path}'
+            + (f' ({len(kept)} finished before, kept)' if resume else ''),
+            flush=True)
+    else:
+      h, w = program.plan[-1][0][:2]
+      steps = ' + '.join(f'{n} at {max(shape[:2])} px'
+                         for shape, n in program.plan[:-1])
+      print(f'{w}x{h} px, {steps + " + " if steps else ""}'
+            f'{program.plan[-1][1]} steps of {program.optimizer} -> {path}'
+            + (f' (resuming after step {pending.done})' if pending else ''),
+            flush=True)
+  try:
+    results = list(kept.values()) + engine.run(
+        groups, loader=loader, devices=devices if is_sweep else (
+            devices or jax.devices())[:1],
+        chunk_size=sweep.settings(config).chunk_size if is_sweep else 0, callbacks=writer,
+        should_stop=should_stop, resume=pending)
+  finally:
+    writer.close()
+  if jax.process_count() > 1:  # every image is written before the sheets
+    multihost_utils.sync_global_devices('nst.run: members written')
+  if is_sweep:
+    if lead:
+      finish_sweep(folder, sweep.axes(config), results,
+                           sweep.settings(config))
+      print(f'wrote {path / "results.csv"} and {path / "index.html"}',
+            flush=True)
+  else:
+    [result] = results
+    if result.status != 'ok':
+      error = engine.diverged(result)
+      if result.last_finite:
+        kept_file = folder.step_path(result.member, result.last_finite[0],
+                                     'last_finite')
+        raise UserError(f'{error}; the output of step '
+                        f'{result.last_finite[0]} is in {kept_file}')
+      raise error
+    folder.checkpoint_path.unlink(missing_ok=True)
+    print(f'wrote {folder.image_path(result.member)}', flush=True)
+  return results

@@ -1,0 +1,148 @@
+"""The workdir's guarantees: --overwrite leaves nothing of the earlier run,
+one process per workdir, --resume never relabels, files get the umask."""
+import csv
+import fcntl
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import tiny_config, tiny_sweep
+from nst import images, workdir
+from nst.errors import Stopped, UserError
+from test_run import ROOT, TINY, nst_run
+
+
+def _stop_after(n):
+  """A should_stop that says yes the n-th time it is asked."""
+  asked = []
+  return lambda: asked.append(1) or len(asked) == n
+
+
+def test_overwrite_leaves_nothing_of_the_earlier_run(tmp_path):
+  out = tmp_path / 'o'
+  first = nst_run(*TINY, '--config.num_steps=3', f'--workdir={out}')
+  assert first.returncode == 0, first.stderr
+  (out / 'notes.txt').write_text('mine')  # not an output: kept
+  again = nst_run(*TINY, '--config.num_steps=1', '--overwrite',
+                  f'--workdir={out}')
+  assert again.returncode == 0, again.stderr
+  assert sorted(p.name for p in out.iterdir()) == [
+      '.lock', 'config.json', 'final.png', 'metrics.jsonl', 'notes.txt',
+      'step_00001.png']
+  rows = (out / 'metrics.jsonl').read_text().splitlines()
+  assert len(rows) == 2  # steps 0 and 1 of the new run only
+  assert (out / 'notes.txt').read_text() == 'mine'
+
+
+def test_a_second_process_on_the_workdir_is_refused(tmp_path):
+  out = tmp_path / 'o'
+  out.mkdir()
+  # This process holds the lock, as a running nst.run would.
+  with open(out / workdir.LOCK, 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    lock.write(f'{os.getpid()}\n')
+    lock.flush()
+    result = nst_run(*TINY, f'--workdir={out}')
+  assert result.returncode == 2 and 'Traceback' not in result.stderr
+  assert f'in use by process {os.getpid()}' in result.stderr
+  assert [p.name for p in out.iterdir()] == [workdir.LOCK]
+  # Released (the process ended), the workdir can be used.
+  result = nst_run(*TINY, f'--workdir={out}')
+  assert result.returncode == 0, result.stderr
+
+
+def test_files_get_the_users_umask(tmp_path):
+  out = tmp_path / 'o'
+  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cpu')
+  # The umask is set by a shell, not in a forked copy of this (threaded)
+  # process; the arguments pass through "$@" unquoted.
+  result = subprocess.run(
+      ['sh', '-c', 'umask 027 && exec "$@"', 'sh', sys.executable, '-m',
+       'nst.run', '--config', str(ROOT / 'configs' / 'default.py'), *TINY,
+       f'--workdir={out}'],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr
+  for name in ('config.json', 'final.png', 'step_00001.png'):
+    assert (out / name).stat().st_mode & 0o777 == 0o640, name
+
+
+def _rows(path):
+  drop = ('wall_s', 'steps_per_s', 'group', 'chunk')
+  return [{k: v for k, v in r.items() if k not in drop}
+          for r in csv.DictReader(open(path / 'results.csv'))]
+
+
+def test_resume_after_overwriting_another_sweep_keeps_none_of_it(tmp_path):
+  a = tiny_sweep(num_steps=2)
+  a.sweep.chunk_size = 1
+  b = tiny_sweep(num_steps=2, init='content')  # every member differs
+  b.sweep.chunk_size = 1
+  out, whole = tmp_path / 'o', tmp_path / 'whole'
+  workdir.run(b, whole)
+  workdir.run(a, out)
+  # Stopped after member 1's first step: members 2 and 3 still have
+  # sweep a's files unless --overwrite removed them.
+  with pytest.raises(Stopped):
+    workdir.run(b, out, overwrite=True, should_stop=_stop_after(2))
+  assert not (out / 'members' / '0002.png').exists()
+  results = workdir.run(b, out, resume=True)
+  assert _rows(out) == _rows(whole)
+  for r in results:
+    name = f'members/{r.member.index:04d}.png'
+    assert (out / name).read_bytes() == (whole / name).read_bytes()
+
+
+def test_an_image_added_to_a_swept_folder_is_never_relabelled(tmp_path):
+  photos = tmp_path / 'photos'
+  photos.mkdir()
+  for seed, name in enumerate(('b.png', 'c.png')):
+    _photo(tmp_path, name, seed).rename(photos / name)
+  c = tiny_sweep(num_steps=2)
+  del c.sweep.axes['style_layers']
+  c.sweep.rows = 'content_image'
+  c.sweep.axes.content_image = str(photos)
+  c.sweep.chunk_size = 1
+  out = tmp_path / 'o'
+  with pytest.raises(Stopped):  # after b's two ratios, inside c's first
+    workdir.run(c, out, should_stop=_stop_after(3))
+  assert sorted(p.name for p in (out / 'members').glob('*.result.json')) == [
+      '0000.result.json', '0001.result.json']
+  _photo(tmp_path, 'a.png', seed=3).rename(photos / 'a.png')  # sorts first
+  results = workdir.run(c, out, resume=True)
+  workdir.run(c, tmp_path / 'whole')
+  assert _rows(out) == _rows(tmp_path / 'whole')
+  assert [r.member.values['content_image'][-5:] for r in sorted(
+      results, key=lambda r: r.member.index)] == ['a.png'] * 2 + [
+          'b.png'] * 2 + ['c.png'] * 2
+  for r in results:
+    name = f'members/{r.member.index:04d}.png'
+    assert (out / name).read_bytes() == (
+        tmp_path / 'whole' / name).read_bytes(), name
+
+
+def _photo(folder, name, seed=0):
+  rng = np.random.default_rng(seed)
+  path = folder / f'src_{name}'
+  Image.fromarray(rng.integers(0, 255, (24, 32, 3), np.uint8)).save(path)
+  return path
+
+
+def test_a_single_run_refuses_to_resume_from_changed_inputs(tmp_path):
+  photo = _photo(tmp_path, 'p.png')
+  config = tiny_config(content_image=str(photo), num_steps=3)
+  out = tmp_path / 'o'
+  with pytest.raises(Stopped):
+    workdir.run(config, out, should_stop=_stop_after(1))
+  _photo(tmp_path, 'p.png', seed=1)  # the same path, other pixels
+  with pytest.raises(UserError, match='input images .* changed since it '
+                     'was stopped'):
+    workdir.run(config, out, resume=True)
+
+
+def test_atomic_writes_leave_no_temporary_files(tmp_path):
+  images.write_atomic(tmp_path / 'a.json', b'{}')
+  assert [p.name for p in tmp_path.iterdir()] == ['a.json']
