@@ -7,9 +7,8 @@ def _cpu_convolutions_by_eigen() -> None:
   """Has XLA's CPU backend run convolutions with its Eigen kernels rather
   than as YNNPACK fusions.
 
-  Measured on a 2-core AVX2 CPU with jaxlib 0.10.2 (scripts/benchmark.py's
-  step, interleaved): 12-15% faster whole steps at 256 and 512 px. Only
-  for the jaxlib versions where this was measured (an XLA flag it does not
+  Faster whole steps on a CPU (experiments/cpu_kernels). Only for the
+  jaxlib versions where this was measured (an XLA flag it does not
   know would abort), only if XLA_FLAGS does not already choose, and only
   effective if nst is imported before JAX starts its CPU backend. CPU only:
   GPU and TPU compilation ignore it.
@@ -26,3 +25,12 @@ def _cpu_convolutions_by_eigen() -> None:
 
 
 _cpu_convolutions_by_eigen()
+
+
+def __getattr__(name):
+  # ``nst.transfer`` (the Python API), imported on first use so that
+  # ``import nst`` alone does not start JAX.
+  if name == 'transfer':
+    from nst.api import transfer  # pylint: disable=import-outside-toplevel
+    return transfer
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

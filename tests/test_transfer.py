@@ -1,0 +1,35 @@
+"""The Python API: nst.transfer, with paths or arrays, equals a run."""
+import numpy as np
+import pytest
+from PIL import Image
+
+import nst
+from helpers import TINY, random_vgg19, run_one, tiny_config
+from nst import images
+from nst.errors import UserError
+
+FIELDS = {k: v for k, v in TINY.items() if k != 'weights'}
+
+
+def test_transfer_of_arrays_equals_the_run_of_their_files(tmp_path):
+  rng = np.random.default_rng(0)
+  photo = rng.integers(0, 256, (30, 40, 3), np.uint8)
+  Image.fromarray(photo).save(tmp_path / 'photo.png')
+  out = nst.transfer(photo, 'nst:swirls', params=random_vgg19(), **FIELDS)
+  assert out.shape == (24, 32, 3) and out.dtype == np.uint8
+  config = tiny_config(content_image=str(tmp_path / 'photo.png'),
+                       style_image='nst:swirls', optimizer='lbfgs',
+                       log_every=10, clip_pixels=True)
+  want, _ = run_one(config, random_vgg19())
+  np.testing.assert_array_equal(out, images.deprocess(want))
+  # Float arrays on 0-1 are the same picture.
+  again = nst.transfer(photo / 255.0, 'nst:swirls', params=random_vgg19(),
+                       **FIELDS)
+  np.testing.assert_array_equal(again, out)
+
+
+def test_transfer_names_bad_arguments():
+  with pytest.raises(UserError, match="unknown config field 'style_wieght'"):
+    nst.transfer('skimage:chelsea', 'nst:swirls', style_wieght=2)
+  with pytest.raises(UserError, match=r'shape \(4, 4, 2\)'):
+    nst.transfer(np.zeros((4, 4, 2)), 'nst:swirls', **FIELDS)
