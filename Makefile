@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test clean
+.PHONY: run test test-fast clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+# Day-to-day: everything but the tests marked slow (subprocesses, several
+# devices or processes, real weights). CI runs `make test`.
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m 'not slow'
 
 clean:
 	rm -rf $(VENV) runs

@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_benchmark_times_our_step_without_a_peer(tmp_path):
   out = tmp_path / 'rows.json'
   result = subprocess.run(
@@ -39,6 +42,7 @@ print(json.dumps({{'peak_rss': 2**20}}), flush=True)
 """
 
 
+@pytest.mark.slow
 def test_a_size_whose_worker_fails_is_reported_and_the_rest_measured(
     tmp_path):
   peer = tmp_path / 'peer'
@@ -61,6 +65,7 @@ def test_a_size_whose_worker_fails_is_reported_and_the_rest_measured(
   assert '    32 ' in result.stdout
 
 
+@pytest.mark.slow
 def test_our_side_steps_with_params_already_on_the_device():
   # Host (NumPy) params would be copied to an accelerator at every timed
   # step; weights.random_params returns NumPy arrays.

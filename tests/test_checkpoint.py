@@ -44,6 +44,7 @@ def _stopped_then_resumed(config, stop_after, path):
     ((16,), 3),   # at its last step: the next scale starts from it
     ((16,), 5),   # inside the second
 ])
+@pytest.mark.slow
 def test_stopped_and_resumed_equals_uninterrupted(tmp_path, scales,
                                                   stop_after):
   config = tiny_config(num_steps=4, log_every=1, scales=scales,
@@ -55,6 +56,7 @@ def test_stopped_and_resumed_equals_uninterrupted(tmp_path, scales,
   assert got['loss'] == want['loss'] and got['step'] == want['step']
 
 
+@pytest.mark.slow
 def test_lbfgs_state_round_trips(tmp_path):
   config = tiny_config(num_steps=4, optimizer='lbfgs', checkpoint_every=0)
   want_image, want = run_one(config, PARAMS)
@@ -63,6 +65,7 @@ def test_lbfgs_state_round_trips(tmp_path):
   assert got['loss'] == want['loss']
 
 
+@pytest.mark.slow
 def test_checkpoints_every_n_steps_only_while_finite():
   seen = []
   config = tiny_config(num_steps=5, checkpoint_every=2)
@@ -121,6 +124,7 @@ ARGS = tiny_flags(content_image='skimage:astronaut', num_steps=12,
                   optimizer='adam')
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_resume_matches_an_uninterrupted_run(
     tmp_path):
   stopped, whole = tmp_path / 'stopped', tmp_path / 'whole'
@@ -162,6 +166,7 @@ def test_sigterm_checkpoints_and_resume_matches_an_uninterrupted_run(
   assert [r['step'] for r in rows(whole)] == list(range(13))
 
 
+@pytest.mark.slow
 def test_resume_needs_a_checkpoint(tmp_path):
   result = nst_run(*ARGS, '--resume', f'--workdir={tmp_path}')
   assert result.returncode == 2 and 'Traceback' not in result.stderr
@@ -178,6 +183,7 @@ def test_resume_needs_a_checkpoint(tmp_path):
   assert result.returncode == 2 and '--resume needs --workdir' in result.stderr
 
 
+@pytest.mark.slow
 def test_stopped_sweep_resumes_only_its_unfinished_members(tmp_path,
                                                            monkeypatch):
   import csv
@@ -221,6 +227,7 @@ def test_stopped_sweep_resumes_only_its_unfinished_members(tmp_path,
   assert not (stopped / 'checkpoint.npz').exists()
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_sweep_and_resume_finishes_it(tmp_path):
   from helpers import tiny_sweep
   from nst import workdir
@@ -267,6 +274,7 @@ def test_keep_rows_drops_later_and_half_written_rows(tmp_path):
                               '{"step": 5, "loss": 0.5}\n')
 
 
+@pytest.mark.slow
 def test_a_second_sigint_exits_at_once_and_cleanly(tmp_path):
   import time
   env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cpu')

@@ -37,6 +37,7 @@ def _mask(tmp_path, name, value):
   return str(path)
 
 
+@pytest.mark.slow
 def test_blend_targets_are_weighted_moments_and_1_0_is_the_first_style():
   config = tiny_config(style_image=TWO_STYLES, style_blend_weights=(1., 3.))
   blended = _targets(config).style
@@ -117,6 +118,7 @@ def test_histogram_matching_gives_the_style_the_content_mean_and_cov():
       colour.to_rgb(inputs.content).reshape(-1, 3).mean(0), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_multiscale_runs_each_scale_at_its_size_from_the_last_output():
   seen, logged, saved = [], [], []
 
@@ -170,6 +172,7 @@ def test_averaging_equals_a_hand_computed_ema_over_3_steps():
       (1 - d) * (d * d * 1 + d * 2 + 4) / (1 - d ** 3), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_an_all_zero_mask_is_the_same_as_leaving_that_style_out(tmp_path):
   left = _mask(tmp_path, 'left', 'left')
   zeros = _mask(tmp_path, 'zeros', 0)
@@ -212,6 +215,7 @@ def test_masked_targets_downsample_masks_to_each_layer(tmp_path):
   assert targets.style['relu3_1']['srm'].shape == (2, 256, 256)
 
 
+@pytest.mark.slow
 def test_mean_cov_style_loss_is_optimised():
   logged = []
   run_one(tiny_config(style_loss='mean_cov', num_steps=30,
@@ -252,6 +256,7 @@ def test_too_small_a_style_scale_is_a_user_error():
     nst_targets.load_inputs(tiny_config(style_scale=0.25), 32)
 
 
+@pytest.mark.slow
 def test_mean_cov_gradient_is_finite_on_a_real_layer():
   model = vgg.VGG(network='vgg19')
   config = tiny_config(style_loss='mean_cov')

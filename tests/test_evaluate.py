@@ -8,6 +8,7 @@ from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from PIL import Image
 
 from nst import images
@@ -47,6 +48,7 @@ def _png(path, rgb):
   return str(path)
 
 
+@pytest.mark.slow
 def test_cli_scores_the_photo_and_the_painting_themselves(tmp_path):
   photo = _png(tmp_path / 'photo.png', images.resize(
       images.read_rgb('skimage:astronaut'), 48))
@@ -71,6 +73,7 @@ def test_cli_scores_the_photo_and_the_painting_themselves(tmp_path):
   assert f'{float(rows[photo]["style"]):7.3f}' in result.stdout
 
 
+@pytest.mark.slow
 def test_cli_bad_path_is_one_line(tmp_path):
   painting = _png(tmp_path / 'painting.png', images.swirls(48))
   result = subprocess.run(

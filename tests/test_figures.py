@@ -45,6 +45,7 @@ def _png(path):
   return np.asarray(Image.open(path).convert('RGB'))
 
 
+@pytest.mark.slow
 def test_figure2_panels_insets_and_missing_painting(paper_images, tmp_path,
                                                     capsys):
   out = figures.run(2, _config(2), paper_images, tmp_path)
@@ -111,6 +112,7 @@ def test_a_missing_panel_is_captioned_with_the_ratio_asked_for(
       '1e-05', '1e-05', '1e-05', '1e-06', '2e-06\n(missing image)']
 
 
+@pytest.mark.slow
 def test_figure1_from_the_command_line(paper_images, tmp_path):
   env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cpu')
   result = subprocess.run(

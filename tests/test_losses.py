@@ -1,6 +1,7 @@
 """Losses against values computed by hand."""
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from nst import losses
 
@@ -95,6 +96,7 @@ def test_gram_loss_of_images_of_different_sizes_compares_per_position():
   assert float(losses.layer_style_loss(F, target)) == 0.0
 
 
+@pytest.mark.slow
 def test_mean_cov_loss_is_the_squared_wasserstein_distance_over_n():
   # One channel: W2^2 between 1-D Gaussians = (mu - mu')^2 + (s - s')^2.
   f = jnp.array([1., 2., 3.]).reshape(3, 1, 1)    # mu 2, var 2/3

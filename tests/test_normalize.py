@@ -53,6 +53,7 @@ def _check_normalised(params, normed, means, network='vgg19',
                                   err_msg=name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('network,floor', [('vgg19', 0.1), ('i2v', 0.1),
                                            ('vgg19', 0.0)])
 def test_random_network(network, floor):

@@ -21,6 +21,7 @@ def params():
   return weights.load('')
 
 
+@pytest.mark.slow
 def test_real_weights_transfer_style_and_keep_content(params):
   runs = {}
   for alpha in (1.0, 0.0):

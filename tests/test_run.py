@@ -26,6 +26,7 @@ def nst_run(*args, cwd=ROOT):
       cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_two_steps_end_to_end(tmp_path):
   result = nst_run(*TINY, f'--workdir={tmp_path / "out"}')
   assert result.returncode == 0, result.stderr
@@ -89,6 +90,7 @@ def test_missing_image_is_one_clear_error(tmp_path):
   assert 'Traceback' not in result.stderr and not (tmp_path / 'o').exists()
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_finite_image(tmp_path):
   # Unclipped Adam steps of 1e30: the features overflow at step 1.
   out = tmp_path / 'o'
@@ -111,6 +113,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_finite_image(tmp_path):
       images.deprocess(images.load('skimage:chelsea', 32)))
 
 
+@pytest.mark.slow
 def test_default_workdir_is_new_each_run(tmp_path):
   for _ in range(2):
     result = nst_run(*TINY, '--config.num_steps=0', cwd=tmp_path)
@@ -119,6 +122,7 @@ def test_default_workdir_is_new_each_run(tmp_path):
   assert len(runs) == 2 and all((r / 'final.png').is_file() for r in runs)
 
 
+@pytest.mark.slow
 def test_paper_config_runs_from_another_directory(tmp_path):
   env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cpu')
   result = subprocess.run(
@@ -133,6 +137,7 @@ def test_paper_config_runs_from_another_directory(tmp_path):
   assert (tmp_path / 'out' / 'final.png').is_file()
 
 
+@pytest.mark.slow
 def test_i2v_config_runs_and_names_its_weights(tmp_path):
   env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cpu')
   args = [sys.executable, '-m', 'nst.run', '--config',
@@ -150,6 +155,7 @@ def test_i2v_config_runs_and_names_its_weights(tmp_path):
   assert rows[-1]['loss'] < rows[0]['loss']
 
 
+@pytest.mark.slow
 def test_controls_from_the_command_line(tmp_path):
   """Two styles, one masked region each, luminance only, two scales."""
   mask = np.zeros((21, 32), np.uint8)
@@ -173,6 +179,7 @@ def test_controls_from_the_command_line(tmp_path):
       21, 32, 3)
 
 
+@pytest.mark.slow
 def test_bad_control_values_are_one_clear_error(tmp_path):
   for args, message in (
       (['--config.preserve_colour=yes'], "preserve_colour='yes'; accepted"),

@@ -32,6 +32,7 @@ def _terms(scaling, size):
           float(targets.beta * parts['style']))
 
 
+@pytest.mark.slow
 def test_relative_terms_keep_their_ratio_across_sizes():
   # The same picture at 64 and 128 px is not the same array (resampled), so
   # its features differ somewhat: measured 0.50 and 0.41 for the content /
@@ -99,6 +100,7 @@ def test_bad_fractional_scales_are_named(scales):
                                      scale_steps=()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('scaling, beta', [('relative', 100.0),
                                            ('paper', 1e3)])
 def test_lbfgs_range_penalty_keeps_pixels_in_range(scaling, beta):

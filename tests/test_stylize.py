@@ -44,6 +44,7 @@ def test_targets_hold_features_grams_and_weights():
   assert [float(weights_[l]) for l in explicit.style_layers] == [1, 2, 3, 4, 5]
 
 
+@pytest.mark.slow
 def test_step_equals_plain_optax_adam():
   config = tiny_config()
   model, content, _, targets = _setup(config)
@@ -148,6 +149,7 @@ def test_init_from_image_file_is_resized_to_the_content(tmp_path):
   assert out[:, :12].max() <= 2 and out[:, -12:].min() >= 253
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('optimizer', ['adam', 'lbfgs'])
 def test_step_state_keeps_its_types_so_the_step_compiles_once(optimizer):
   config = tiny_config(optimizer=optimizer)
@@ -163,6 +165,7 @@ def test_step_state_keeps_its_types_so_the_step_compiles_once(optimizer):
   assert kinds(state) == before
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_follows_float32_and_keeps_float32_targets():
   # The same 20 Adam steps in both dtypes: the convolutions run in bf16
   # (about 3 significant digits), the losses are accumulated in float32.
@@ -193,6 +196,7 @@ def test_bfloat16_compute_follows_float32_and_keeps_float32_targets():
   assert np.abs(img16 - img32).mean() < 0.04 * np.abs(img32).mean()
 
 
+@pytest.mark.slow
 def test_remat_runs_the_same_steps():
   out = {remat: run_one(tiny_config(num_steps=3, remat=remat),
                                 PARAMS) for remat in (False, True)}
@@ -223,6 +227,7 @@ def test_the_engine_hands_the_step_device_params(monkeypatch):
   assert all(issubclass(t, jax.Array) for s in seen for t in s), seen
 
 
+@pytest.mark.slow
 def test_lbfgs_first_move_is_ten_grey_levels_rms():
   # f(x) = c/2 |x - t|^2 from 0, t at 10 grey levels from it in every value:
   # the first move (-grad, scaled to norm 10 sqrt(n)) lands on t, and the

@@ -49,6 +49,7 @@ def batched():
           for opt, n in STEPS.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('optimizer', ['adam', 'lbfgs'])
 def test_batched_sweep_equals_separate_runs(batched, optimizer):
   single = _single_runs(tiny_sweep(optimizer, num_steps=STEPS[optimizer]))
@@ -92,6 +93,7 @@ def _finish(proc):
   assert proc.returncode == 0, out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('devices,chunk', [(4, 0), (3, 2)])
 def test_sharded_sweep_equals_unsharded(batched, tmp_path, devices, chunk):
   # (3, 2): chunks of 2 rounded up to 3 devices: 3 members + 1 with 2 pads.
@@ -112,6 +114,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_each_write_their_own_members(batched, tmp_path):
   """jax.distributed over 2 local processes x 2 CPU devices each."""
   env = {'JAX_COORDINATOR_ADDRESS': f'localhost:{_free_port()}',
@@ -139,6 +142,7 @@ def test_two_processes_each_write_their_own_members(batched, tmp_path):
     assert np.abs(png.astype(int) - expected_png).max() <= 1
 
 
+@pytest.mark.slow
 def test_a_stop_asked_of_one_process_stops_both_and_resumes(batched,
                                                            tmp_path):
   """Process 1 alone asks to stop after step 1 of 3: both stop there (the
@@ -171,6 +175,7 @@ def test_a_stop_asked_of_one_process_stops_both_and_resumes(batched,
   assert not (workdir / 'checkpoint.npz').exists()
 
 
+@pytest.mark.slow
 def test_sigterm_to_one_process_of_the_cli_stops_both(tmp_path):
   """`python -m nst.run` as two processes: SIGTERM to process 1 only; both
   stop after the same step and exit as if signalled, without a traceback,
@@ -202,6 +207,7 @@ def test_sigterm_to_one_process_of_the_cli_stops_both(tmp_path):
   assert not (workdir / 'results.csv').exists()
 
 
+@pytest.mark.slow
 def test_controls_sweep_in_one_batch_equal_to_separate_runs():
   """Averaging, colour preservation, blend weights and style scale vary per
   member of one batch; multi-scale runs the whole batch through each scale."""
@@ -339,6 +345,7 @@ def test_bad_sweeps_name_the_value(change, message):
     sweep.expand(c)
 
 
+@pytest.mark.slow
 def test_outputs_grid_csv_and_index(tmp_path):
   c = tiny_sweep(num_steps=1)
   c.sweep.axes.seed = (0, 1)  # a third axis: one sheet per seed
@@ -450,6 +457,7 @@ def _nst_run(*args):
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_fig3_config_runs_from_the_command_line(tmp_path):
   result = _nst_run("--config.sweep.axes.ratio=(1e-4, 1e-2)",
                     f'--workdir={tmp_path}')
@@ -482,6 +490,7 @@ def test_bad_sweep_axis_on_the_command_line_is_one_line(tmp_path):
   assert not (tmp_path / 'out').exists()
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings('ignore:overflow encountered in cast')
 def test_a_diverging_member_leaves_the_others_alone(tmp_path):
   c = tiny_sweep(num_steps=2)

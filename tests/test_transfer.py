@@ -11,6 +11,7 @@ from nst.errors import UserError
 FIELDS = {k: v for k, v in TINY.items() if k != 'weights'}
 
 
+@pytest.mark.slow
 def test_transfer_of_arrays_equals_the_run_of_their_files(tmp_path):
   rng = np.random.default_rng(0)
   photo = rng.integers(0, 256, (30, 40, 3), np.uint8)

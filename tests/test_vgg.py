@@ -34,6 +34,7 @@ def test_output_names_and_shapes(network):
   assert params['params']['conv2_1']['kernel'].shape == (3, 3, 64, 128)
 
 
+@pytest.mark.slow
 def test_stops_at_deepest_requested_layer():
   model = vgg.VGG()
   x = jnp.zeros((1, 32, 32, 3))
@@ -80,6 +81,7 @@ def test_min_size():
   assert vgg.min_size(['pool5']) == 32
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('kind', ['max', 'avg'])
 def test_pool_matches_reduce_window_values_and_gradient(kind):
   # Odd sides (the last row and column are dropped) and ReLU outputs, whose
@@ -94,6 +96,7 @@ def test_pool_matches_reduce_window_values_and_gradient(kind):
   np.testing.assert_allclose(grads[0], grads[1], rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_remat_same_features_and_gradient_params_tree():
   x = jax.random.normal(jax.random.key(4), (1, 16, 16, 3))
   params = vgg.VGG().init(jax.random.key(0), x, ('conv3_1',))

@@ -35,6 +35,7 @@ def test_box_filter_by_hand():
   np.testing.assert_allclose(y, 3 * want, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_vgg_outputs_and_gradients_match_the_direct_path():
   x = 50 * jax.random.normal(jax.random.key(5), (1, 12, 20, 3))
   layers = ('conv1_1', 'conv3_1', 'relu3_3')

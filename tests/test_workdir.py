@@ -22,6 +22,7 @@ def _stop_after(n):
   return lambda: asked.append(1) or len(asked) == n
 
 
+@pytest.mark.slow
 def test_overwrite_leaves_nothing_of_the_earlier_run(tmp_path):
   out = tmp_path / 'o'
   first = nst_run(*TINY, '--config.num_steps=3', f'--workdir={out}')
@@ -38,6 +39,7 @@ def test_overwrite_leaves_nothing_of_the_earlier_run(tmp_path):
   assert (out / 'notes.txt').read_text() == 'mine'
 
 
+@pytest.mark.slow
 def test_a_second_process_on_the_workdir_is_refused(tmp_path):
   out = tmp_path / 'o'
   out.mkdir()
@@ -55,6 +57,7 @@ def test_a_second_process_on_the_workdir_is_refused(tmp_path):
   assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow
 def test_files_get_the_users_umask(tmp_path):
   out = tmp_path / 'o'
   env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cpu')
@@ -76,6 +79,7 @@ def _rows(path):
           for r in csv.DictReader(open(path / 'results.csv'))]
 
 
+@pytest.mark.slow
 def test_resume_after_overwriting_another_sweep_keeps_none_of_it(tmp_path):
   a = tiny_sweep(num_steps=2)
   a.sweep.chunk_size = 1
@@ -96,6 +100,7 @@ def test_resume_after_overwriting_another_sweep_keeps_none_of_it(tmp_path):
     assert (out / name).read_bytes() == (whole / name).read_bytes()
 
 
+@pytest.mark.slow
 def test_an_image_added_to_a_swept_folder_is_never_relabelled(tmp_path):
   photos = tmp_path / 'photos'
   photos.mkdir()
