@@ -34,23 +34,33 @@ def load_config(path: str | Path):
   return module.get_config()
 
 
-def _rgb(array) -> np.ndarray:
-  """An image array as uint8 RGB: uint8 as is, floats taken as 0-255 (or
-  0-1 if none exceeds 1), grey spread to three channels."""
+def _rgb(array, background) -> np.ndarray:
+  """An image array as uint8 RGB. Integers span their type's range (uint8
+  0-255, uint16 0-65535, ...); floats are taken as 0-1 if none exceeds 1,
+  else 0-255. Grey is spread to three channels; a fourth channel is alpha,
+  composited on ``background`` as for image files."""
   x = np.asarray(array)
   if x.ndim == 2:
     x = np.stack([x] * 3, axis=-1)
   if x.ndim != 3 or x.shape[-1] not in (3, 4) or min(x.shape[:2]) < 1:
     raise UserError(f'an image array of shape {x.shape}: accepted is '
                     '(H, W), (H, W, 3) or (H, W, 4)')
-  x = x[..., :3]
-  if x.dtype == np.uint8:
-    return x
-  x = x.astype(np.float32)
-  if not np.isfinite(x).all():
-    raise UserError('an image array holds non-finite values')
-  x = x * 255.0 if x.max() <= 1.0 else x
-  return np.clip(np.round(x), 0, 255).astype(np.uint8)
+  if x.dtype == bool or not (np.issubdtype(x.dtype, np.integer) or
+                             np.issubdtype(x.dtype, np.floating)):
+    raise UserError(f'an image array of dtype {x.dtype}: accepted are '
+                    'integer and float arrays')
+  if np.issubdtype(x.dtype, np.integer):
+    x = x.astype(np.float64) / np.iinfo(x.dtype).max
+  else:
+    x = x.astype(np.float64)
+    if not np.isfinite(x).all():
+      raise UserError('an image array holds non-finite values')
+    x = x if x.max() <= 1.0 else x / 255.0
+  x = np.clip(x, 0.0, 1.0)
+  if x.shape[-1] == 4:
+    alpha = x[..., 3:]
+    x = x[..., :3] * alpha + np.asarray(background) / 255.0 * (1 - alpha)
+  return np.round(x * 255.0).astype(np.uint8)
 
 
 def transfer(content: Image, style: Image | Sequence[Image], *,
@@ -72,13 +82,17 @@ def transfer(content: Image, style: Image | Sequence[Image], *,
   for name, value in overrides.items():
     if name not in config:
       raise UserError(f'unknown config field {name!r}')
-    config[name] = value
+    try:
+      config[name] = value
+    except (TypeError, ValueError) as e:
+      raise UserError(f'{name}={value!r} does not fit the field: {e}'
+                      ) from None
   arrays = {}
 
   def source(image, name):
     if isinstance(image, (str, Path)):
       return str(image)
-    arrays[f'array:{name}'] = _rgb(image)
+    arrays[f'array:{name}'] = _rgb(image, config.alpha_background)
     return f'array:{name}'
 
   styles = list(style) if isinstance(style, (list, tuple)) else [style]

@@ -80,6 +80,17 @@ def leaf_names(tree, prefix: str = '') -> dict[str, Any]:
   return out
 
 
+def _named_leaves(tree) -> dict[str, Any]:
+  """``leaf_names``, checked against JAX's own flattening: the same leaves
+  in the same order (else a state of a kind it does not know)."""
+  named = leaf_names(tree)
+  if [id(v) for v in named.values()] != [id(v) for v in jax.tree.leaves(
+      tree)]:
+    raise ValueError('leaf_names disagrees with jax.tree.leaves for a '
+                     f'{type(tree).__name__}: names {list(named)}')
+  return named
+
+
 def save(path: str | os.PathLike, ckpt: Checkpoint, config_json: str
          ) -> None:
   """Writes ``ckpt`` atomically, with the run's config."""
@@ -88,7 +99,7 @@ def save(path: str | os.PathLike, ckpt: Checkpoint, config_json: str
             'config': np.array(config_json)}
   arrays.update({'extra/' + k: np.asarray(v)
                  for k, v in ckpt.extra.items()})
-  arrays.update({'state/' + k: np.asarray(v) for k, v in leaf_names(
+  arrays.update({'state/' + k: np.asarray(v) for k, v in _named_leaves(
       jax.device_get(ckpt.state)).items()})
   buf = io.BytesIO()
   np.savez(buf, **arrays)
@@ -125,7 +136,7 @@ def fit_state(checkpoint: Checkpoint, template):
   (the state, or its ``jax.eval_shape``, that ``nst.step.init_state``
   makes for the same optimiser and image shape); a UserError naming each
   leaf that is missing or differs."""
-  want = leaf_names(template)
+  want = _named_leaves(template)
   got = checkpoint.state
   problems = [f'{k}: missing' for k in want if k not in got]
   problems += [
@@ -137,7 +148,6 @@ def fit_state(checkpoint: Checkpoint, template):
   if problems:
     raise UserError('the checkpoint does not fit this run (another optimiser '
                     'or image size?): ' + '; '.join(problems))
-  # leaf_names walks the tree in its flattening order, leaf for leaf.
   return jax.tree.unflatten(jax.tree.structure(template),
                             [got[k] for k in want])
 

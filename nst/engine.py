@@ -214,6 +214,16 @@ def batching_note(optimizer: str, per_device: int, devices: int,
           'is usually faster')
 
 
+def chunk_members(members: list[Member], chunk_size: int, devices: int
+                  ) -> tuple[list[list[Member]], int]:
+  """A group's chunks, in member order, and their size: ``chunk_size``
+  members (0 = all), rounded up to a multiple of ``devices`` (the last
+  chunk is padded to it)."""
+  size = min(chunk_size or len(members), len(members))
+  size = -(-size // devices) * devices
+  return [members[k:k + size] for k in range(0, len(members), size)], size
+
+
 def union_layers(layer_sets, network) -> tuple[str, ...]:
   """The layers of any of ``layer_sets``, in network order."""
   wanted = set(itertools.chain.from_iterable(layer_sets))
@@ -231,9 +241,12 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
               chunk_size: int = 0, group_index: int = 0,
               callbacks: Callbacks | None = None,
               should_stop: Callable[[], bool] | None = None,
-              resume: checkpoint.Checkpoint | None = None) -> list[Result]:
+              resume: checkpoint.Checkpoint | None = None,
+              kept: dict[int, Result] | None = None) -> list[Result]:
   """Optimises every member of one group (one ``Program``); returns their
-  results.
+  results. A chunk whose members all have a result in ``kept`` (finished
+  by an earlier, stopped run) is not run again: its kept results are
+  returned.
 
   ``should_stop()`` is asked after every step: yes (from any process: all
   stop after that step) checkpoints the chunk, saves each member's output
@@ -256,42 +269,59 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
       content_layers + style_layers,
       max(largest_side(m.config) for m in members))
   devices = mesh.devices.size
-  size = min(chunk_size or len(members), len(members))
-  size = -(-size // devices) * devices
+  chunks, size = chunk_members(members, chunk_size, devices)
+  kept = kept or {}
   step_fn, init, evaluate, finish, per_member, replicated = compiled(
       program.update, mesh, size)
   device_params = _replicate(params, replicated)
   # Targets and logged losses: XLA's own convolutions (targets.forward_params)
   eval_params = targets.forward_params(device_params)
   plan, total_steps = program.plan, program.total_steps
-  chunks = [members[k:k + size] for k in range(0, len(members), size)]
   note = batching_note(program.optimizer, size // devices, devices,
                        jax.default_backend())
   if note and lead:
     cb.progress(note)
   results = []
   for chunk_index, chunk in enumerate(chunks):
+    if all(m.index in kept for m in chunk):
+      results += [kept[m.index] for m in chunk]
+      continue
     slots = chunk + [chunk[-1]] * (size - len(chunk))  # pad with copies
     by_index = {m.index: m for m in chunk}
     resumed = resume if resume is not None and list(
         resume.extra.get('members', ())) == [m.index for m in chunk] else None
     finite = np.ones(size, bool)
     if resumed:
+      if resumed.image.shape[0] != size:
+        raise UserError(
+            f'the checkpoint holds a chunk of {resumed.image.shape[0]} '
+            f'slots; on {devices} device(s) this run makes chunks of {size}: '
+            'resume on as many devices as the stopped run used')
       finite[:] = resumed.extra['finite']
     first_step = resumed.done if resumed else 0
-    last, last_finite = {}, {}
+    last, last_finite, last_out = {}, {}, []
     clock = {'start': time.perf_counter(), 'first': None, 'log': None,
              'log_step': first_step}
     image = state = hparams = chunk_targets = None
     done, scale = 0, 0
 
-    def restored(j, value):
+    def restored(j, value, at=None):
       return colour.restore(slots[j].config.preserve_colour, value,
-                            inputs(slots[j].index)[0].original)
+                            (at or inputs)(slots[j].index)[0].original)
 
-    def outputs(local_only=True):
-      out = finish(hparams, image, state)
-      return _local_slots(out) if local_only else _gather(out)
+    def outputs():
+      return _local_slots(finish(hparams, image, state))
+
+    def mark(now_finite):
+      """Updates ``finite``; a member that is no longer keeps the output
+      of the latest log step where it was (``last_out``, on the device)."""
+      newly = finite & ~now_finite
+      if newly[:len(chunk)].any() and last_out:
+        at_step, out, at_inputs = last_out[0]
+        for j, value in _local_slots(out).items():
+          if j < len(chunk) and newly[j]:
+            last_finite[j] = (at_step, restored(j, value, at_inputs))
+      finite[:] &= now_finite
 
     def log(i):
       total, parts = _gather(evaluate(eval_params, chunk_targets, hparams,
@@ -300,16 +330,13 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
       rate = ((i - clock['log_step']) / max(now - clock['log'], 1e-9)
               if clock['log'] is not None and i > clock['log_step'] else 0.0)
       clock['log'], clock['log_step'] = now, i
-      finite[:] &= np.isfinite(total)
-      kept = {j: v for j, v in outputs().items() if j < len(chunk)
-              and finite[j]}
+      mark(np.isfinite(total))
+      last_out[:] = [(i, finish(hparams, image, state), inputs)]
       for j, m in enumerate(chunk):
         last[j] = {'member': m.index, 'step': i, 'size': max(
             plan[scale][0][:2]), 'loss': float(total[j]),
                    **{k: float(v[j]) for k, v in parts.items()},
                    'steps_per_s': rate}
-        if j in kept:
-          last_finite[j] = (i, restored(j, kept[j]))
         if lead:
           cb.log(last[j])
       if lead:
@@ -327,13 +354,13 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
       if not logged:
         total, _ = _gather(evaluate(eval_params, chunk_targets, hparams,
                                     image, state))
-        finite[:] &= np.isfinite(total)
+        mark(np.isfinite(total))
       host_image, host_state = _gather((image, state))
-      for j in range(size):
-        if finite[j] and not _finite((host_image[j], jax.tree.map(
-            lambda v: v[j], host_state))):
-          finite[j] = False
-      if finite[:len(chunk)].any():
+      # The image and its average decide; the optimiser's state may hold
+      # infinities by design (a line search's errors and initial value).
+      ok = finite & np.array([_finite((host_image[j], jax.tree.map(
+          lambda v: v[j], host_state.average))) for j in range(size)])
+      if ok[:len(chunk)].any():
         cb.checkpoint(checkpoint.Checkpoint(
             i, host_image, host_state, {}, {
                 'members': np.array([m.index for m in chunk]),
@@ -401,11 +428,15 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
             break
         if program.save_every and i % program.save_every == 0:
           save(i)
-        if program.checkpoint_every and i % program.checkpoint_every == 0:
-          keep_checkpoint(i, logged)
         # (At the chunk's last step there is nothing left to keep: finish.)
+        if (program.checkpoint_every and i % program.checkpoint_every == 0
+            and i < total_steps):
+          keep_checkpoint(i, logged)
         if i < total_steps and should_stop and _any_process(should_stop()):
           keep_checkpoint(i, logged)
+          if not finite[:len(chunk)].any():
+            stopped = True  # nothing finite to keep: it diverged
+            break
           if not (program.save_every and i % program.save_every == 0):
             save(i)
           raise Stopped(i)
@@ -459,17 +490,21 @@ def run(groups: list[list[Member]], *, loader: Loader | None = None,
         devices=None, chunk_size: int = 0,
         callbacks: Callbacks | None = None,
         should_stop: Callable[[], bool] | None = None,
-        resume: checkpoint.Checkpoint | None = None) -> list[Result]:
+        resume: checkpoint.Checkpoint | None = None,
+        kept: dict[int, Result] | None = None) -> list[Result]:
   """Every group in turn (``run_group``) on ``devices`` (default: all of
   them, on every process); the results in group order."""
   loader = loader or Loader()
   mesh = member_mesh(devices)
   results = []
   for g, group in enumerate(groups):
+    if kept and all(m.index in kept for m in group):
+      results += [kept[m.index] for m in group]
+      continue
     results += run_group(group, loader=loader, mesh=mesh,
                          chunk_size=chunk_size, group_index=g,
                          callbacks=callbacks, should_stop=should_stop,
-                         resume=resume)
+                         resume=resume, kept=kept)
   return results
 
 

@@ -23,8 +23,9 @@ class Diverged(UserError):
 
 class Stopped(Exception):
   """The run was asked to stop (SIGINT or SIGTERM) after ``step`` steps and
-  has checkpointed; ``image`` is its output so far. Not an error."""
+  has checkpointed and saved its output so far (``Callbacks.save``). Not
+  an error."""
 
-  def __init__(self, step: int, image=None):
+  def __init__(self, step: int):
     super().__init__(f'stopped after step {step}')
-    self.step, self.image = step, image
+    self.step = step

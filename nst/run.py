@@ -1,14 +1,12 @@
 """Command line: ``python -m nst.run --config configs/default.py``.
 
-Flags -> members (``spec.resolve``, or ``sweep.expand`` for a config with a
-``sweep`` section) -> ``engine`` -> ``workdir`` -> exit code. Any config
-field can be overridden (``--config.style_weight=1e4``); a misspelt field is
+Flags -> ``workdir.run`` (config -> members -> ``engine`` -> files) -> exit
+code, and the signals that stop a run. Any config field can be overridden (``--config.style_weight=1e4``); a misspelt field is
 an error. Writes into ``--workdir`` (default ``runs/<config>-<time>``); the
 layout, ``--overwrite`` and ``--resume`` are ``nst.workdir``'s.
 """
 from __future__ import annotations
 
-import datetime
 import os
 import signal
 import sys
@@ -34,16 +32,6 @@ _DISTRIBUTED = flags.DEFINE_enum(
     'distributed', 'auto', ['auto', 'on', 'off'],
     'Sweeps: call jax.distributed.initialize() (auto: when Slurm, Open MPI, '
     'a TPU pod or JAX_COORDINATOR_ADDRESS describes several processes).')
-
-
-def default_workdir(config_path: str) -> Path:
-  stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
-  base = Path('runs') / f'{Path(config_path).stem}-{stamp}'
-  path, n = base, 1
-  while path.exists():
-    n += 1
-    path = base.with_name(f'{base.name}-{n}')
-  return path
 
 
 class StopRequest:
@@ -91,39 +79,40 @@ def parse_flags(argv):
     # first used: use it here.
     'content_image' in _CONFIG.value  # pylint: disable=pointless-statement
     return rest
-  except flags.Error as e:
+  except (flags.Error, OSError, SyntaxError, ImportError, AttributeError,
+          KeyError, TypeError, ValueError) as e:
+    print(f'error: {config_error(e, argv)}', file=sys.stderr)
+    sys.exit(2)
+
+
+def config_error(e: Exception, argv) -> str:
+  """The one line for an exception from parsing the flags and loading the
+  config file (the only place that reads ml_collections' error texts)."""
+  text = str(e)
+  if isinstance(e, flags.Error):
     # The config file's own errors come with a traceback: keep its first
     # line and the exception's.
-    lines = [l for l in str(e).splitlines() if l.strip()]
-    message = (f'{lines[0]} {lines[-1].strip()}' if 'Traceback' in str(e)
-               else str(e))
-  except (OSError, SyntaxError, ImportError) as e:
-    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    lines = [l for l in text.splitlines() if l.strip()]
+    return f'{lines[0]} {lines[-1].strip()}' if 'Traceback' in text else text
+  if isinstance(e, (OSError, SyntaxError, ImportError)):
+    lines = [l.strip() for l in text.splitlines() if l.strip()]
     last = lines[-1] if lines else type(e).__name__
-    message = 'config file: ' + last.split('failure to load: ')[-1]
-  except (AttributeError, KeyError, TypeError, ValueError) as e:
-    # ml_collections nests the KeyError's repr: "'\\'field\\'\\nDid you..."
-    message = str(e.args[0] if e.args else e).strip('"\'')
-    message = message.replace('\\n', ' ').replace("\\'", "'")
-    message = (f'unknown or invalid config field: {message}'
-               + _sweep_field_hint(argv, message))
-  print(f'error: {message}', file=sys.stderr)
-  sys.exit(2)
-
-
-def _sweep_field_hint(argv, message: str) -> str:
-  """Why an override of a real sweep field can be refused: only fields the
-  config file sets exist to be overridden (``nst.sweep`` gives the others
-  their defaults later)."""
+    return 'config file: ' + last.split('failure to load: ')[-1]
+  # ml_collections nests the KeyError's repr: "'\\'field\\'\\nDid you..."
+  message = str(e.args[0] if e.args else e).strip('"\'')
+  message = message.replace('\\n', ' ').replace("\\'", "'")
+  hint = ''
   for arg in argv[1:]:
+    # Only fields the config file sets can be overridden; nst.sweep gives
+    # the sweep section's others their defaults later.
     name = arg.split('=', 1)[0]
     field = name.removeprefix('--config.sweep.')
     if (name != field and field != 'axes' and field in sweep.SWEEP_DEFAULTS
         and field in message):
-      return (f'; sweep.{field} can be overridden only when the config '
+      hint = (f'; sweep.{field} can be overridden only when the config '
               f'file sets it: add c.sweep.{field} = '
               f'{sweep.SWEEP_DEFAULTS[field]!r} to its sweep section')
-  return ''
+  return f'unknown or invalid config field: {message}{hint}'
 
 
 def main(argv):
@@ -135,8 +124,8 @@ def main(argv):
           'continue', file=sys.stderr)
     sys.exit(2)
   path = (Path(_WORKDIR.value) if _WORKDIR.value else
-          default_workdir(config_flags.get_config_filename(flags.FLAGS[
-              'config'])))
+          workdir.default_path(config_flags.get_config_filename(
+              flags.FLAGS['config'])))
   config = _CONFIG.value
   stop = StopRequest()
   try:

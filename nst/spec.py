@@ -7,7 +7,8 @@ source of its per-member values: images, weights, alpha/beta, learning
 rate...) and its ``Program``, the frozen, hashable record of everything
 static -- network, optimiser, scale plan and image shapes, log/save/
 checkpoint periods. The step is compiled from a ``Program`` alone
-(``nst.step.make_step``), members are grouped by ``Program`` equality
+(``nst.step.make_update``, jitted by ``nst.engine.compiled`` for its
+``update`` part), members are grouped by ``Program`` equality
 (``nst.sweep.group``), and the engine's loop reads only the ``Program``: a
 setting that changes the compiled code cannot differ within a group unseen.
 """
@@ -31,7 +32,7 @@ COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 @dataclasses.dataclass(frozen=True)
 class Update:
   """What the update step is compiled from: the network and the optimiser
-  (``nst.step.make_step`` is cached by it, so programs that differ only in
+  (``nst.engine.compiled`` is cached by it, so programs that differ only in
   their plan or periods share one jitted step)."""
   network: str
   pooling: str

@@ -19,20 +19,21 @@ A sweep writes config.json, metrics.jsonl and checkpoint.npz likewise, and
   results.csv, contact_sheet*.png, index.html   (``nst.report``)
 
 Guarantees: a workdir holding files is refused unless ``--overwrite``
-(which first deletes what an earlier run wrote there: the names above, and
-nothing else) or ``--resume``; a second process on the same workdir is
+(which first deletes what an earlier run wrote there: ``OUTPUTS``, and
+nothing else, only where config.json shows a run was started) or
+``--resume`` (not both); a second process on the same workdir is
 refused (``.lock``, naming the holder's pid); ``--resume`` needs the same
 config, keeps a finished sweep member only if its config and input files
 (``fingerprint``) are the ones it ran with, and recomputes any other.
 """
 from __future__ import annotations
 
+import datetime
 import errno
 import fcntl
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 
 import jax
@@ -84,6 +85,17 @@ def fingerprint(config) -> str:
   return digest.hexdigest()[:32]
 
 
+def default_path(config_path: str) -> Path:
+  """runs/<config>-<time>, made unique with a -2, -3... suffix."""
+  stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+  base = Path('runs') / f'{Path(config_path).stem}-{stamp}'
+  path, n = base, 1
+  while path.exists():
+    n += 1
+    path = base.with_name(f'{base.name}-{n}')
+  return path
+
+
 class Workdir:
   """A run's folder, opened for a new run, ``overwrite`` or ``resume``.
 
@@ -99,6 +111,9 @@ class Workdir:
     self.resume = resume
     self._lock = None
     p = self.path
+    if resume and overwrite:
+      raise UserError('--resume continues the run in --workdir and '
+                      '--overwrite deletes it: give one of them')
     if p.exists() and not p.is_dir():
       raise UserError(f'workdir {str(p)!r} exists and is not a directory')
     if resume:
@@ -109,6 +124,19 @@ class Workdir:
       raise UserError(f'workdir {str(p)!r} already holds files; choose '
                       'another --workdir, pass --resume to continue a '
                       'stopped run there, or --overwrite')
+    elif self._holds_files() and not self._holds_a_run():
+      raise UserError(f'--overwrite deletes an earlier run\'s outputs, but '
+                      f'{str(p)!r} holds files and no config.json of a run; '
+                      'choose another --workdir')
+
+  def _holds_a_run(self) -> bool:
+    """Whether config.json is a run's config (--overwrite deletes only
+    where a run was started)."""
+    try:
+      saved = json.loads((self.path / 'config.json').read_text())
+    except (OSError, ValueError):
+      return False
+    return isinstance(saved, dict) and 'content_image' in saved
 
   def _holds_files(self) -> bool:
     """Anything there but the lock and empty folders (another process of
@@ -124,11 +152,7 @@ class Workdir:
     if self.lead:
       self._take_lock()
       if overwrite:
-        for old in _own_files(self.path):
-          if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old)
-          else:
-            old.unlink()
+        self._delete_outputs()
       elif not self.resume and self._holds_files():
         raise UserError(f'workdir {str(self.path)!r} filled up while this '
                         'run started; choose another --workdir')
@@ -137,6 +161,23 @@ class Workdir:
     if self.sweep:
       self._mkdir(self.path / 'members')
     return self
+
+  def _delete_outputs(self) -> None:
+    """What an earlier run wrote here (``OUTPUTS``; in members/, only
+    NNNN.* files); nothing else."""
+    try:
+      for old in _own_files(self.path):
+        if old.name == 'members' and old.is_dir() and not old.is_symlink():
+          for f in old.iterdir():
+            if f.name[:4].isdigit() and f.name[4:5] == '.' and f.is_file():
+              f.unlink()
+          if not any(old.iterdir()):
+            old.rmdir()
+        elif old.is_file() or old.is_symlink():
+          old.unlink()
+    except OSError as e:
+      raise UserError(f'--overwrite cannot delete {e.filename!r}: '
+                      f'{e.strerror or e}') from None
 
   @staticmethod
   def _mkdir(path: Path) -> None:
@@ -148,7 +189,11 @@ class Workdir:
 
   def _take_lock(self) -> None:
     lock = self.path / LOCK
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+      fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+      raise UserError(f'cannot write in workdir {str(self.path)!r}: '
+                      f'{e.strerror or e}') from None
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
@@ -223,11 +268,14 @@ class Workdir:
           'runs again from the start', flush=True)
     return None
 
-  def finished(self, members: list[spec.Member]
+  def finished(self, members: list[spec.Member], pending=None
                ) -> dict[int, engine.Result]:
     """{index: result} of the sweep members a stopped run finished with
-    the same config and input files; any other member's files are deleted
-    (it runs again)."""
+    the same config and input files; the files of any other member are
+    deleted (it runs again), but for those of the chunk ``pending``
+    continues (its images up to the checkpoint's step stay)."""
+    continued = (set(pending.extra['members'].tolist()) if pending else
+                 set())
     out = {}
     for m in members:
       try:
@@ -243,7 +291,8 @@ class Workdir:
     if self.lead:
       for f in (self.path / 'members').glob('*'):
         index = f.name.split('.')[0]
-        if not (index.isdigit() and int(index) in out):
+        if (f.is_file() and index.isdigit() and int(index) not in out
+            and int(index) not in continued):
           f.unlink()
     return out
 
@@ -366,11 +415,23 @@ def run(config, path: Path, *, overwrite: bool = False,
 def _run_members(config, folder, members, loader, *, resume, pending,
                  should_stop, devices) -> list[engine.Result]:
   is_sweep, lead, path = folder.sweep, folder.lead, folder.path
-  kept = folder.finished(members) if resume and is_sweep else {}
+  kept = folder.finished(members, pending) if resume and is_sweep else {}
+  groups = sweep.group(members)
+  chunk_size = sweep.settings(config).chunk_size if is_sweep else 0
+  if is_sweep:  # the engine skips only chunks kept whole: so do the rows
+    devices_n = len(devices or jax.devices())
+    whole = [chunk for g in groups for chunk in engine.chunk_members(
+        g, chunk_size, devices_n)[0] if all(m.index in kept for m in chunk)]
+    kept = {m.index: kept[m.index] for chunk in whole for m in chunk}
+    chunks = [[m.index for m in chunk] for g in groups
+              for chunk in engine.chunk_members(g, chunk_size, devices_n)[0]]
+    if pending and pending.extra['members'].tolist() not in chunks:
+      print(f'note: {folder.checkpoint_path} holds a chunk this run does '
+            'not make; it runs again from the start', flush=True)
+      pending = None
   writer = Writer(folder, config.to_json(indent=2), members)
   if resume and lead:
     writer.keep_rows(set(kept), pending)
-  groups = sweep.group([m for m in members if m.index not in kept])
   program = members[0].program
   if lead:
     if is_sweep:
@@ -388,11 +449,10 @@ def _run_members(config, folder, members, loader, *, resume, pending,
             + (f' (resuming after step {pending.done})' if pending else ''),
             flush=True)
   try:
-    results = list(kept.values()) + engine.run(
+    results = engine.run(
         groups, loader=loader, devices=devices if is_sweep else (
             devices or jax.devices())[:1],
-        chunk_size=sweep.settings(config).chunk_size if is_sweep else 0, callbacks=writer,
-        should_stop=should_stop, resume=pending)
+        chunk_size=chunk_size, callbacks=writer, should_stop=should_stop, resume=pending, kept=kept)
   finally:
     writer.close()
   if jax.process_count() > 1:  # every image is written before the sheets

@@ -225,8 +225,9 @@ def _bad_inputs(tmp):
 def test_bad_inputs_are_refused_before_anything_is_written(tmp_path):
   workdir = tmp_path / 'previous'
   workdir.mkdir()
-  for name in ('final.png', 'metrics.jsonl', 'config.json'):
+  for name in ('final.png', 'metrics.jsonl'):
     (workdir / name).write_bytes(name.encode())
+  (workdir / 'config.json').write_text(tiny_config().to_json())
   before = {p.name: p.read_bytes() for p in workdir.iterdir()}
   for overrides, message in _bad_inputs(tmp_path):
     with pytest.raises(UserError, match=message):

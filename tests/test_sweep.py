@@ -25,7 +25,7 @@ PARAMS = random_vgg19()
 
 
 def _single_runs(config):
-  """Each member of ``config`` run on its own by stylize.stylize."""
+  """Each member of ``config`` run on its own (a group of one)."""
   _, members = sweep.expand(config)
   out = {}
   for m in members:

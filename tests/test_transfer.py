@@ -27,6 +27,13 @@ def test_transfer_of_arrays_equals_the_run_of_their_files(tmp_path):
   again = nst.transfer(photo / 255.0, 'nst:swirls', params=random_vgg19(),
                        **FIELDS)
   np.testing.assert_array_equal(again, out)
+  # uint16 spans 0-65535; an opaque alpha channel changes nothing.
+  wide = nst.transfer(photo.astype(np.uint16) * 257, 'nst:swirls',
+                      params=random_vgg19(), **FIELDS)
+  np.testing.assert_array_equal(wide, out)
+  rgba = np.concatenate([photo, np.full((30, 40, 1), 255, np.uint8)], -1)
+  np.testing.assert_array_equal(
+      nst.transfer(rgba, 'nst:swirls', params=random_vgg19(), **FIELDS), out)
 
 
 def test_transfer_names_bad_arguments():
@@ -34,3 +41,5 @@ def test_transfer_names_bad_arguments():
     nst.transfer('skimage:chelsea', 'nst:swirls', style_wieght=2)
   with pytest.raises(UserError, match=r'shape \(4, 4, 2\)'):
     nst.transfer(np.zeros((4, 4, 2)), 'nst:swirls', **FIELDS)
+  with pytest.raises(UserError, match="image_size='big' does not fit"):
+    nst.transfer('skimage:chelsea', 'nst:swirls', image_size='big')

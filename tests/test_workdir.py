@@ -151,3 +151,34 @@ def test_a_single_run_refuses_to_resume_from_changed_inputs(tmp_path):
 def test_atomic_writes_leave_no_temporary_files(tmp_path):
   images.write_atomic(tmp_path / 'a.json', b'{}')
   assert [p.name for p in tmp_path.iterdir()] == ['a.json']
+
+
+def test_resume_and_overwrite_together_are_refused(tmp_path):
+  with pytest.raises(UserError, match='--resume .* --overwrite'):
+    workdir.run(tiny_config(), tmp_path, overwrite=True, resume=True)
+
+
+def test_overwrite_deletes_only_where_a_run_was_started(tmp_path):
+  (tmp_path / 'index.html').write_text('my site')
+  with pytest.raises(UserError, match='no config.json of a run'):
+    workdir.run(tiny_config(), tmp_path, overwrite=True)
+  assert [p.name for p in tmp_path.iterdir()] == ['index.html']
+
+
+def test_a_resumed_sweep_keeps_its_step_images_and_chunks(tmp_path):
+  c = tiny_sweep(num_steps=3, save_every=1)
+  c.sweep.chunk_size = 2  # two chunks of two members
+  whole, out = tmp_path / 'whole', tmp_path / 'o'
+  workdir.run(c, whole)
+  with pytest.raises(Stopped) as e:  # the second chunk, after step 2
+    workdir.run(c, out, should_stop=_stop_after(4))
+  assert e.value.step == 2
+  workdir.run(c, out, resume=True)
+  names = sorted(p.name for p in (whole / 'members').iterdir())
+  assert sorted(p.name for p in (out / 'members').iterdir()) == names
+  assert '0002.step_00001.png' in names
+  for name in names:
+    if name.endswith('.png'):
+      assert (out / 'members' / name).read_bytes() == (
+          whole / 'members' / name).read_bytes(), name
+  assert _rows(out) == _rows(whole)
