@@ -13,7 +13,7 @@ from PIL import Image
 from helpers import tiny_config, tiny_sweep
 from nst import images, workdir
 from nst.errors import Stopped, UserError
-from test_run import ROOT, TINY, nst_run
+from test_run import ROOT, TINY
 
 
 def _stop_after(n):
@@ -22,15 +22,11 @@ def _stop_after(n):
   return lambda: asked.append(1) or len(asked) == n
 
 
-@pytest.mark.slow
 def test_overwrite_leaves_nothing_of_the_earlier_run(tmp_path):
   out = tmp_path / 'o'
-  first = nst_run(*TINY, '--config.num_steps=3', f'--workdir={out}')
-  assert first.returncode == 0, first.stderr
+  workdir.run(tiny_config(num_steps=3, save_every=1), out)
   (out / 'notes.txt').write_text('mine')  # not an output: kept
-  again = nst_run(*TINY, '--config.num_steps=1', '--overwrite',
-                  f'--workdir={out}')
-  assert again.returncode == 0, again.stderr
+  workdir.run(tiny_config(num_steps=1, save_every=1), out, overwrite=True)
   assert sorted(p.name for p in out.iterdir()) == [
       '.lock', 'config.json', 'final.png', 'metrics.jsonl', 'notes.txt',
       'step_00001.png']
@@ -39,22 +35,21 @@ def test_overwrite_leaves_nothing_of_the_earlier_run(tmp_path):
   assert (out / 'notes.txt').read_text() == 'mine'
 
 
-@pytest.mark.slow
 def test_a_second_process_on_the_workdir_is_refused(tmp_path):
   out = tmp_path / 'o'
   out.mkdir()
-  # This process holds the lock, as a running nst.run would.
+  # Another open file description holds the lock, as a running nst.run
+  # would (flock locks conflict between descriptions, also in one process).
   with open(out / workdir.LOCK, 'w') as lock:
     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    lock.write(f'{os.getpid()}\n')
+    lock.write('12345\n')
     lock.flush()
-    result = nst_run(*TINY, f'--workdir={out}')
-  assert result.returncode == 2 and 'Traceback' not in result.stderr
-  assert f'in use by process {os.getpid()}' in result.stderr
+    with pytest.raises(UserError, match='in use by process 12345'):
+      workdir.run(tiny_config(), out)
   assert [p.name for p in out.iterdir()] == [workdir.LOCK]
-  # Released (the process ended), the workdir can be used.
-  result = nst_run(*TINY, f'--workdir={out}')
-  assert result.returncode == 0, result.stderr
+  # Released, the workdir can be used.
+  workdir.run(tiny_config(), out)
+  assert (out / 'final.png').is_file()
 
 
 @pytest.mark.slow
