@@ -15,7 +15,7 @@ from pathlib import Path
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from nst import sweep, workdir
+from nst import signals, sweep, workdir
 from nst.errors import Stopped, UserError
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -32,41 +32,6 @@ _DISTRIBUTED = flags.DEFINE_enum(
     'distributed', 'auto', ['auto', 'on', 'off'],
     'Sweeps: call jax.distributed.initialize() (auto: when Slurm, Open MPI, '
     'a TPU pod or JAX_COORDINATOR_ADDRESS describes several processes).')
-
-
-class StopRequest:
-  """SIGINT and SIGTERM ask the run to stop after the step it is at (it then
-  checkpoints). Steps are dispatched ahead of the device, so Python sees
-  the signal once the queued ones are done, at the latest at the next log
-  step. A second SIGINT interrupts at once."""
-
-  def __init__(self):
-    self.signal = None
-
-  def __enter__(self):
-    self.previous = {s: signal.signal(s, self.handle)
-                     for s in (signal.SIGINT, signal.SIGTERM)}
-    return self
-
-  def __exit__(self, *exc):
-    for s, handler in self.previous.items():
-      signal.signal(s, handler)
-
-  def handle(self, signum, frame):
-    if self.signal is not None and signum == signal.SIGINT:
-      # Exits here rather than raising KeyboardInterrupt: a signal handler
-      # runs between any two bytecodes, also inside JAX's callbacks, where
-      # an exception is printed as a traceback and swallowed. Every file is
-      # written atomically, so nothing is left half-written.
-      print('interrupted', file=sys.stderr, flush=True)
-      sys.stdout.flush()
-      os._exit(130)
-    self.signal = signum
-    print(f'{signal.Signals(signum).name}: stopping after the steps under '
-          'way (again to interrupt at once)', file=sys.stderr, flush=True)
-
-  def __call__(self) -> bool:
-    return self.signal is not None
 
 
 def parse_flags(argv):
@@ -127,10 +92,10 @@ def main(argv):
           workdir.default_path(config_flags.get_config_filename(
               flags.FLAGS['config'])))
   config = _CONFIG.value
-  stop = StopRequest()
+  stop = signals.StopRequest()
   try:
     # Joining a multi-process job installs JAX's own SIGTERM handler (its
-    # preemption notifier), which would take the signal from StopRequest:
+    # preemption notifier), which would take the signal from ours:
     # join first.
     joined = 'sweep' in config and sweep.initialize_distributed(
         _DISTRIBUTED.value)

@@ -403,7 +403,18 @@ def run(config, path: Path, *, overwrite: bool = False,
                       f'{e}' if is_sweep else str(e)) from None
   if jax.process_count() > 1:  # nobody writes before everyone has checked
     multihost_utils.sync_global_devices('nst.run: workdir checked')
-  folder.open(config.to_json(indent=2), overwrite=overwrite)
+  error = None
+  try:
+    folder.open(config.to_json(indent=2), overwrite=overwrite)
+  except UserError as e:
+    error = e
+  if jax.process_count() > 1:  # all stop if process 0 refused the folder
+    refused = multihost_utils.process_allgather(np.int32(error is not None))
+    if np.any(refused) and error is None:
+      error = UserError('process 0 refused the workdir (its error says why)')
+  if error is not None:
+    folder.close()
+    raise error
   try:
     return _run_members(config, folder, members, loader, resume=resume,
                         pending=pending, should_stop=should_stop,
