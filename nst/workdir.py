@@ -148,7 +148,7 @@ class Workdir:
   def open(self, config_json: str, overwrite: bool = False) -> 'Workdir':
     """Creates the folder, takes its lock, and for ``overwrite`` deletes
     an earlier run's outputs; for a new run writes config.json."""
-    self._mkdir(self.path)
+    self.make_dir(self.path)
     if self.lead:
       self._take_lock()
       if overwrite:
@@ -158,8 +158,6 @@ class Workdir:
                         'run started; choose another --workdir')
       if not self.resume:
         images.write_atomic(self.path / 'config.json', config_json.encode())
-    if self.sweep:
-      self._mkdir(self.path / 'members')
     return self
 
   def _delete_outputs(self) -> None:
@@ -180,7 +178,7 @@ class Workdir:
                       f'{e.strerror or e}') from None
 
   @staticmethod
-  def _mkdir(path: Path) -> None:
+  def make_dir(path: Path) -> None:
     try:
       path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -415,6 +413,8 @@ def run(config, path: Path, *, overwrite: bool = False,
   if error is not None:
     folder.close()
     raise error
+  if folder.sweep:  # every process writes its members' images there
+    folder.make_dir(folder.path / 'members')
   try:
     return _run_members(config, folder, members, loader, resume=resume,
                         pending=pending, should_stop=should_stop,

@@ -37,7 +37,7 @@ def multiprocess(out, workdir, stop='0', resume='0'):
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   from nst import sweep
   from nst import workdir as nst_workdir
-  from nst.errors import Stopped
+  from nst.errors import Stopped, UserError
   assert sweep.initialize_distributed('auto')
   import numpy as np
   from helpers import tiny_sweep
@@ -53,6 +53,9 @@ def multiprocess(out, workdir, stop='0', resume='0'):
                               should_stop=should_stop)
   except Stopped as e:
     np.savez(out, process=jax.process_index(), stopped=e.step)
+    return
+  except UserError as e:
+    np.savez(out, process=jax.process_index(), error=str(e))
     return
   np.savez(out, process=jax.process_index(), devices=jax.device_count(),
            written=[r.written for r in results],

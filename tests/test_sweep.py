@@ -143,6 +143,28 @@ def test_two_processes_each_write_their_own_members(batched, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_workdir_in_use_stops_every_process_with_one_error(tmp_path):
+  import fcntl
+  workdir_ = tmp_path / 'sweep'
+  workdir_.mkdir()
+  env = {'JAX_COORDINATOR_ADDRESS': f'localhost:{_free_port()}',
+         'JAX_NUM_PROCESSES': '2'}
+  with open(workdir_ / '.lock', 'w') as lock:  # as a running nst.run
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    lock.write('12345\n')
+    lock.flush()
+    procs = [_worker('--multiprocess', tmp_path / f'p{p}.npz', workdir_,
+                     devices=1, env={**env, 'JAX_PROCESS_ID': str(p)})
+             for p in (0, 1)]
+    for p in procs:
+      _finish(p)  # neither waits for the other: both end
+  errors = [str(np.load(tmp_path / f'p{p}.npz')['error']) for p in (0, 1)]
+  assert 'in use by process 12345' in errors[0]
+  assert 'process 0 refused the workdir' in errors[1]
+  assert [p.name for p in workdir_.iterdir()] == ['.lock']
+
+
+@pytest.mark.slow
 def test_a_stop_asked_of_one_process_stops_both_and_resumes(batched,
                                                            tmp_path):
   """Process 1 alone asks to stop after step 1 of 3: both stop there (the
