@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from nst import engine, images
+from nst import engine, images, targets
 from nst.errors import UserError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / 'configs' / 'default.py'
@@ -103,9 +103,7 @@ def transfer(content: Image, style: Image | Sequence[Image], *,
   def load(spec, size):
     if spec in arrays:
       return images.preprocess(images.resize(arrays[spec], size))
-    return images.load(spec, size, **{
-        'max_pixels': config.max_image_pixels,
-        'background': tuple(config.alpha_background)})
+    return images.load(spec, size, **targets.image_options(config))
 
   image, _ = engine.stylize(config, params=params, load=load)
   return images.deprocess(image)

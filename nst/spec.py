@@ -102,10 +102,10 @@ def resolve(config, load: Callable[[str, int], np.ndarray], index: int = 0,
   check(config)
   plan, needed = [], min_image_side(config)
   explicit = [int(s) for s in config.scales if s >= 1]
-  for k, (size, steps) in enumerate(scale_plan(config)):
+  sizes = scale_plan(config)
+  for k, (size, steps) in enumerate(sizes):
     content = load(config.content_image, size)
-    final = k == len(scale_plan(config)) - 1
-    if min(content.shape[:2]) < needed and not final and (
+    if min(content.shape[:2]) < needed and k < len(sizes) - 1 and (
         size not in explicit):
       continue  # a fraction of a wide image, too small: left out
     check_content_shape(config, content.shape, size)
