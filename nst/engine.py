@@ -323,6 +323,12 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
             last_finite[j] = (at_step, restored(j, value, at_inputs))
       finite[:] &= now_finite
 
+    def row(j, i, total, parts, rate=0.0):
+      return {'member': chunk[j].index, 'step': i,
+              'size': max(plan[scale][0][:2]), 'loss': float(total[j]),
+              **{k: float(v[j]) for k, v in parts.items()},
+              'steps_per_s': rate}
+
     def log(i):
       total, parts = _gather(evaluate(eval_params, chunk_targets, hparams,
                                       image, state))
@@ -332,11 +338,8 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
       clock['log'], clock['log_step'] = now, i
       mark(np.isfinite(total))
       last_out[:] = [(i, finish(hparams, image, state), inputs)]
-      for j, m in enumerate(chunk):
-        last[j] = {'member': m.index, 'step': i, 'size': max(
-            plan[scale][0][:2]), 'loss': float(total[j]),
-                   **{k: float(v[j]) for k, v in parts.items()},
-                   'steps_per_s': rate}
+      for j in range(len(chunk)):
+        last[j] = row(j, i, total, parts, rate)
         if lead:
           cb.log(last[j])
       if lead:
@@ -348,23 +351,30 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
         if j < len(chunk) and finite[j]:
           cb.save(chunk[j], i, restored(j, value))
 
-    def keep_checkpoint(i, logged: bool):
+    def keep_checkpoint(i, logged: bool) -> bool:
       """Hands the chunk's host arrays to ``cb.checkpoint``, unless no
-      member is finite any more (then the last checkpoint stays)."""
+      member is finite any more (then the last checkpoint stays); whether
+      it did."""
       if not logged:
-        total, _ = _gather(evaluate(eval_params, chunk_targets, hparams,
-                                    image, state))
-        mark(np.isfinite(total))
+        total, parts = _gather(evaluate(eval_params, chunk_targets, hparams,
+                                        image, state))
+        now_finite = np.isfinite(total)
+        for j in range(len(chunk)):  # its result names where it diverged
+          if finite[j] and not now_finite[j]:
+            last[j] = row(j, i, total, parts)
+        mark(now_finite)
       host_image, host_state = _gather((image, state))
       # The image and its average decide; the optimiser's state may hold
       # infinities by design (a line search's errors and initial value).
       ok = finite & np.array([_finite((host_image[j], jax.tree.map(
           lambda v: v[j], host_state.average))) for j in range(size)])
-      if ok[:len(chunk)].any():
-        cb.checkpoint(checkpoint.Checkpoint(
-            i, host_image, host_state, {}, {
-                'members': np.array([m.index for m in chunk]),
-                'finite': finite.copy()}))
+      if not ok[:len(chunk)].any():
+        return False
+      cb.checkpoint(checkpoint.Checkpoint(
+          i, host_image, host_state, {}, {
+              'members': np.array([m.index for m in chunk]),
+              'finite': finite.copy()}))
+      return True
 
     stopped = False
     for scale, ((shape, steps)) in enumerate(plan):
@@ -412,9 +422,18 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
         state = init(hparams, image)
       if first == 0:
         log(0)
+      in_flight = None
       for i in range(first + 1, done + steps + 1):
-        image, state, _ = step_fn(device_params, chunk_targets, hparams,
-                                  image, state)
+        image, state, metrics = step_fn(device_params, chunk_targets,
+                                        hparams, image, state)
+        # Dispatch runs ahead of the device: wait for the step before this
+        # one, so that at most this step is queued behind the one running
+        # and a stop (asked below) lands after at most the step in
+        # progress, not after every step queued up to the next log step.
+        # (The device never idles: this step is queued while it waits.)
+        if in_flight is not None:
+          jax.block_until_ready(in_flight)
+        in_flight = metrics
         if i == first + 1:  # keep compilation out of the speeds
           jax.block_until_ready(image)
           clock['log'], clock['log_step'] = time.perf_counter(), i
@@ -433,13 +452,13 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
             and i < total_steps):
           keep_checkpoint(i, logged)
         if i < total_steps and should_stop and _any_process(should_stop()):
-          keep_checkpoint(i, logged)
+          kept_state = keep_checkpoint(i, logged)
           if not finite[:len(chunk)].any():
             stopped = True  # nothing finite to keep: it diverged
             break
           if not (program.save_every and i % program.save_every == 0):
             save(i)
-          raise Stopped(i)
+          raise Stopped(i, checkpointed=kept_state)
       if stopped:
         break
       done += steps

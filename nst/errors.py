@@ -23,9 +23,10 @@ class Diverged(UserError):
 
 class Stopped(Exception):
   """The run was asked to stop (SIGINT or SIGTERM) after ``step`` steps and
-  has checkpointed and saved its output so far (``Callbacks.save``). Not
-  an error."""
+  has saved its finite members' outputs so far (``Callbacks.save``) and,
+  if ``checkpointed``, a checkpoint to continue from (not when no image
+  was finite any more). Not an error."""
 
-  def __init__(self, step: int):
+  def __init__(self, step: int, checkpointed: bool = True):
     super().__init__(f'stopped after step {step}')
-    self.step = step
+    self.step, self.checkpointed = step, checkpointed

@@ -7,15 +7,20 @@ layout, ``--overwrite`` and ``--resume`` are ``nst.workdir``'s.
 """
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from pathlib import Path
 
+from nst import signals
+
+if __name__ == '__main__':  # a Ctrl-C while JAX loads: one line, no traceback
+  signal.signal(signal.SIGINT, signals.interrupted)
+
+# pylint: disable=wrong-import-position
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from nst import signals, sweep, workdir
+from nst import sweep, workdir
 from nst.errors import Stopped, UserError
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -99,32 +104,39 @@ def main(argv):
     # join first.
     joined = 'sweep' in config and sweep.initialize_distributed(
         _DISTRIBUTED.value)
-    with stop:
-      if joined and not _WORKDIR.value:
-        raise UserError('a sweep over several processes needs --workdir: '
-                        'the same directory for every process')
-      workdir.run(config, path, overwrite=_OVERWRITE.value,
-                  resume=_RESUME.value, should_stop=stop)
+    stop.install()  # until the process exits
+    if joined and not _WORKDIR.value:
+      raise UserError('a sweep over several processes needs --workdir: '
+                      'the same directory for every process')
+    workdir.run(config, path, overwrite=_OVERWRITE.value,
+                resume=_RESUME.value, should_stop=stop)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
   except Stopped as e:
-    kept = ('the finished members and a checkpoint of the chunk in '
-            'progress are' if 'sweep' in config else
-            f'checkpoint and step_{e.step:05d}.png are')
-    print(f'stopped after step {e.step}; {kept} in {path}; continue with '
-          f'the same command and --resume --workdir {path}',
-          file=sys.stderr)
+    print(stopped_line(e, path, 'sweep' in config), file=sys.stderr)
     # A process of a multi-process sweep may stop because another was
     # signalled; it exits as if it had been sent SIGTERM.
     sys.exit(128 + (stop.signal or signal.SIGTERM))
-  except KeyboardInterrupt:
-    # At once, without tearing the interpreter down under computations
-    # still running on XLA's threads (that can crash the exit). Every file
-    # is written atomically, so nothing is left half-written.
-    print('interrupted', file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    os._exit(130)
+  except KeyboardInterrupt:  # before the handlers were installed
+    signals.interrupted()
+
+
+def stopped_line(e: Stopped, path: Path, is_sweep: bool) -> str:
+  """What a stopped run kept, exactly, and how to continue."""
+  if is_sweep:
+    kept = ('the finished members and a checkpoint of the chunk in '
+            'progress are' if e.checkpointed else
+            'the finished members are (the chunk in progress had no finite '
+            'image to checkpoint; it runs again from its start)')
+  elif e.checkpointed:
+    kept = f'checkpoint and step_{e.step:05d}.png are'
+  else:
+    return (f'stopped after step {e.step}; no checkpoint was written (the '
+            f'image was not finite); step_{e.step:05d}.png is in {path}; '
+            'rerun without --resume to start again')
+  return (f'stopped after step {e.step}; {kept} in {path}; continue with '
+          f'the same command and --resume --workdir {path}')
 
 
 if __name__ == '__main__':

@@ -4,22 +4,51 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
+
+
+def say(text: str) -> None:
+  """A line on stderr from a signal handler: an unbuffered write, since
+  the handler may run while the interrupted code is inside a write to the
+  buffered ``sys.stderr`` (a second write there raises)."""
+  try:
+    os.write(2, (text + '\n').encode())
+  except OSError:
+    pass
+
+
+def interrupted(signum=None, frame=None) -> None:
+  """Ends the process at once with status 130 and the one line
+  'interrupted'. Exits rather than raising KeyboardInterrupt: a handler
+  runs between any two bytecodes, also inside JAX's callbacks, where an
+  exception is printed as a traceback and swallowed; and it skips tearing
+  the interpreter down under computations still running on XLA's threads.
+  Every file is written atomically, so nothing is left half-written."""
+  say('interrupted')
+  os._exit(130)
 
 
 class StopRequest:
-  """SIGINT and SIGTERM ask the run to stop after the step it is at (it then
-  checkpoints). Steps are dispatched ahead of the device, so Python sees
-  the signal once the queued ones are done, at the latest at the next log
-  step. A second SIGINT interrupts at once."""
+  """SIGINT and SIGTERM ask the run to stop after the step in progress (it
+  then checkpoints; the engine keeps at most one step queued behind the
+  one running). A second SIGINT interrupts at once.
+
+  ``install()`` is for a process that ends with the run (the command
+  line): the handlers stay until the process exits, so a second SIGINT
+  while the run writes its checkpoint or shuts down still exits cleanly.
+  As a context manager, the previous handlers come back on exit.
+  """
 
   def __init__(self):
     self.signal = None
+    self.previous = {}
 
-  def __enter__(self):
+  def install(self) -> 'StopRequest':
     self.previous = {s: signal.signal(s, self.handle)
                      for s in (signal.SIGINT, signal.SIGTERM)}
     return self
+
+  def __enter__(self):
+    return self.install()
 
   def __exit__(self, *exc):
     for s, handler in self.previous.items():
@@ -27,16 +56,11 @@ class StopRequest:
 
   def handle(self, signum, frame):
     if self.signal is not None and signum == signal.SIGINT:
-      # Exits here rather than raising KeyboardInterrupt: a signal handler
-      # runs between any two bytecodes, also inside JAX's callbacks, where
-      # an exception is printed as a traceback and swallowed. Every file is
-      # written atomically, so nothing is left half-written.
-      print('interrupted', file=sys.stderr, flush=True)
-      sys.stdout.flush()
-      os._exit(130)
+      interrupted()
+    if self.signal is None:
+      say(f'{signal.Signals(signum).name}: stopping after the step in '
+          'progress (SIGINT again to interrupt at once)')
     self.signal = signum
-    print(f'{signal.Signals(signum).name}: stopping after the steps under '
-          'way (again to interrupt at once)', file=sys.stderr, flush=True)
 
   def __call__(self) -> bool:
     return self.signal is not None
