@@ -21,7 +21,10 @@ A sweep writes config.json, metrics.jsonl and checkpoint.npz likewise, and
 Guarantees: a workdir holding files is refused unless ``--overwrite``
 (which first deletes what an earlier run wrote there: ``OUTPUTS``, and
 nothing else, only where config.json shows a run was started) or
-``--resume`` (not both); a second process on the same workdir is
+``--resume`` (not both), or unless it holds a run of the same config
+that ended (a crash, a kill) before it kept a checkpoint or a result:
+then the same command, or ``--resume``, starts it again there. A second
+process on the same workdir is
 refused (``.lock``, naming the holder's pid); ``--resume`` needs the same
 config, keeps a finished sweep member only if its config and input files
 (``fingerprint``) are the ones it ran with, and recomputes any other.
@@ -106,9 +109,13 @@ class Workdir:
 
   def __init__(self, path: str | os.PathLike, *, sweep: bool,
                overwrite: bool = False, resume: bool = False,
-               lead: bool = True):
+               lead: bool = True, config=None):
     self.path, self.sweep, self.lead = Path(path), sweep, lead
     self.resume = resume
+    # A run of ``config`` that ended (a crash, a kill, a stop) before it
+    # kept anything to continue from starts again here, by a rerun of the
+    # same command or by --resume.
+    self.restart = False
     self._lock = None
     p = self.path
     if resume and overwrite:
@@ -120,6 +127,11 @@ class Workdir:
       if not p.is_dir():
         raise UserError(f'nothing to resume in {str(p)!r}: no such '
                         'directory')
+      if not sweep and config is not None and self._ended_early(config):
+        self.resume, self.restart = False, True
+    elif self._holds_files() and not overwrite and (
+        config is not None and self._ended_early(config)):
+      self.restart = True
     elif self._holds_files() and not overwrite:
       raise UserError(f'workdir {str(p)!r} already holds files; choose '
                       'another --workdir, pass --resume to continue a '
@@ -138,6 +150,20 @@ class Workdir:
       return False
     return isinstance(saved, dict) and 'content_image' in saved
 
+  def _ended_early(self, config) -> bool:
+    """Whether this folder holds a run of ``config`` that kept nothing
+    to continue from or to keep: no checkpoint, no result (final.png,
+    last_finite_*.png; a sweep: no finished member)."""
+    p = self.path
+    try:
+      saved = json.loads((p / 'config.json').read_text())
+    except (OSError, ValueError):
+      return False
+    kept = [p / checkpoint.NAME, p / 'final.png', p / 'results.csv',
+            *p.glob('last_finite_*.png'), *p.glob('members/*.result.json')]
+    return saved == json.loads(config.to_json()) and not any(
+        f.exists() for f in kept)
+
   def _holds_files(self) -> bool:
     """Anything there but the lock and empty folders (another process of
     the same sweep may have made ``members/``)."""
@@ -151,7 +177,7 @@ class Workdir:
     self.make_dir(self.path)
     if self.lead:
       self._take_lock()
-      if overwrite:
+      if overwrite or self.restart:
         self._delete_outputs()
       elif not self.resume and self._holds_files():
         raise UserError(f'workdir {str(self.path)!r} filled up while this '
@@ -383,7 +409,12 @@ def run(config, path: Path, *, overwrite: bool = False,
   non-finite loss raises ``Diverged`` once its last finite output is kept."""
   is_sweep = 'sweep' in config
   folder = Workdir(path, sweep=is_sweep, overwrite=overwrite,
-                           resume=resume, lead=jax.process_index() == 0)
+                   resume=resume, lead=jax.process_index() == 0,
+                   config=config)
+  if folder.restart and folder.lead:
+    print(f'note: the run of this config in {path} ended before it kept '
+          'anything to continue from; it starts again there', flush=True)
+  resume = folder.resume
   if resume:
     folder.check_config(config)
   loader = engine.Loader()

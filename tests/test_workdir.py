@@ -1,6 +1,7 @@
 """The workdir's guarantees: --overwrite leaves nothing of the earlier run,
 one process per workdir, --resume never relabels, files get the umask."""
 import csv
+import json
 import fcntl
 import os
 import subprocess
@@ -177,3 +178,53 @@ def test_a_resumed_sweep_keeps_its_step_images_and_chunks(tmp_path):
       assert (out / 'members' / name).read_bytes() == (
           whole / 'members' / name).read_bytes(), name
   assert _rows(out) == _rows(whole)
+
+
+def _crash_after(n):
+  """A should_stop that raises the n-th time it is asked, as a crash (an
+  out-of-memory error, a bug) would mid-run."""
+  asked = []
+
+  def crash():
+    asked.append(1)
+    if len(asked) == n:
+      raise MemoryError('out of memory (injected)')
+    return False
+  return crash
+
+
+def test_a_run_that_crashed_before_a_checkpoint_reruns_with_the_same_command(
+    tmp_path):
+  out = tmp_path / 'o'
+  config = tiny_config(num_steps=3, save_every=1)
+  with pytest.raises(MemoryError):
+    workdir.run(config, out, should_stop=_crash_after(2))
+  assert {p.name for p in out.iterdir()} == {
+      '.lock', 'config.json', 'metrics.jsonl', 'step_00001.png',
+      'step_00002.png'}  # no checkpoint: nothing to continue from
+  # The same command starts it again there; so does --resume.
+  for resume in (False, True):
+    results = workdir.run(config, out, resume=resume)
+    rows = [json.loads(l) for l in open(out / 'metrics.jsonl')]
+    assert [r['step'] for r in rows] == [0, 1, 2, 3]
+    assert results[0].metrics['step'] == 3 and (out / 'final.png').is_file()
+    (out / 'final.png').unlink()  # as if that rerun had crashed too
+    with pytest.raises(MemoryError):
+      workdir.run(config, out, should_stop=_crash_after(1))
+  # Another config, or a folder holding a result, is still refused.
+  with pytest.raises(UserError, match='already holds files'):
+    workdir.run(tiny_config(num_steps=2), out)
+  workdir.run(config, out)
+  with pytest.raises(UserError, match='already holds files'):
+    workdir.run(config, out)
+
+
+def test_a_crashed_run_with_a_checkpoint_points_to_resume(tmp_path):
+  out = tmp_path / 'o'
+  config = tiny_config(num_steps=4, checkpoint_every=2)
+  with pytest.raises(MemoryError):
+    workdir.run(config, out, should_stop=_crash_after(3))
+  with pytest.raises(UserError, match='--resume to continue'):
+    workdir.run(config, out)
+  results = workdir.run(config, out, resume=True)
+  assert results[0].metrics['step'] == 4
