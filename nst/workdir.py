@@ -375,6 +375,14 @@ class Writer(engine.Callbacks):
     result.image = (str(name.relative_to(self.workdir.path))
                     if result.status == 'ok' else '')
     self.results.append(result)
+    if self.workdir.sweep and self.workdir.lead and result.status != 'ok':
+      kept = (f'; its output of step {result.last_finite[0]} is '
+              + str(self.workdir.step_path(result.member, result.last_finite[
+                  0], 'last_finite').relative_to(self.workdir.path))
+              if result.last_finite else '')
+      self.progress(f'member {result.member.index} '
+                    f'({sweep.describe(result.member.values)}) diverged: '
+                    f'{engine.diverged(result)}{kept}')
     if self.workdir.sweep and self.workdir.lead:
       record = {'metrics': result.metrics, 'status': result.status,
                 'wall_s': result.wall_s, 'steps_per_s': result.steps_per_s,
@@ -423,10 +431,10 @@ def run(config, path: Path, *, overwrite: bool = False,
   else:
     members = [spec.resolve(config, loader.images_for(config))]
   pending = folder.pending(members) if resume else None
-  for m in members:  # their styles and masks, before anything is written
-    try:
-      targets.load_inputs(m.config, m.config.image_size,
-                          loader.images_for(m.config))
+  for m in members:  # their images at every scale, before anything is
+    try:             # written (the loader keeps them for the run)
+      for px in sorted({max(shape[:2]) for shape, _ in m.program.plan}):
+        targets.load_inputs(m.config, px, loader.images_for(m.config))
     except UserError as e:
       raise UserError(f'sweep member {m.index} ({sweep.describe(m.values)}): '
                       f'{e}' if is_sweep else str(e)) from None

@@ -514,12 +514,17 @@ def test_bad_sweep_axis_on_the_command_line_is_one_line(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings('ignore:overflow encountered in cast')
-def test_a_diverging_member_leaves_the_others_alone(tmp_path):
+def test_a_diverging_member_leaves_the_others_alone(tmp_path, capsys):
   c = tiny_sweep(num_steps=2)
   c.sweep.axes.style_layers = (('conv1_1',),)
   c.sweep.axes.ratio = (1e-3, 1e-45)  # beta = 1e45: inf in float32
   results = workdir.run(c, tmp_path)
   assert [r.status for r in results] == ['ok', 'diverged']
+  # Named on the console when its chunk ends, with its axis values.
+  said = [l for l in capsys.readouterr().out.splitlines() if 'diverged' in l]
+  assert said == ["member 1 (style_layers=conv1_1, ratio=1e-45) diverged: "
+                  "the loss became nan by step 2 (last finite: none); the "
+                  "learning rate or a loss weight is likely too high"]
   assert np.isfinite(results[0].metrics['loss'])
   assert not np.isfinite(results[1].metrics['loss'])
   alone = sweep_images(tiny_sweep(num_steps=2))[0][1]  # same as member 0
@@ -562,3 +567,18 @@ def test_a_sweep_of_four_chunks_compiles_its_step_once(tmp_path):
   assert engine.compiled.cache_info().currsize == 1
   assert step._cache_size() == 1  # pylint: disable=protected-access
   assert init._cache_size() == finish._cache_size() == 1
+
+
+def test_every_members_images_are_checked_at_every_scale_first(tmp_path):
+  # Member 1's style is too small for its layers only at the coarse
+  # scale (64 px * 0.3 = 19 px; at 32 px, 10 px): refused, naming the
+  # member, before anything is written.
+  c = tiny_sweep(image_size=64, scales=(0.5,), scale_steps=(1,))
+  c.sweep.axes = ml_collections.ConfigDict({'style_scale': (1.0, 0.3)})
+  c.sweep.rows, c.sweep.cols = 'style_scale', ''
+  with pytest.raises(UserError) as e:
+    workdir.run(c, tmp_path / 'o')
+  assert str(e.value).startswith(
+      "sweep member 1 (style_scale=0.3): style image 'nst:swirls' at "
+      'style_scale=0.3 and size 32 is 10x10 px')
+  assert not (tmp_path / 'o').exists()
