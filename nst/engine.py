@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import threading
 import time
 from typing import Any, Callable
 
@@ -363,7 +364,9 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
           if finite[j] and not now_finite[j]:
             last[j] = row(j, i, total, parts)
         mark(now_finite)
-      host_image, host_state = _gather((image, state))
+      return hand_checkpoint(i, *_gather((image, state)))
+
+    def hand_checkpoint(i, host_image, host_state) -> bool:
       # The image and its average decide; the optimiser's state may hold
       # infinities by design (a line search's errors and initial value).
       ok = finite & np.array([_finite((host_image[j], jax.tree.map(
@@ -376,7 +379,24 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
               'finite': finite.copy()}))
       return True
 
-    stopped = False
+    def stop_while_compiling(first, boundary):
+      """A stop during a scale's compilation: the checkpoint and output
+      of the scale before (``boundary``: its last step, host image and
+      state, inputs), or nothing new when this run computed none."""
+      if boundary is None:
+        return Stopped(first, checkpointed=resumed is not None,
+                       saved=resumed is not None)
+      at, host_image, host_state, at_inputs = boundary
+      kept_state = hand_checkpoint(at, host_image, host_state)
+      out = finish(hparams, _put(lambda j: host_image[j], size, per_member),
+                   _put(lambda j: jax.tree.map(lambda v: v[j], host_state),
+                        size, per_member))
+      for j, value in _local_slots(out).items():
+        if j < len(chunk) and finite[j]:
+          cb.save(chunk[j], at, restored(j, value, at_inputs))
+      return Stopped(at, checkpointed=kept_state)
+
+    stopped, boundary = False, None
     for scale, ((shape, steps)) in enumerate(plan):
       if done + steps < first_step:  # finished before the checkpoint
         done += steps
@@ -413,6 +433,8 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
               slots[j].config, inputs(slots[j].index)[0].content), size,
                        per_member)
         else:
+          if should_stop and jax.process_count() == 1:
+            boundary = (done, *_gather((image, state)), coarse)
           image = jax.jit(
               jax.vmap(lambda x: jax.image.resize(x, shape, 'cubic')),
               out_shardings=per_member)(finish(hparams, image, state))
@@ -424,8 +446,14 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
         log(0)
       in_flight = None
       for i in range(first + 1, done + steps + 1):
-        image, state, metrics = step_fn(device_params, chunk_targets,
-                                        hparams, image, state)
+        args = device_params, chunk_targets, hparams, image, state
+        if i == first + 1:  # compiles, once per shape: a stop need not wait
+          out = _first_call(step_fn, args, should_stop)
+          if out is None:
+            raise stop_while_compiling(first, boundary)
+          image, state, metrics = out
+        else:
+          image, state, metrics = step_fn(*args)
         # Dispatch runs ahead of the device: wait for the step before this
         # one, so that at most this step is queued behind the one running
         # and a stop (asked below) lands after at most the step in
@@ -483,6 +511,34 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
           last_finite=None if finite[j] else last_finite.get(j)))
       cb.result(results[-1])
   return results
+
+
+def _first_call(fn, args, should_stop):
+  """``fn(*args)``, the first call of a step at a shape (it traces and
+  compiles: seconds to minutes), on a helper thread while this one asks
+  ``should_stop``: None if a stop came first. The call is then left to
+  finish on its own and its results are dropped (``args``' donated
+  buffers with them). One process only: several would have to agree on
+  when they stopped."""
+  if should_stop is None or jax.process_count() > 1:
+    return fn(*args)
+  out = []
+
+  def call():
+    try:
+      out.append(fn(*args))
+    except BaseException as e:  # pylint: disable=broad-except
+      out.append(e)
+
+  worker = threading.Thread(target=call, name='nst-compile', daemon=True)
+  worker.start()
+  while worker.is_alive():
+    worker.join(0.05)
+    if worker.is_alive() and should_stop():
+      return None
+  if isinstance(out[0], BaseException):
+    raise out[0]
+  return out[0]
 
 
 def _progress_line(program, chunk, chunk_index, chunks, group_index, last,

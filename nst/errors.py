@@ -23,10 +23,12 @@ class Diverged(UserError):
 
 class Stopped(Exception):
   """The run was asked to stop (SIGINT or SIGTERM) after ``step`` steps and
-  has saved its finite members' outputs so far (``Callbacks.save``) and,
-  if ``checkpointed``, a checkpoint to continue from (not when no image
-  was finite any more). Not an error."""
+  has, if ``saved``, saved its finite members' outputs at that step
+  (``Callbacks.save``) and, if ``checkpointed``, a checkpoint to continue
+  from (not when no image was finite any more, nor when it stopped while
+  compiling its first step). Not an error."""
 
-  def __init__(self, step: int, checkpointed: bool = True):
+  def __init__(self, step: int, checkpointed: bool = True,
+               saved: bool = True):
     super().__init__(f'stopped after step {step}')
-    self.step, self.checkpointed = step, checkpointed
+    self.step, self.checkpointed, self.saved = step, checkpointed, saved

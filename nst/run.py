@@ -127,16 +127,18 @@ def stopped_line(e: Stopped, path: Path, is_sweep: bool) -> str:
   if is_sweep:
     kept = ('the finished members and a checkpoint of the chunk in '
             'progress are' if e.checkpointed else
-            'the finished members are (the chunk in progress had no finite '
-            'image to checkpoint; it runs again from its start)')
-  elif e.checkpointed:
-    kept = f'checkpoint and step_{e.step:05d}.png are'
-  else:
-    return (f'stopped after step {e.step}; no checkpoint was written (the '
-            f'image was not finite); step_{e.step:05d}.png is in {path}; '
-            'rerun without --resume to start again')
-  return (f'stopped after step {e.step}; {kept} in {path}; continue with '
-          f'the same command and --resume --workdir {path}')
+            'the finished members are (the chunk in progress kept nothing '
+            'to continue from: it runs again)')
+    return (f'stopped after step {e.step}; {kept} in {path}; continue with '
+            f'the same command and --resume --workdir {path}')
+  if e.checkpointed:
+    return (f'stopped after step {e.step}; checkpoint and '
+            f'step_{e.step:05d}.png are in {path}; continue with the same '
+            f'command and --resume --workdir {path}')
+  kept = (f'step_{e.step:05d}.png is in {path}, but no checkpoint (the '
+          'image was not finite)' if e.saved else 'nothing was kept')
+  return (f'stopped after step {e.step}; {kept}; the same command starts '
+          f'the run again in {path}')
 
 
 if __name__ == '__main__':

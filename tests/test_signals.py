@@ -1,12 +1,15 @@
 """Stopping a run: how soon a stop lands, and what the command line says
 it kept."""
+import time
 from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
+from PIL import Image
 
 from helpers import tiny_config
-from nst import engine, run, signals
+from nst import checkpoint, engine, run, signals, workdir
 from nst.errors import Stopped
 
 
@@ -49,7 +52,12 @@ def test_the_stop_line_says_what_was_kept():
                   'in /tmp/run; continue with the same command and --resume '
                   '--workdir /tmp/run')
   line = run.stopped_line(Stopped(7, checkpointed=False), path, False)
-  assert 'no checkpoint was written' in line and '--resume --workdir' not in line
+  assert line == ('stopped after step 7; step_00007.png is in /tmp/run, but '
+                  'no checkpoint (the image was not finite); the same '
+                  'command starts the run again in /tmp/run')
+  line = run.stopped_line(Stopped(0, False, saved=False), path, False)
+  assert line == ('stopped after step 0; nothing was kept; the same command '
+                  'starts the run again in /tmp/run')
   line = run.stopped_line(Stopped(7, checkpointed=False), path, True)
   assert 'checkpoint of the chunk' not in line and 'finished members' in line
 
@@ -63,3 +71,61 @@ def test_the_handler_writes_unbuffered_and_a_second_sigint_exits(capfd):
   stop.handle(15, None)  # a second SIGTERM changes nothing
   assert stop() and stop.signal == 15
   assert capfd.readouterr().err.count('SIGTERM: stopping') == 1
+
+
+def _slow_first_calls(monkeypatch, at_sizes):
+  """Makes the step's first call at each image size in ``at_sizes`` take
+  0.5 s more, as a long compilation would; returns a list that holds
+  True while such a call runs."""
+  real, compiling = engine.compiled, [False]
+
+  def compiled(*args):
+    step_fn, *rest = real(*args)
+    seen = set()
+
+    def slow(*a):
+      size = max(a[3].shape[1:3])
+      if size in at_sizes and size not in seen:
+        seen.add(size)
+        compiling[0] = True
+        time.sleep(0.5)
+        compiling[0] = False
+      return step_fn(*a)
+    return (slow, *rest)
+
+  monkeypatch.setattr(engine, 'compiled', compiled)
+  return compiling
+
+
+def test_a_stop_while_the_first_step_compiles_ends_at_once(monkeypatch,
+                                                            tmp_path):
+  compiling = _slow_first_calls(monkeypatch, {32})
+  config = tiny_config(num_steps=3, save_every=1)
+  with pytest.raises(Stopped) as stop:
+    workdir.run(config, tmp_path, should_stop=lambda: compiling[0])
+  assert (stop.value.step, stop.value.checkpointed, stop.value.saved) == (
+      0, False, False)
+  assert not list(tmp_path.glob('*.png')) and not list(
+      tmp_path.glob('checkpoint.npz'))
+  # Nothing to continue from: the same command starts it again.
+  [result] = workdir.run(config, tmp_path)
+  assert result.metrics['step'] == 3
+
+
+def test_a_stop_while_a_finer_scale_compiles_keeps_the_coarser_scale(
+    monkeypatch, tmp_path):
+  config = tiny_config(image_size=64, scales=(0.5,), scale_steps=(2,),
+                       num_steps=2, optimizer='lbfgs')
+  unstopped = workdir.run(config, tmp_path / 'a')[0]
+  compiling = _slow_first_calls(monkeypatch, {64})
+  out = tmp_path / 'b'
+  with pytest.raises(Stopped) as stop:
+    workdir.run(config, out, should_stop=lambda: compiling[0])
+  # The coarse scale's last step is kept: checkpoint and image.
+  assert (stop.value.step, stop.value.checkpointed) == (2, True)
+  assert checkpoint.load(out / 'checkpoint.npz').done == 2
+  assert np.asarray(Image.open(out / 'step_00002.png')).shape == (32, 32, 3)
+  resumed = workdir.run(config, out, resume=True)[0]
+  assert resumed.metrics == unstopped.metrics
+  assert (out / 'final.png').read_bytes() == (
+      tmp_path / 'a' / 'final.png').read_bytes()
