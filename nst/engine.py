@@ -513,6 +513,9 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
   return results
 
 
+COMPILING = 'nst-compile'  # the thread of _first_call
+
+
 def _first_call(fn, args, should_stop):
   """``fn(*args)``, the first call of a step at a shape (it traces and
   compiles: seconds to minutes), on a helper thread while this one asks
@@ -530,7 +533,7 @@ def _first_call(fn, args, should_stop):
     except BaseException as e:  # pylint: disable=broad-except
       out.append(e)
 
-  worker = threading.Thread(target=call, name='nst-compile', daemon=True)
+  worker = threading.Thread(target=call, name=COMPILING, daemon=True)
   worker.start()
   while worker.is_alive():
     worker.join(0.05)

@@ -7,8 +7,10 @@ layout, ``--overwrite`` and ``--resume`` are ``nst.workdir``'s.
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from nst import signals
@@ -20,7 +22,7 @@ if __name__ == '__main__':  # a Ctrl-C while JAX loads: one line, no traceback
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from nst import sweep, workdir
+from nst import engine, sweep, workdir
 from nst.errors import Stopped, UserError
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -114,10 +116,19 @@ def main(argv):
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
   except Stopped as e:
-    print(stopped_line(e, path, 'sweep' in config), file=sys.stderr)
+    print(stopped_line(e, path, 'sweep' in config), file=sys.stderr,
+          flush=True)
     # A process of a multi-process sweep may stop because another was
     # signalled; it exits as if it had been sent SIGTERM.
-    sys.exit(128 + (stop.signal or signal.SIGTERM))
+    code = 128 + (stop.signal or signal.SIGTERM)
+    if any(t.name == engine.COMPILING and t.is_alive()
+           for t in threading.enumerate()):
+      # A stop during a compilation left it running on its thread: end
+      # without tearing the interpreter down under it (every file is
+      # written and closed).
+      sys.stdout.flush()
+      os._exit(code)
+    sys.exit(code)
   except KeyboardInterrupt:  # before the handlers were installed
     signals.interrupted()
 

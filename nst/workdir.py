@@ -277,6 +277,10 @@ class Workdir:
     path = self.checkpoint_path
     if self.sweep and not path.is_file():
       return None
+    if not path.exists() and (self.path / 'final.png').exists():
+      raise UserError(f'the run in {str(self.path)!r} has finished '
+                      '(final.png): nothing to resume; --overwrite runs it '
+                      'again')
     ckpt = checkpoint.load(path)
     by_index = {m.index: m for m in members}
     indices = ckpt.extra.get('members', np.zeros(0, int)).tolist()

@@ -138,3 +138,22 @@ def tiny_sweep_file(path, *body):
       'def get_config():\n'
       + ''.join(f'  {line}\n' for line in body) + '  return c\n')
   return path
+
+
+def stop_after(n, raising: BaseException | None = None):
+  """A should_stop that says yes (or raises ``raising``, as a crash would)
+  the ``n``-th time it is asked after a step. (The engine also asks while
+  a step compiles, on its thread ``engine.COMPILING``; those asks are
+  answered no and not counted.)"""
+  import threading
+  asked = []
+
+  def should_stop():
+    if any(t.name == engine.COMPILING and t.is_alive()
+           for t in threading.enumerate()):
+      return False
+    asked.append(1)
+    if len(asked) == n and raising is not None:
+      raise raising
+    return len(asked) == n
+  return should_stop

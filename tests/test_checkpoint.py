@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+import helpers
 from helpers import (random_vgg19, run_one, tiny_config, tiny_flags,
                      tiny_sweep_file)
 from nst import checkpoint
@@ -20,17 +21,11 @@ PARAMS = random_vgg19()
 
 def _stopped_then_resumed(config, stop_after, path):
   """Runs until ``stop_after`` steps, checkpoints to ``path``, resumes."""
-  calls = []
-
-  def should_stop():
-    calls.append(1)
-    return len(calls) == stop_after
-
   def on_checkpoint(ckpt):
     checkpoint.save(path, ckpt, config.to_json())
 
   with pytest.raises(Stopped) as e:
-    run_one(config, PARAMS, should_stop=should_stop,
+    run_one(config, PARAMS, should_stop=helpers.stop_after(stop_after),
                     on_checkpoint=on_checkpoint)
   assert e.value.step == stop_after
   ckpt = checkpoint.load(path)
@@ -177,8 +172,16 @@ def test_resume_needs_a_checkpoint(tmp_path):
                          f'--workdir={tmp_path / "done"}').returncode == 0
                  and (tmp_path / 'done' / 'config.json').read_text())))
   result = nst_run(*ARGS, '--config.num_steps=0', '--resume',
+                   f'--workdir={tmp_path / "done"}')
+  assert result.returncode == 2 and 'has finished (final.png): nothing to ' \
+      'resume' in result.stderr
+  # Only a started run's config: it kept nothing, so it starts again.
+  result = nst_run(*ARGS, '--config.num_steps=0', '--resume',
                    f'--workdir={tmp_path}')
-  assert result.returncode == 2 and 'no checkpoint at' in result.stderr
+  assert result.returncode == 0, result.stderr
+  assert 'ended before it kept anything to continue from; it starts again ' \
+      'there' in result.stdout
+  assert (tmp_path / 'final.png').is_file()
   result = nst_run(*ARGS, '--resume')
   assert result.returncode == 2 and '--resume needs --workdir' in result.stderr
 
@@ -193,12 +196,10 @@ def test_stopped_sweep_resumes_only_its_unfinished_members(tmp_path,
   c.sweep.chunk_size = 1  # four chunks of one member, two steps each
   whole, stopped = tmp_path / 'whole', tmp_path / 'stopped'
   workdir.run(c, whole)
-  asked = []
   # Asked after each chunk's step 1 (not after its last step): the third
   # time is in the third chunk, member 2.
   with pytest.raises(Stopped) as e:
-    workdir.run(c, stopped, should_stop=lambda: asked.append(1) or len(
-        asked) == 3)
+    workdir.run(c, stopped, should_stop=helpers.stop_after(3))
   assert e.value.step == 1
   assert sorted(p.name for p in (stopped / 'members').glob('*.result.json')
                 ) == ['0000.result.json', '0001.result.json']

@@ -11,16 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import tiny_config, tiny_sweep
+from helpers import stop_after, tiny_config, tiny_sweep
 from nst import images, workdir
 from nst.errors import Stopped, UserError
 from test_run import ROOT, TINY
 
 
-def _stop_after(n):
-  """A should_stop that says yes the n-th time it is asked."""
-  asked = []
-  return lambda: asked.append(1) or len(asked) == n
 
 
 def test_overwrite_leaves_nothing_of_the_earlier_run(tmp_path):
@@ -87,7 +83,7 @@ def test_resume_after_overwriting_another_sweep_keeps_none_of_it(tmp_path):
   # Stopped after member 1's first step: members 2 and 3 still have
   # sweep a's files unless --overwrite removed them.
   with pytest.raises(Stopped):
-    workdir.run(b, out, overwrite=True, should_stop=_stop_after(2))
+    workdir.run(b, out, overwrite=True, should_stop=stop_after(2))
   assert not (out / 'members' / '0002.png').exists()
   results = workdir.run(b, out, resume=True)
   assert _rows(out) == _rows(whole)
@@ -109,7 +105,7 @@ def test_an_image_added_to_a_swept_folder_is_never_relabelled(tmp_path):
   c.sweep.chunk_size = 1
   out = tmp_path / 'o'
   with pytest.raises(Stopped):  # after b's two ratios, inside c's first
-    workdir.run(c, out, should_stop=_stop_after(3))
+    workdir.run(c, out, should_stop=stop_after(3))
   assert sorted(p.name for p in (out / 'members').glob('*.result.json')) == [
       '0000.result.json', '0001.result.json']
   _photo(tmp_path, 'a.png', seed=3).rename(photos / 'a.png')  # sorts first
@@ -137,7 +133,7 @@ def test_a_single_run_refuses_to_resume_from_changed_inputs(tmp_path):
   config = tiny_config(content_image=str(photo), num_steps=3)
   out = tmp_path / 'o'
   with pytest.raises(Stopped):
-    workdir.run(config, out, should_stop=_stop_after(1))
+    workdir.run(config, out, should_stop=stop_after(1))
   _photo(tmp_path, 'p.png', seed=1)  # the same path, other pixels
   with pytest.raises(UserError, match='input images .* changed since it '
                      'was stopped'):
@@ -167,7 +163,7 @@ def test_a_resumed_sweep_keeps_its_step_images_and_chunks(tmp_path):
   whole, out = tmp_path / 'whole', tmp_path / 'o'
   workdir.run(c, whole)
   with pytest.raises(Stopped) as e:  # the second chunk, after step 2
-    workdir.run(c, out, should_stop=_stop_after(4))
+    workdir.run(c, out, should_stop=stop_after(4))
   assert e.value.step == 2
   workdir.run(c, out, resume=True)
   names = sorted(p.name for p in (whole / 'members').iterdir())
@@ -181,16 +177,8 @@ def test_a_resumed_sweep_keeps_its_step_images_and_chunks(tmp_path):
 
 
 def _crash_after(n):
-  """A should_stop that raises the n-th time it is asked, as a crash (an
-  out-of-memory error, a bug) would mid-run."""
-  asked = []
-
-  def crash():
-    asked.append(1)
-    if len(asked) == n:
-      raise MemoryError('out of memory (injected)')
-    return False
-  return crash
+  """Raises after step n, as a crash (out of memory, a bug) would."""
+  return stop_after(n, MemoryError('out of memory (injected)'))
 
 
 def test_a_run_that_crashed_before_a_checkpoint_reruns_with_the_same_command(
