@@ -34,7 +34,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from nst import images
+from nst import files, images
 from nst.errors import UserError
 
 NAME = 'checkpoint.npz'
@@ -108,6 +108,9 @@ def save(path: str | os.PathLike, ckpt: Checkpoint, config_json: str
 
 def load(path: str | os.PathLike) -> Checkpoint:
   """Reads a checkpoint; a UserError if it is missing or unreadable."""
+  if not os.path.exists(path):
+    raise UserError(f'no checkpoint at {str(path)!r}')
+  files.check_regular(path, 'checkpoint')
   try:
     with np.load(path, allow_pickle=False) as z:
       arrays = {k: z[k] for k in z.files}

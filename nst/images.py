@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from nst import files
 from nst.errors import UserError
 
 CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
@@ -107,8 +108,11 @@ IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff',
 def folder_images(folder: str | os.PathLike) -> tuple[str, ...]:
   """The image files in ``folder`` (by suffix), sorted by name."""
   path = Path(folder).expanduser()
-  found = tuple(str(p) for p in sorted(path.iterdir())
-                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+  # Anything else by an image's name (a named pipe, a broken link) is
+  # named as an error, not left out; a folder is no image.
+  found = tuple(str(files.check_regular(p, 'image'))
+                for p in sorted(path.iterdir())
+                if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
   if not found:
     raise UserError(f'folder {str(folder)!r} holds no images '
                     f'({", ".join(IMAGE_SUFFIXES)})')
@@ -153,11 +157,7 @@ def read_rgb(spec: str, *, max_pixels: int = DEFAULT_MAX_PIXELS,
   """
   if is_builtin(spec):
     return _builtin(spec)
-  path = Path(spec).expanduser()
-  if not path.exists():
-    raise UserError(f'image {spec!r} does not exist')
-  if path.is_dir():
-    raise UserError(f'image {spec!r} is a directory, not an image file')
+  path = files.check_regular(Path(spec).expanduser(), 'image')
   with _PIL_LIMIT:
     rgb = _decode(spec, path, max_pixels, background)
   if min(rgb.shape[:2]) < 2:

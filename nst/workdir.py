@@ -43,7 +43,8 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from nst import checkpoint, engine, images, report, spec, sweep, targets
+from nst import (checkpoint, engine, files, images, report, spec, sweep,
+                 targets)
 from nst.errors import UserError
 
 LOCK = '.lock'
@@ -145,7 +146,7 @@ class Workdir:
     """Whether config.json is a run's config (--overwrite deletes only
     where a run was started)."""
     try:
-      saved = json.loads((self.path / 'config.json').read_text())
+      saved = json.loads(self._read('config.json'))
     except (OSError, ValueError):
       return False
     return isinstance(saved, dict) and 'content_image' in saved
@@ -156,13 +157,21 @@ class Workdir:
     last_finite_*.png; a sweep: no finished member)."""
     p = self.path
     try:
-      saved = json.loads((p / 'config.json').read_text())
+      saved = json.loads(self._read('config.json'))
     except (OSError, ValueError):
       return False
     kept = [p / checkpoint.NAME, p / 'final.png', p / 'results.csv',
             *p.glob('last_finite_*.png'), *p.glob('members/*.result.json')]
     return saved == json.loads(config.to_json()) and not any(
         f.exists() for f in kept)
+
+  def _read(self, name: str) -> str:
+    """The text of the file ``name`` here; a UserError if it is there but
+    not a regular file (a named pipe would block ``open``)."""
+    path = self.path / name
+    if path.exists():
+      files.check_regular(path, 'workdir file')
+    return path.read_text()
 
   def _holds_files(self) -> bool:
     """Anything there but the lock and empty folders (another process of
@@ -260,7 +269,7 @@ class Workdir:
   def check_config(self, config) -> None:
     """``--resume`` needs the config the stopped run was started with."""
     try:
-      saved = json.loads((self.path / 'config.json').read_text())
+      saved = json.loads(self._read('config.json'))
     except FileNotFoundError:
       raise UserError(f'nothing to resume in {str(self.path)!r}: no run '
                       'was started there (it has no config.json)') from None
@@ -275,7 +284,7 @@ class Workdir:
     still theirs (a single run: a UserError otherwise; a sweep: its chunk
     runs again from the start)."""
     path = self.checkpoint_path
-    if self.sweep and not path.is_file():
+    if self.sweep and not path.exists():
       return None
     ckpt = checkpoint.load(path)
     by_index = {m.index: m for m in members}
@@ -303,13 +312,13 @@ class Workdir:
     out = {}
     for m in members:
       try:
-        r = json.loads(self.member_file(m, '.result.json').read_text())
+        r = json.loads(self._read(f'members/{m.index:04d}.result.json'))
         result = engine.Result(m, r['metrics'], r['status'], r['wall_s'],
                                r['steps_per_s'], r['group'], r['chunk'],
                                written=bool(r['image']), image=r['image'])
         same = r['fingerprint'] == fingerprint(m.config)
-      except (OSError, ValueError, KeyError, TypeError):
-        continue
+      except (OSError, ValueError, KeyError, TypeError, UserError):
+        continue  # it runs again
       if same and (not result.image or (self.path / result.image).is_file()):
         out[m.index] = result
     if self.lead:
@@ -329,8 +338,13 @@ class Writer(engine.Callbacks):
     self.workdir, self.config_json, self.quiet = workdir, config_json, quiet
     self.members = {m.index: m for m in members}
     self.results: list[engine.Result] = []
-    self._metrics = (open(workdir.path / 'metrics.jsonl', 'a')
-                     if workdir.lead else None)
+    self._metrics = self._open_metrics() if workdir.lead else None
+
+  def _open_metrics(self):
+    path = self.workdir.path / 'metrics.jsonl'
+    if path.exists():  # a named pipe would block open
+      files.check_regular(path, 'workdir file')
+    return open(path, 'a')
 
   def keep_rows(self, kept: set[int], pending) -> None:
     """On resume: drops the metrics rows that will be written again."""
@@ -339,7 +353,7 @@ class Writer(engine.Callbacks):
         self.workdir.path / 'metrics.jsonl', lambda r: r.get('member', 0) in
         kept or pending is not None and r.get('member', 0) in
         pending.extra['members'].tolist() and r['step'] <= pending.done)
-    self._metrics = open(self.workdir.path / 'metrics.jsonl', 'a')
+    self._metrics = self._open_metrics()
 
   def progress(self, line):
     if not self.quiet:

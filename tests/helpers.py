@@ -138,3 +138,34 @@ def tiny_sweep_file(path, *body):
       'def get_config():\n'
       + ''.join(f'  {line}\n' for line in body) + '  return c\n')
   return path
+
+
+def without_blocking(call, *pipes, wait=30.0):
+  """``call()``, run in a thread: its result, or its exception raised here.
+  If it is still running after ``wait`` seconds (blocked opening one of
+  the named ``pipes``, which waits for a writer), each pipe is opened for
+  writing, which releases it, and the test fails instead of hanging."""
+  import os
+  import threading
+  import pytest
+  out = {}
+
+  def target():
+    try:
+      out['value'] = call()
+    except BaseException as e:  # pylint: disable=broad-except
+      out['error'] = e
+
+  thread = threading.Thread(target=target, daemon=True)
+  thread.start()
+  thread.join(wait)
+  if thread.is_alive():
+    for pipe in pipes:
+      try:
+        os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+      except OSError:
+        pass
+    pytest.fail(f'blocked opening a named pipe: {call}')
+  if 'error' in out:
+    raise out['error']
+  return out.get('value')

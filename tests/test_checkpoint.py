@@ -119,6 +119,15 @@ def test_unreadable_checkpoints_are_user_errors(tmp_path):
     checkpoint.load(tmp_path / 'old.npz')
 
 
+def test_a_named_pipe_as_checkpoint_is_refused_not_opened(tmp_path):
+  from helpers import without_blocking
+  pipe = tmp_path / checkpoint.NAME
+  os.mkfifo(pipe)
+  with pytest.raises(UserError, match=f"^checkpoint '{pipe}' is not a "
+                     'regular file$'):
+    without_blocking(lambda: checkpoint.load(pipe), pipe)
+
+
 ARGS = tiny_flags(content_image='skimage:astronaut', num_steps=12,
                   log_every=1, save_every=0, checkpoint_every=0,
                   optimizer='adam')

@@ -128,3 +128,21 @@ def test_overlapping_reads_in_threads_restore_pils_limit(tmp_path,
   go[1].set()
   second.join(10)
   assert len(results) == 2 and Image.MAX_IMAGE_PIXELS == original
+
+
+def test_a_named_pipe_is_refused_not_opened(tmp_path):
+  import os
+  from helpers import without_blocking
+  pipe = tmp_path / 'pipe.png'
+  os.mkfifo(pipe)
+  with pytest.raises(UserError, match=f"^image '{pipe}' is not a regular "
+                     'file$'):
+    without_blocking(lambda: images.read_rgb(str(pipe)), pipe)
+  # In a folder of images it is named, not silently left out.
+  Image.new('RGB', (4, 4)).save(tmp_path / 'a.png')
+  (tmp_path / 'b.png').mkdir()  # a folder is no image: left out
+  with pytest.raises(UserError, match=f"^image '{pipe}' is not a regular "
+                     'file$'):
+    images.folder_images(tmp_path)
+  pipe.unlink()
+  assert images.folder_images(tmp_path) == (str(tmp_path / 'a.png'),)

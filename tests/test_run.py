@@ -135,6 +135,26 @@ def test_a_stray_argument_is_one_line(cli):
       '(--config.clip_pixels=False)'])
 
 
+def test_named_pipes_are_refused_not_opened(tmp_path, cli):
+  from helpers import without_blocking
+  pipe = tmp_path / 'pipe'
+  os.mkfifo(pipe)
+  status, err = without_blocking(lambda: cli(f'--config={pipe}'), pipe)
+  assert (status, err) == (2, [f"error: config file '{pipe}' is not a "
+                               'regular file'])
+  refused = f"^image '{pipe}' is not a regular file$"
+  for overrides, message in (
+      ({'content_image': str(pipe)}, refused),
+      ({'style_image': str(pipe)}, refused),
+      ({'style_masks': str(pipe)}, refused),
+      ({'init': str(pipe)}, f"^init='{pipe}'; accepted: content, noise, or "
+       'the path of an existing image$')):
+    with pytest.raises(UserError, match=message):
+      without_blocking(lambda: nst_workdir.run(tiny_config(**overrides),
+                                               tmp_path / 'o'), pipe)
+    assert not (tmp_path / 'o').exists()
+
+
 def test_the_default_config_is_the_repositorys_from_elsewhere(tmp_path,
                                                              monkeypatch):
   from nst import run

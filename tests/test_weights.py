@@ -148,3 +148,14 @@ def test_downloaded_file_with_the_wrong_hash_is_refused_and_not_cached(
     weights.pretrained_vgg19()
   left = list((tmp_path / 'cache').rglob('*'))
   assert left == [], left
+
+
+def test_a_named_pipe_as_weights_is_refused_not_opened(tmp_path):
+  import os
+  from helpers import without_blocking
+  for name in ('w.npz', 'w.bin'):
+    pipe = tmp_path / name
+    os.mkfifo(pipe)
+    with pytest.raises(UserError, match=f"^weights file '{pipe}' is not a "
+                       'regular file$'):
+      without_blocking(lambda: weights.load(str(pipe)), pipe)

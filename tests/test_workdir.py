@@ -228,3 +228,34 @@ def test_a_crashed_run_with_a_checkpoint_points_to_resume(tmp_path):
     workdir.run(config, out)
   results = workdir.run(config, out, resume=True)
   assert results[0].metrics['step'] == 4
+
+
+def test_named_pipes_in_a_workdir_are_refused_not_opened(tmp_path):
+  from helpers import without_blocking
+  out = tmp_path / 'o'
+  out.mkdir()
+  pipe = out / 'config.json'
+  os.mkfifo(pipe)
+  message = f"^workdir file '{pipe}' is not a regular file$"
+  with pytest.raises(UserError, match=message):  # --overwrite reads it
+    without_blocking(lambda: workdir.Workdir(out, sweep=False,
+                                             overwrite=True), pipe)
+  with pytest.raises(UserError, match=message):  # --resume too
+    without_blocking(lambda: workdir.run(tiny_config(), out, resume=True),
+                     pipe)
+  # A run's own folder, with the pipes where --resume reads.
+  pipe.unlink()
+  (out / 'config.json').write_text(tiny_config().to_json())
+  for name in ('checkpoint.npz', 'metrics.jsonl'):
+    os.mkfifo(out / name)
+  with pytest.raises(UserError, match=f"^checkpoint '{out}/checkpoint.npz' "
+                     'is not a regular file$'):
+    without_blocking(lambda: workdir.run(tiny_config(), out, resume=True),
+                     out / 'checkpoint.npz')
+  (out / 'checkpoint.npz').unlink()
+  sweep = tiny_sweep()
+  (out / 'config.json').write_text(sweep.to_json())
+  with pytest.raises(UserError, match=f"^workdir file '{out}/metrics.jsonl' "
+                     'is not a regular file$'):
+    without_blocking(lambda: workdir.run(sweep, out, resume=True),
+                     out / 'metrics.jsonl')
