@@ -13,6 +13,7 @@ Image sources are file paths or builtin names:
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import threading
@@ -22,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from nst import files
-from nst.errors import UserError
+from nst.errors import UserError, cannot_write
 
 CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
 
@@ -239,17 +240,26 @@ _UMASK = _umask()
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
   """Writes bytes to a temporary file beside ``path``, then renames it.
   The file gets the permissions a plain ``open`` would give it (0666 less
-  the umask), not the temporary file's 0600."""
+  the umask), not the temporary file's 0600. A write that fails (a
+  read-only or full file system, a folder that is a file) is one
+  UserError naming ``path`` (``DiskFull`` for a full one); the temporary
+  file is removed and the file already at ``path`` is left as it was."""
   path = Path(path)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix='.' + path.name,
-                             suffix='.tmp')
+  try:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix='.' + path.name,
+                               suffix='.tmp')
+  except OSError as e:
+    raise cannot_write(path, e) from None
   try:
     os.fchmod(fd, 0o666 & ~_UMASK)
     with os.fdopen(fd, 'wb') as f:
       f.write(data)
     os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
+  except BaseException as e:
+    with contextlib.suppress(OSError):
+      os.unlink(tmp)
+    if isinstance(e, OSError):
+      raise cannot_write(path, e) from None
     raise
 
 

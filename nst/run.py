@@ -23,7 +23,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from nst import files, sweep, workdir
-from nst.errors import Stopped, UserError
+from nst.errors import DiskFull, Stopped, UserError
 
 
 def default_config() -> str:
@@ -193,7 +193,7 @@ def main(argv):
                 resume=_RESUME.value, should_stop=stop)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+    sys.exit(1 if isinstance(e, DiskFull) else 2)
   except Stopped as e:
     print(stopped_line(e, path, 'sweep' in config), file=sys.stderr)
     # A process of a multi-process sweep may stop because another was

@@ -31,6 +31,7 @@ config, keeps a finished sweep member only if its config and input files
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import fcntl
@@ -45,7 +46,7 @@ from jax.experimental import multihost_utils
 
 from nst import (checkpoint, engine, files, images, report, spec, sweep,
                  targets)
-from nst.errors import UserError
+from nst.errors import UserError, cannot_write
 
 LOCK = '.lock'
 # What runs write here (``--overwrite`` deletes these, and nothing else).
@@ -217,8 +218,7 @@ class Workdir:
     try:
       path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-      raise UserError(f'cannot create {str(path)!r}: '
-                      f'{e.strerror or e}') from None
+      raise cannot_write(path, e, 'create') from None
 
   def _take_lock(self) -> None:
     lock = self.path / LOCK
@@ -237,8 +237,12 @@ class Workdir:
                         f'{holder}; wait for it to end or choose another '
                         '--workdir') from None
       raise
-    os.ftruncate(fd, 0)
-    os.write(fd, f'{os.getpid()}\n'.encode())
+    try:
+      os.ftruncate(fd, 0)
+      os.write(fd, f'{os.getpid()}\n'.encode())
+    except OSError as e:
+      os.close(fd)
+      raise cannot_write(lock, e) from None
     self._lock = fd  # held until this process ends
 
   def close(self) -> None:
@@ -344,7 +348,10 @@ class Writer(engine.Callbacks):
     path = self.workdir.path / 'metrics.jsonl'
     if path.exists():  # a named pipe would block open
       files.check_regular(path, 'workdir file')
-    return open(path, 'a')
+    try:
+      return open(path, 'a')
+    except OSError as e:
+      raise cannot_write(path, e) from None
 
   def keep_rows(self, kept: set[int], pending) -> None:
     """On resume: drops the metrics rows that will be written again."""
@@ -361,8 +368,14 @@ class Writer(engine.Callbacks):
 
   def log(self, row):
     if self._metrics:
-      self._metrics.write(json.dumps(row) + '\n')
-      self._metrics.flush()
+      try:
+        self._metrics.write(json.dumps(row) + '\n')
+        self._metrics.flush()
+      except OSError as e:  # a half-written row is dropped on --resume
+        self._metrics, metrics = None, self._metrics
+        with contextlib.suppress(OSError):  # what it holds is lost
+          metrics.close()
+        raise cannot_write(self.workdir.path / 'metrics.jsonl', e) from None
 
   def save(self, member, step_, image):
     images.save(self.workdir.step_path(member, step_), image)
@@ -409,8 +422,11 @@ class Writer(engine.Callbacks):
 
   def close(self) -> None:
     if self._metrics:
-      self._metrics.close()
-      self._metrics = None
+      self._metrics, metrics = None, self._metrics
+      try:
+        metrics.close()
+      except OSError as e:
+        raise cannot_write(self.workdir.path / 'metrics.jsonl', e) from None
 
 
 def finish_sweep(workdir: Workdir, axes: dict[str, tuple],

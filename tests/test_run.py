@@ -155,6 +155,24 @@ def test_named_pipes_are_refused_not_opened(tmp_path, cli):
     assert not (tmp_path / 'o').exists()
 
 
+def test_a_full_disk_exits_1_other_write_errors_2(tmp_path, cli):
+  from nst.errors import DiskFull
+
+  def failing(error):
+    def run(*args, **kwargs):
+      raise error
+    return run
+
+  args = (f'--config={ROOT / "configs" / "default.py"}',
+          f'--workdir={tmp_path}')
+  assert cli(*args, run=failing(DiskFull("cannot write 'x': No space left "
+                                         'on device'))) == (
+      1, ["error: cannot write 'x': No space left on device"])
+  assert cli(*args, run=failing(UserError("cannot write 'x': Read-only "
+                                          'file system'))) == (
+      2, ["error: cannot write 'x': Read-only file system"])
+
+
 def test_the_default_config_is_the_repositorys_from_elsewhere(tmp_path,
                                                              monkeypatch):
   from nst import run
