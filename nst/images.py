@@ -152,7 +152,8 @@ def read_rgb(spec: str, *, max_pixels: int = DEFAULT_MAX_PIXELS,
   """Reads an image path or builtin name as RGB uint8 (H, W, 3).
 
   EXIF orientation is applied; grey (8- and 16-bit), palette, CMYK and
-  alpha images become RGB (alpha composited on ``background``). A file of
+  transparent images become RGB (alpha, or the colour a palette or a PNG's
+  tRNS chunk keys as transparent, composited on ``background``). A file of
   more than ``max_pixels`` pixels is refused with a UserError before it is
   decoded (a decompression bomb: a small file that decodes to gigabytes).
   """
@@ -181,11 +182,15 @@ def _decode(spec, path, max_pixels, background) -> np.ndarray:
             f'{max_pixels} (a decompression bomb?); raise the limit if the '
             'image is genuine')
       im = ImageOps.exif_transpose(im)
+      # Transparency is an alpha channel, or a colour key (a palette's,
+      # or a PNG's tRNS chunk naming one colour or grey level).
+      key = im.info.get('transparency')
       if im.mode.startswith('I') or im.mode == 'F':
         rgb = _wide_grey(im)
+        if isinstance(key, int):
+          rgb[np.asarray(im) == key] = background
       else:
-        if im.mode in ('RGBA', 'LA', 'PA') or (im.mode == 'P' and
-                                               'transparency' in im.info):
+        if im.mode in ('RGBA', 'LA', 'PA') or key is not None:
           im = im.convert('RGBA')
           under = Image.new('RGBA', im.size, (*background, 255))
           im = Image.alpha_composite(under, im)
