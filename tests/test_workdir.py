@@ -319,8 +319,8 @@ def test_a_full_disk_during_a_run_keeps_the_last_checkpoint(
     out = folder / 'o'
     kept = {}
 
-    def should_stop():  # asked after step 1 and its checkpoint
-      if not kept:
+    def should_stop():  # asked while step 1 compiles, then after each step
+      if not kept and (out / 'checkpoint.npz').exists():  # after step 1
         kept['checkpoint'] = (out / 'checkpoint.npz').read_bytes()
         _refuse(folder, 'full', monkeypatch, fs)
       return False
