@@ -34,7 +34,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from nst import images
+from nst import files, images
 from nst.errors import UserError
 
 NAME = 'checkpoint.npz'
@@ -108,6 +108,9 @@ def save(path: str | os.PathLike, ckpt: Checkpoint, config_json: str
 
 def load(path: str | os.PathLike) -> Checkpoint:
   """Reads a checkpoint; a UserError if it is missing or unreadable."""
+  if not os.path.exists(path):
+    raise UserError(f'no checkpoint at {str(path)!r}')
+  files.check_regular(path, 'checkpoint')
   try:
     with np.load(path, allow_pickle=False) as z:
       arrays = {k: z[k] for k in z.files}
@@ -115,20 +118,54 @@ def load(path: str | os.PathLike) -> Checkpoint:
       raise UserError(f'checkpoint {str(path)!r} was written by an earlier '
                       'version of nst, whose checkpoints this one cannot '
                       'continue; rerun without --resume')
-    done, image = int(arrays.pop('done')), arrays.pop('image')
-    config = json.loads(str(arrays.pop('config')))
+    done, image = arrays.pop('done'), arrays.pop('image')
+    config = arrays.pop('config')
   except FileNotFoundError:
     raise UserError(f'no checkpoint at {str(path)!r}') from None
+  except EOFError:  # np.load of an empty file
+    raise UserError(f'cannot read checkpoint {str(path)!r}: it is empty; '
+                    'rerun without --resume') from None
   except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
-    raise UserError(f'cannot read checkpoint {str(path)!r}: {e}') from None
-  if image.ndim != 4 or image.shape[-1] != 3 or done < 0:
-    raise UserError(f'checkpoint {str(path)!r} is malformed: image '
-                    f'{image.shape}, done {done}')
+    raise UserError(f'cannot read checkpoint {str(path)!r}: {e}; rerun '
+                    'without --resume') from None
+  config = _json_object(config)
+  if problem := _malformed(done, image, config):
+    raise UserError(f'checkpoint {str(path)!r} is malformed: {problem}; '
+                    'rerun without --resume')
+  done = int(done)
   state = {k[len('state/'):]: v for k, v in arrays.items()
            if k.startswith('state/')}
   extra = {k[len('extra/'):]: v for k, v in arrays.items()
            if k.startswith('extra/')}
   return Checkpoint(done, image, state, config, extra)
+
+
+def _json_object(text: np.ndarray) -> dict | None:
+  """The JSON object a string array holds, else None."""
+  if text.shape or text.dtype.kind != 'U':
+    return None
+  try:
+    value = json.loads(str(text))
+  except ValueError:
+    return None
+  return value if isinstance(value, dict) else None
+
+
+def _malformed(done: np.ndarray, image: np.ndarray, config) -> str:
+  """What is wrong with a checkpoint's step, images and config ('' if
+  nothing)."""
+  def kind(a):
+    return f'a {a.dtype} array' + (f' of shape {a.shape}' if a.shape else '')
+  if done.shape or not np.issubdtype(done.dtype, np.integer):
+    return f'done is {kind(done)}, not an integer'
+  if done < 0:
+    return f'done is {int(done)}'
+  if image.ndim != 4 or image.shape[-1] != 3 or image.dtype != np.float32:
+    return (f'image is {kind(image)}, not float32 of shape (members, height, '
+            'width, 3)')
+  if config is None:
+    return 'config is not a JSON object'
+  return ''
 
 
 def fit_state(checkpoint: Checkpoint, template):

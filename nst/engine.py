@@ -298,6 +298,12 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
             f'the checkpoint holds a chunk of {resumed.image.shape[0]} '
             f'slots; on {devices} device(s) this run makes chunks of {size}: '
             'resume on as many devices as the stopped run used')
+      # A run checkpoints after a step that has steps after it.
+      if not 0 < resumed.done < total_steps:
+        raise UserError(
+            f'the checkpoint is of step {resumed.done}; this run has '
+            f'{total_steps} steps, so it can continue after step 1 to '
+            f'{total_steps - 1} only; rerun without --resume')
       finite[:] = resumed.extra['finite']
     first_step = resumed.done if resumed else 0
     last, last_finite, last_out = {}, {}, []

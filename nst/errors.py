@@ -4,6 +4,7 @@ A ``UserError`` carries a message that names the bad value and what is
 accepted. The command line prints it without a traceback and exits non-zero;
 anything else that escapes is a bug and keeps its traceback.
 """
+import errno
 
 
 class UserError(Exception):
@@ -19,6 +20,22 @@ class Diverged(UserError):
   def __init__(self, message: str, step: int, last_finite=None):
     super().__init__(message)
     self.step, self.last_finite = step, last_finite
+
+
+class DiskFull(UserError):
+  """A file system ran out of space or quota while a file was written
+  (ENOSPC, EDQUOT); the files written before are intact. The command line
+  exits 1, not 2: the run was right, the machine was short."""
+
+
+def cannot_write(path, error: OSError, action: str = 'write') -> UserError:
+  """The one error for ``error``, raised writing (``action``) ``path``:
+  ``cannot write 'path': cause``, a ``DiskFull`` if the file system is
+  full."""
+  message = f'cannot {action} {str(path)!r}: {error.strerror or error}'
+  if error.errno in (errno.ENOSPC, errno.EDQUOT):
+    return DiskFull(message)
+  return UserError(message)
 
 
 class Stopped(Exception):

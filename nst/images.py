@@ -13,6 +13,7 @@ Image sources are file paths or builtin names:
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import threading
@@ -21,7 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from nst.errors import UserError
+from nst import files
+from nst.errors import UserError, cannot_write
 
 CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
 
@@ -107,8 +109,11 @@ IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff',
 def folder_images(folder: str | os.PathLike) -> tuple[str, ...]:
   """The image files in ``folder`` (by suffix), sorted by name."""
   path = Path(folder).expanduser()
-  found = tuple(str(p) for p in sorted(path.iterdir())
-                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+  # Anything else by an image's name (a named pipe, a broken link) is
+  # named as an error, not left out; a folder is no image.
+  found = tuple(str(files.check_regular(p, 'image'))
+                for p in sorted(path.iterdir())
+                if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
   if not found:
     raise UserError(f'folder {str(folder)!r} holds no images '
                     f'({", ".join(IMAGE_SUFFIXES)})')
@@ -147,17 +152,14 @@ def read_rgb(spec: str, *, max_pixels: int = DEFAULT_MAX_PIXELS,
   """Reads an image path or builtin name as RGB uint8 (H, W, 3).
 
   EXIF orientation is applied; grey (8- and 16-bit), palette, CMYK and
-  alpha images become RGB (alpha composited on ``background``). A file of
+  transparent images become RGB (alpha, or the colour a palette or a PNG's
+  tRNS chunk keys as transparent, composited on ``background``). A file of
   more than ``max_pixels`` pixels is refused with a UserError before it is
   decoded (a decompression bomb: a small file that decodes to gigabytes).
   """
   if is_builtin(spec):
     return _builtin(spec)
-  path = Path(spec).expanduser()
-  if not path.exists():
-    raise UserError(f'image {spec!r} does not exist')
-  if path.is_dir():
-    raise UserError(f'image {spec!r} is a directory, not an image file')
+  path = files.check_regular(Path(spec).expanduser(), 'image')
   with _PIL_LIMIT:
     rgb = _decode(spec, path, max_pixels, background)
   if min(rgb.shape[:2]) < 2:
@@ -180,11 +182,15 @@ def _decode(spec, path, max_pixels, background) -> np.ndarray:
             f'{max_pixels} (a decompression bomb?); raise the limit if the '
             'image is genuine')
       im = ImageOps.exif_transpose(im)
+      # Transparency is an alpha channel, or a colour key (a palette's,
+      # or a PNG's tRNS chunk naming one colour or grey level).
+      key = im.info.get('transparency')
       if im.mode.startswith('I') or im.mode == 'F':
         rgb = _wide_grey(im)
+        if isinstance(key, int):
+          rgb[np.asarray(im) == key] = background
       else:
-        if im.mode in ('RGBA', 'LA', 'PA') or (im.mode == 'P' and
-                                               'transparency' in im.info):
+        if im.mode in ('RGBA', 'LA', 'PA') or key is not None:
           im = im.convert('RGBA')
           under = Image.new('RGBA', im.size, (*background, 255))
           im = Image.alpha_composite(under, im)
@@ -239,17 +245,26 @@ _UMASK = _umask()
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
   """Writes bytes to a temporary file beside ``path``, then renames it.
   The file gets the permissions a plain ``open`` would give it (0666 less
-  the umask), not the temporary file's 0600."""
+  the umask), not the temporary file's 0600. A write that fails (a
+  read-only or full file system, a folder that is a file) is one
+  UserError naming ``path`` (``DiskFull`` for a full one); the temporary
+  file is removed and the file already at ``path`` is left as it was."""
   path = Path(path)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix='.' + path.name,
-                             suffix='.tmp')
+  try:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix='.' + path.name,
+                               suffix='.tmp')
+  except OSError as e:
+    raise cannot_write(path, e) from None
   try:
     os.fchmod(fd, 0o666 & ~_UMASK)
     with os.fdopen(fd, 'wb') as f:
       f.write(data)
     os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
+  except BaseException as e:
+    with contextlib.suppress(OSError):
+      os.unlink(tmp)
+    if isinstance(e, OSError):
+      raise cannot_write(path, e) from None
     raise
 
 

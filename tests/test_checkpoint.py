@@ -114,6 +114,63 @@ def test_unreadable_checkpoints_are_user_errors(tmp_path):
     checkpoint.load(tmp_path / 'old.npz')
 
 
+def _saved(path, **changes):
+  """A checkpoint file of one member after step 1 of 3 at 32 px (Adam's
+  state left out), with ``changes`` to its arrays; returns ``path``."""
+  arrays = {'format': np.int64(checkpoint.FORMAT), 'done': np.int64(1),
+            'image': np.zeros((1, 32, 32, 3), np.float32),
+            'config': np.array(tiny_config(num_steps=3).to_json()),
+            'extra/members': np.array([0]), 'extra/finite': np.array([True])}
+  np.savez(path, **{**arrays, **changes})
+  return path
+
+
+def test_malformed_checkpoints_are_one_error(tmp_path):
+  (tmp_path / 'empty.npz').write_bytes(b'')
+  cases = [(tmp_path / 'empty.npz', 'cannot read checkpoint {}: it is empty')]
+  for name, changes, problem in (
+      ('negative', {'done': np.int64(-1)}, 'done is -1'),
+      ('text', {'done': np.array('5')}, "done is a <U1 array, not an "
+       'integer'),
+      ('float', {'done': np.float64(2.0)}, 'done is a float64 array, not an '
+       'integer'),
+      ('several', {'done': np.array([1, 2])}, 'done is a int64 array of '
+       r'shape \(2,\), not an integer'),
+      ('list', {'config': np.array('[1, 2]')}, 'config is not a JSON object'),
+      ('json', {'config': np.array('{"a": ')}, 'config is not a JSON object'),
+      ('number', {'config': np.int64(1)}, 'config is not a JSON object'),
+      ('image', {'image': np.zeros((32, 32, 3), np.float32)},
+       r'image is a float32 array of shape \(32, 32, 3\), not float32 of '
+       r'shape \(members, height, width, 3\)')):
+    cases.append((_saved(tmp_path / f'{name}.npz', **changes),
+                   'checkpoint {} is malformed: ' + problem))
+  for path, message in cases:
+    with pytest.raises(UserError, match='^' + message.format(
+        repr(str(path))) + '; rerun without --resume$'):
+      checkpoint.load(path)
+  assert checkpoint.load(_saved(tmp_path / 'ok.npz')).done == 1
+
+
+def test_a_checkpoint_outside_the_run_is_refused(tmp_path):
+  config = tiny_config(num_steps=3)
+  for done in (0, 3, 99):
+    ckpt = checkpoint.load(_saved(tmp_path / f'{done}.npz',
+                                  done=np.int64(done)))
+    with pytest.raises(UserError, match=f'^the checkpoint is of step {done}; '
+                       'this run has 3 steps, so it can continue after step '
+                       '1 to 2 only; rerun without --resume$'):
+      run_one(config, PARAMS, resume=ckpt)
+
+
+def test_a_named_pipe_as_checkpoint_is_refused_not_opened(tmp_path):
+  from helpers import without_blocking
+  pipe = tmp_path / checkpoint.NAME
+  os.mkfifo(pipe)
+  with pytest.raises(UserError, match=f"^checkpoint '{pipe}' is not a "
+                     'regular file$'):
+    without_blocking(lambda: checkpoint.load(pipe), pipe)
+
+
 ARGS = tiny_flags(content_image='skimage:astronaut', num_steps=12,
                   log_every=1, save_every=0, checkpoint_every=0,
                   optimizer='adam')

@@ -128,3 +128,47 @@ def test_overlapping_reads_in_threads_restore_pils_limit(tmp_path,
   go[1].set()
   second.join(10)
   assert len(results) == 2 and Image.MAX_IMAGE_PIXELS == original
+
+
+def test_a_named_pipe_is_refused_not_opened(tmp_path):
+  import os
+  from helpers import without_blocking
+  pipe = tmp_path / 'pipe.png'
+  os.mkfifo(pipe)
+  with pytest.raises(UserError, match=f"^image '{pipe}' is not a regular "
+                     'file$'):
+    without_blocking(lambda: images.read_rgb(str(pipe)), pipe)
+  # In a folder of images it is named, not silently left out.
+  Image.new('RGB', (4, 4)).save(tmp_path / 'a.png')
+  (tmp_path / 'b.png').mkdir()  # a folder is no image: left out
+  with pytest.raises(UserError, match=f"^image '{pipe}' is not a regular "
+                     'file$'):
+    images.folder_images(tmp_path)
+  pipe.unlink()
+  assert images.folder_images(tmp_path) == (str(tmp_path / 'a.png'),)
+
+
+def test_a_colour_key_is_composited_like_alpha(tmp_path):
+  """A PNG's tRNS chunk may name one colour (RGB) or grey level (8- or
+  16-bit) as transparent: those pixels become the background."""
+  background = (0, 255, 0)
+  rgb = np.full((4, 4, 3), (200, 100, 50), np.uint8)
+  rgb[0, 0] = rgb[3, 1] = (10, 20, 30)
+  grey = np.full((4, 4), 7, np.uint8)
+  grey[0, 0] = grey[3, 1] = 99
+  wide = np.full((4, 4), 1000, np.uint16)  # 1000 / 65535 of white: 4
+  wide[0, 0] = wide[3, 1] = 40000
+  for name, pixels, key, others in (
+      ('rgb.png', rgb, (10, 20, 30), (200, 100, 50)),
+      ('grey.png', grey, 99, (7, 7, 7)),
+      ('wide.png', wide, 40000, (4, 4, 4))):
+    Image.fromarray(pixels).save(tmp_path / name, transparency=key)
+    with Image.open(tmp_path / name) as im:
+      assert (im.mode, im.info['transparency']) == (
+          {'rgb.png': 'RGB', 'grey.png': 'L', 'wide.png': 'I;16'}[name], key)
+    want = np.empty((4, 4, 3), np.uint8)
+    want[...] = others
+    want[0, 0] = want[3, 1] = background
+    np.testing.assert_array_equal(
+        images.read_rgb(str(tmp_path / name), background=background), want,
+        err_msg=name)

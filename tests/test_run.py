@@ -60,26 +60,146 @@ def test_misspelt_field_is_one_clear_error(tmp_path):
   assert not (tmp_path / 'o').exists()
 
 
-@pytest.mark.parametrize('body,message', [
-    (None, 'No such file or directory'),
-    ('def get_config(:\n', 'invalid syntax'),
-    ('def get_config():\n  raise ValueError("oops")\n', 'ValueError: oops'),
-])
-def test_a_missing_or_broken_config_file_is_one_clear_error(tmp_path, body,
-                                                            message):
-  path = tmp_path / 'config.py'
-  if body is not None:
-    path.write_text(body)
-  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cpu')
-  result = subprocess.run(
-      [sys.executable, '-m', 'nst.run', '--config', str(path),
-       f'--workdir={tmp_path / "o"}'], cwd=ROOT, env=env,
-      capture_output=True, text=True, timeout=300)
-  assert result.returncode == 2 and 'Traceback' not in result.stderr
-  lines = result.stderr.strip().splitlines()
-  assert len(lines) == 1 and lines[0].startswith('error: ')
-  assert message in lines[0]
+@pytest.fixture
+def cli(monkeypatch, capsys):
+  """``nst.run``'s flag parsing (and, given ``run``, its ``main`` with
+  ``workdir.run`` replaced by ``run``) in this process: returns the exit
+  status and the lines written to stderr."""
+  from absl import flags
+  from nst import run as nst_run_module
+
+  def call(*args, run=None):
+    argv = ['nst.run', *args]
+    # ml_collections reads the overrides from sys.argv.
+    monkeypatch.setattr(sys, 'argv', argv)
+    # Each config file loads into a fresh module (ml_collections would
+    # run it in the namespace of the one loaded before).
+    sys.modules.pop('config_config', None)
+    if run is not None:
+      monkeypatch.setattr(nst_workdir, 'run', run)
+    status = 0
+    try:
+      rest = nst_run_module.parse_flags(argv)
+      if run is not None:
+        nst_run_module.main(rest)
+    except SystemExit as e:
+      status = e.code
+    finally:
+      flags.FLAGS.unparse_flags()
+      for name in [n for n in flags.FLAGS if n.startswith('config.')]:
+        delattr(flags.FLAGS, name)
+    return status, capsys.readouterr().err.splitlines()
+
+  return call
+
+
+def _config_files(tmp):
+  """(path, expected line) for config files that cannot be used."""
+  (tmp / 'folder').mkdir()
+  cases = [(tmp / 'defualt.py', "config file '{}' does not exist"),
+           (tmp / 'folder', "config file '{}' is a directory, not a file")]
+  for name, body, problem in (
+      ('syntax.py', 'def get_config(:\n', 'line 1: SyntaxError: invalid '
+       'syntax'),
+      ('value.py', 'def get_config():\n  raise ValueError("oops")\n',
+       'line 2, in get_config: ValueError: oops'),
+      ('runtime.py', 'def get_config():\n  raise RuntimeError("boom")\n',
+       'line 2, in get_config: RuntimeError: boom'),
+      ('key.py', 'def get_config():\n  return {}["a"]\n',
+       "line 2, in get_config: KeyError: 'a'"),
+      ('imports.py', 'import nst_nope\n', "line 1: ModuleNotFoundError: "
+       "No module named 'nst_nope'")):
+    (tmp / name).write_text(body)
+    cases.append((tmp / name, "config file '{}', " + problem))
+  (tmp / 'none.py').write_text('c = 1\n')
+  cases.append((tmp / 'none.py', "config file '{}' defines no get_config()"))
+  return cases
+
+
+def test_a_config_file_that_cannot_be_used_is_one_line(tmp_path, cli):
+  cases = _config_files(tmp_path)
+  got = [cli(f'--config={path}', f'--workdir={tmp_path / "o"}')
+         for path, _ in cases]
+  assert got == [(2, ['error: ' + line.format(path)]) for path, line in cases]
   assert not (tmp_path / 'o').exists()
+
+
+def test_a_stray_argument_is_one_line(cli):
+  config = f'--config={ROOT / "configs" / "default.py"}'
+  assert cli(config, 'extra') == (2, [
+      "error: unexpected argument 'extra': only flags are accepted "
+      '(--config=FILE, --config.FIELD=VALUE, --workdir=DIR, ...)'])
+  # A boolean flag takes no value after a space: False is left over.
+  assert cli(config, '--config.clip_pixels', 'False') == (2, [
+      "error: unexpected argument 'False': a flag's value follows '=' "
+      '(--config.clip_pixels=False)'])
+
+
+def test_named_pipes_are_refused_not_opened(tmp_path, cli):
+  from helpers import without_blocking
+  pipe = tmp_path / 'pipe'
+  os.mkfifo(pipe)
+  status, err = without_blocking(lambda: cli(f'--config={pipe}'), pipe)
+  assert (status, err) == (2, [f"error: config file '{pipe}' is not a "
+                               'regular file'])
+  refused = f"^image '{pipe}' is not a regular file$"
+  for overrides, message in (
+      ({'content_image': str(pipe)}, refused),
+      ({'style_image': str(pipe)}, refused),
+      ({'style_masks': str(pipe)}, refused),
+      ({'init': str(pipe)}, f"^init='{pipe}'; accepted: content, noise, or "
+       'the path of an existing image$')):
+    with pytest.raises(UserError, match=message):
+      without_blocking(lambda: nst_workdir.run(tiny_config(**overrides),
+                                               tmp_path / 'o'), pipe)
+    assert not (tmp_path / 'o').exists()
+
+
+def test_a_full_disk_exits_1_other_write_errors_2(tmp_path, cli):
+  from nst.errors import DiskFull
+
+  def failing(error):
+    def run(*args, **kwargs):
+      raise error
+    return run
+
+  args = (f'--config={ROOT / "configs" / "default.py"}',
+          f'--workdir={tmp_path}')
+  assert cli(*args, run=failing(DiskFull("cannot write 'x': No space left "
+                                         'on device'))) == (
+      1, ["error: cannot write 'x': No space left on device"])
+  assert cli(*args, run=failing(UserError("cannot write 'x': Read-only "
+                                          'file system'))) == (
+      2, ["error: cannot write 'x': Read-only file system"])
+
+
+def test_the_default_config_is_the_repositorys_from_elsewhere(tmp_path,
+                                                             monkeypatch):
+  from nst import run
+  assert run.default_config() == 'configs/default.py'  # tests run in ROOT
+  monkeypatch.chdir(tmp_path)
+  assert run.default_config() == str(ROOT / 'configs' / 'default.py')
+  (tmp_path / 'configs').mkdir()
+  (tmp_path / 'configs' / 'default.py').write_text('')
+  assert run.default_config() == 'configs/default.py'  # this folder's own
+
+
+@pytest.mark.slow
+def test_config_mistakes_from_the_command_line(tmp_path):
+  """The real entry point: one line and status 2 (the cases themselves are
+  test_a_config_file_that_cannot_be_used_is_one_line's), and the default
+  config found from another folder."""
+  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cpu')
+  for args, line in (
+      (['--config=nope.py'], "error: config file 'nope.py' does not exist"),
+      (['extra'], "error: unexpected argument 'extra': only flags are "
+       'accepted (--config=FILE, --config.FIELD=VALUE, --workdir=DIR, ...)'),
+      (['--resume'], 'error: --resume needs --workdir: the directory of the '
+       'run to continue')):
+    result = subprocess.run([sys.executable, '-m', 'nst.run', *args],
+                            cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert (result.returncode, result.stderr.splitlines()) == (2, [line])
 
 
 def test_missing_image_is_one_clear_error(tmp_path):

@@ -148,3 +148,42 @@ def test_downloaded_file_with_the_wrong_hash_is_refused_and_not_cached(
     weights.pretrained_vgg19()
   left = list((tmp_path / 'cache').rglob('*'))
   assert left == [], left
+
+
+def test_a_named_pipe_as_weights_is_refused_not_opened(tmp_path):
+  import os
+  from helpers import without_blocking
+  for name in ('w.npz', 'w.bin'):
+    pipe = tmp_path / name
+    os.mkfifo(pipe)
+    with pytest.raises(UserError, match=f"^weights file '{pipe}' is not a "
+                       'regular file$'):
+      without_blocking(lambda: weights.load(str(pipe)), pipe)
+
+
+@pytest.mark.parametrize('fs', ['injected', 'tmpfs'])
+def test_a_read_only_cache_is_one_error(tmp_path, monkeypatch, fs):
+  import contextlib
+  import os
+  import re
+  import helpers
+  from nst.errors import DiskFull
+  with contextlib.ExitStack() as stack:
+    cache = (stack.enter_context(helpers.tmpfs(tmp_path / 'fs'))
+             if fs == 'tmpfs' else tmp_path)
+    monkeypatch.setenv('NST_CACHE', str(cache))
+    tiny = {'params': {'conv1_1': {'bias': np.zeros(64, np.float32)}}}
+    monkeypatch.setattr(weights, 'pretrained_vgg19', lambda: tiny)
+    monkeypatch.setattr(weights.normalize, 'normalize', lambda p: (p, {}))
+    if fs == 'tmpfs':
+      helpers.remount_read_only(cache)
+    else:
+      helpers.inject_read_only(monkeypatch)
+    # The normalised weights are computed, then cannot be cached.
+    with pytest.raises(UserError, match='^' + re.escape(
+        f"cannot write '{cache / weights.NORMALIZED_CACHE_NAME}': Read-only "
+        'file system (the weight cache: set NST_CACHE to choose another '
+        'folder)') + '$') as e:
+      weights.load('normalized')
+    assert not isinstance(e.value, DiskFull)
+    assert os.listdir(cache) == []

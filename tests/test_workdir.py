@@ -1,8 +1,10 @@
 """The workdir's guarantees: --overwrite leaves nothing of the earlier run,
 one process per workdir, --resume never relabels, files get the umask."""
+import contextlib
 import csv
 import json
 import fcntl
+import json
 import os
 import subprocess
 import sys
@@ -11,9 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import helpers
 from helpers import stop_after, tiny_config, tiny_sweep
 from nst import images, workdir
-from nst.errors import Stopped, UserError
+from nst.errors import DiskFull, Stopped, UserError
 from test_run import ROOT, TINY
 
 
@@ -216,3 +219,121 @@ def test_a_crashed_run_with_a_checkpoint_points_to_resume(tmp_path):
     workdir.run(config, out)
   results = workdir.run(config, out, resume=True)
   assert results[0].metrics['step'] == 4
+
+
+def test_named_pipes_in_a_workdir_are_refused_not_opened(tmp_path):
+  from helpers import without_blocking
+  out = tmp_path / 'o'
+  out.mkdir()
+  pipe = out / 'config.json'
+  os.mkfifo(pipe)
+  message = f"^workdir file '{pipe}' is not a regular file$"
+  with pytest.raises(UserError, match=message):  # --overwrite reads it
+    without_blocking(lambda: workdir.Workdir(out, sweep=False,
+                                             overwrite=True), pipe)
+  with pytest.raises(UserError, match=message):  # --resume too
+    without_blocking(lambda: workdir.run(tiny_config(), out, resume=True),
+                     pipe)
+  # A run's own folder, with the pipes where --resume reads.
+  pipe.unlink()
+  (out / 'config.json').write_text(tiny_config().to_json())
+  for name in ('checkpoint.npz', 'metrics.jsonl'):
+    os.mkfifo(out / name)
+  with pytest.raises(UserError, match=f"^checkpoint '{out}/checkpoint.npz' "
+                     'is not a regular file$'):
+    without_blocking(lambda: workdir.run(tiny_config(), out, resume=True),
+                     out / 'checkpoint.npz')
+  (out / 'checkpoint.npz').unlink()
+  sweep = tiny_sweep()
+  (out / 'config.json').write_text(sweep.to_json())
+  with pytest.raises(UserError, match=f"^workdir file '{out}/metrics.jsonl' "
+                     'is not a regular file$'):
+    without_blocking(lambda: workdir.run(sweep, out, resume=True),
+                     out / 'metrics.jsonl')
+
+
+def test_a_workdir_under_a_file_is_one_error(tmp_path):
+  (tmp_path / 'file').write_text('mine')
+  with pytest.raises(UserError, match=f"^cannot create '{tmp_path}/file/o': "
+                     'Not a directory$'):
+    workdir.run(tiny_config(), tmp_path / 'file' / 'o')
+  assert (tmp_path / 'file').read_text() == 'mine'
+
+
+def _file_system(stack, tmp_path, fs):
+  """A folder on a tmpfs (``fs='tmpfs'``) or in ``tmp_path``."""
+  if fs == 'tmpfs':
+    return stack.enter_context(helpers.tmpfs(tmp_path / 'fs'))
+  return tmp_path
+
+
+def _refuse(folder, problem, monkeypatch, fs):
+  """From now on writes in ``folder`` fail: 'read-only' or 'full'."""
+  if problem == 'read-only':
+    if fs == 'tmpfs':
+      helpers.remount_read_only(folder)
+    else:
+      helpers.inject_read_only(monkeypatch)
+  elif fs == 'tmpfs':
+    helpers.fill(folder)
+  else:
+    helpers.inject_full_disk(monkeypatch)
+
+
+@pytest.mark.parametrize('fs', ['injected', 'tmpfs'])
+@pytest.mark.parametrize('problem,cause', [
+    ('read-only', 'Read-only file system'),
+    ('full', 'No space left on device')])
+def test_a_failed_write_is_one_error_and_keeps_the_old_file(
+    tmp_path, monkeypatch, fs, problem, cause):
+  with contextlib.ExitStack() as stack:
+    folder = _file_system(stack, tmp_path, fs)
+    images.write_atomic(folder / 'a.json', b'{"old": 1}')
+    _refuse(folder, problem, monkeypatch, fs)
+    with pytest.raises(UserError, match=f"^cannot write '{folder}/a.json': "
+                       f'{cause}$') as e:
+      images.write_atomic(folder / 'a.json', b'{"new": 2}' * 10000)
+    assert isinstance(e.value, DiskFull) == (problem == 'full')
+    assert (folder / 'a.json').read_bytes() == b'{"old": 1}'
+    assert sorted(p.name for p in folder.iterdir()
+                  if p.name != 'filler') == ['a.json']
+
+
+@pytest.mark.parametrize('fs', ['injected', 'tmpfs'])
+def test_a_full_disk_during_a_run_keeps_the_last_checkpoint(
+    tmp_path, monkeypatch, fs):
+  with contextlib.ExitStack() as stack:
+    folder = _file_system(stack, tmp_path, fs)
+    out = folder / 'o'
+    kept = {}
+
+    def should_stop():  # asked while step 1 compiles, then after each step
+      if not kept and (out / 'checkpoint.npz').exists():  # after step 1
+        kept['checkpoint'] = (out / 'checkpoint.npz').read_bytes()
+        _refuse(folder, 'full', monkeypatch, fs)
+      return False
+
+    with pytest.raises(DiskFull, match=f"^cannot write '{out}/checkpoint.npz'"
+                       ': No space left on device$'):
+      workdir.run(tiny_config(num_steps=3, checkpoint_every=1), out,
+                  should_stop=should_stop)
+    assert (out / 'checkpoint.npz').read_bytes() == kept['checkpoint']
+    assert not list(out.glob('.*.tmp'))
+    rows = (out / 'metrics.jsonl').read_text().splitlines()
+    assert [json.loads(r)['step'] for r in rows] == [0, 1, 2]
+
+
+@pytest.mark.parametrize('fs', ['injected', 'tmpfs'])
+def test_a_full_disk_while_logging_is_one_error(tmp_path, monkeypatch, fs):
+  with contextlib.ExitStack() as stack:
+    folder = _file_system(stack, tmp_path, fs)
+    if fs == 'injected':
+      _refuse(folder, 'full', monkeypatch, fs)
+    writer = workdir.Writer(workdir.Workdir(folder, sweep=False), '{}', [])
+    if fs == 'tmpfs':
+      _refuse(folder, 'full', monkeypatch, fs)
+    with pytest.raises(DiskFull, match=f"^cannot write '{folder}/"
+                       "metrics.jsonl': No space left on device$"):
+      for step in range(1000):  # past the file's last page
+        writer.log({'member': 0, 'step': step, 'loss': 1.0})
+    writer.close()
