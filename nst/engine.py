@@ -527,8 +527,10 @@ def _first_call(fn, args, should_stop):
   compiles: seconds to minutes), on a helper thread while this one asks
   ``should_stop``: None if a stop came first. The call is then left to
   finish on its own and its results are dropped (``args``' donated
-  buffers with them). One process only: several would have to agree on
-  when they stopped."""
+  buffers with them); the interpreter waits for it at exit (a daemon
+  thread inside XLA when the interpreter is torn down aborts the
+  process). One process only: several would have to agree on when they
+  stopped."""
   if should_stop is None or jax.process_count() > 1:
     return fn(*args)
   out = []
@@ -539,7 +541,7 @@ def _first_call(fn, args, should_stop):
     except BaseException as e:  # pylint: disable=broad-except
       out.append(e)
 
-  worker = threading.Thread(target=call, name=COMPILING, daemon=True)
+  worker = threading.Thread(target=call, name=COMPILING)
   worker.start()
   while worker.is_alive():
     worker.join(0.05)

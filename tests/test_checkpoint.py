@@ -80,7 +80,7 @@ def test_checkpoint_that_does_not_fit_is_refused(tmp_path):
   config = tiny_config(num_steps=3)
   path = tmp_path / 'c.npz'
   with pytest.raises(Stopped):
-    run_one(config, PARAMS, should_stop=lambda: True,
+    run_one(config, PARAMS, should_stop=helpers.stop_after(1),
             on_checkpoint=lambda c: checkpoint.save(path, c, '{}'))
   ckpt = checkpoint.load(path)
   assert 'opt/ScaleByAdamState/mu' in ckpt.state
