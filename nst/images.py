@@ -82,6 +82,12 @@ def swirls(size: int = SWIRLS_SIZE, seed: int = 0) -> np.ndarray:
 
 
 def _builtin(spec: str) -> np.ndarray:
+  """A builtin image, decoded (or generated) once per process: a copy."""
+  return _decoded_builtin(spec).copy()
+
+
+@functools.cache
+def _decoded_builtin(spec: str) -> np.ndarray:
   kind, _, name = spec.partition(':')
   if kind == 'nst':
     if name not in GENERATED:
@@ -244,12 +250,11 @@ def source_shape(spec: str) -> tuple[int, int] | None:
   return (width, height) if turned else (height, width)
 
 
-@functools.cache
 def _builtin_shape(spec: str) -> tuple[int, int] | None:
   if spec.startswith('nst:'):
     return (SWIRLS_SIZE, SWIRLS_SIZE) if spec[4:] in GENERATED else None
   try:
-    return _builtin(spec).shape[:2]
+    return _decoded_builtin(spec).shape[:2]
   except UserError:
     return None
 
