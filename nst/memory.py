@@ -156,9 +156,9 @@ def _activations(network, layers, h, w) -> dict:
       inputs += h * w * channels
     if name.startswith('conv'):
       channels = vgg.width(name)
-      total, largest = total + h * w * channels, max(largest,
-                                                     h * w * channels)
-      blocks[block] += h * w * channels
+      values = h * w * channels
+      total, largest = total + values, max(largest, values)
+      blocks[block] += values
     if name in layers:
       shapes[name] = h, w, channels
     if name.startswith('pool'):

@@ -34,7 +34,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from configs import default  # noqa: E402
-from nst import engine, memory, optim, spec, step, targets, weights  # noqa: E402
+from nst import (engine, memory, optim, spec, step, targets,  # noqa: E402
+                 weights)
 
 
 def _bytes(tree) -> int:
