@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from nst import engine, images, targets
+from nst import engine, images, memory, targets
 from nst.errors import UserError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / 'configs' / 'default.py'
@@ -64,7 +64,8 @@ def _rgb(array, background) -> np.ndarray:
 
 
 def transfer(content: Image, style: Image | Sequence[Image], *,
-             config=None, params=None, **overrides) -> np.ndarray:
+             config=None, params=None, memory_check: bool = True,
+             **overrides) -> np.ndarray:
   """The stylised ``content`` as an (H, W, 3) uint8 RGB array.
 
   ``content``: a path, a bundled sample ('skimage:chelsea') or an image
@@ -73,7 +74,9 @@ def transfer(content: Image, style: Image | Sequence[Image], *,
   path (default: configs/default.py, the recommended recipe); any other
   keyword overrides that config's field (``image_size=512``,
   ``style_weight=2.5``). ``params``: network weights to use instead of the
-  config's. A UserError names any bad value.
+  config's. A UserError names any bad value, and refuses a run that needs
+  more memory than is available (``nst.memory.check``; ``memory_check=
+  False`` skips that).
   """
   if config is None or isinstance(config, (str, Path)):
     config = load_config(config or DEFAULT_CONFIG)
@@ -105,5 +108,8 @@ def transfer(content: Image, style: Image | Sequence[Image], *,
       return images.preprocess(images.resize(arrays[spec], size))
     return images.load(spec, size, **targets.image_options(config))
 
-  image, _ = engine.stylize(config, params=params, load=load)
+  if memory_check:
+    memory.check([config], known={s: a.shape[:2] for s, a in arrays.items()})
+  image, _ = engine.stylize(config, params=params, load=load,
+                            memory_check=False)
   return images.deprocess(image)

@@ -31,7 +31,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from nst import checkpoint, colour, images, optim, step, targets, vgg, weights
-from nst import spec
+from nst import memory, spec
 from nst.errors import Diverged, Stopped, UserError
 from nst.spec import Member, largest_side
 
@@ -597,14 +597,20 @@ def run(groups: list[list[Member]], *, loader: Loader | None = None,
 def stylize(config, *, params=None, load: Callable | None = None,
             callbacks: Callbacks | None = None,
             should_stop: Callable[[], bool] | None = None,
-            resume: checkpoint.Checkpoint | None = None, devices=None
+            resume: checkpoint.Checkpoint | None = None, devices=None,
+            memory_check: bool = True
             ) -> tuple[np.ndarray, dict[str, float]]:
   """One run of ``config`` (a group of one on one device), keeping nothing
   on disk: its output (float, Caffe convention, colours restored) and its
   last logged losses. ``params`` replace the config's weights; ``load(spec,
   size)`` replaces reading images (``images.load``). A run whose loss
   became non-finite raises ``Diverged``, carrying the last finite output.
+  ``memory_check``: a run whose estimated memory is more than is available
+  (``nst.memory.check``; the sizes of sources that are no files are taken
+  as squares) is refused before any image is read.
   """
+  if memory_check:
+    memory.check([config])
   loader = Loader()
   if load is not None:
     loader.image = lambda s, size, **options: load(s, size)

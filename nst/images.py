@@ -14,6 +14,7 @@ Image sources are file paths or builtin names:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 import threading
@@ -51,7 +52,10 @@ def pixel_bounds() -> tuple[np.ndarray, np.ndarray]:
   return -CAFFE_MEAN_BGR, 255.0 - CAFFE_MEAN_BGR
 
 
-def swirls(size: int = 512, seed: int = 0) -> np.ndarray:
+SWIRLS_SIZE = 512  # px, of ``nst:swirls``
+
+
+def swirls(size: int = SWIRLS_SIZE, seed: int = 0) -> np.ndarray:
   """A swirling, brush-stroke-like texture in blues and yellows (RGB uint8).
 
   Diagonal bands of colour are twirled around a few random centres (each
@@ -80,6 +84,12 @@ def swirls(size: int = 512, seed: int = 0) -> np.ndarray:
 
 
 def _builtin(spec: str) -> np.ndarray:
+  """A builtin image, decoded (or generated) once per process: a copy."""
+  return _decoded_builtin(spec).copy()
+
+
+@functools.cache
+def _decoded_builtin(spec: str) -> np.ndarray:
   kind, _, name = spec.partition(':')
   if kind == 'nst':
     if name not in GENERATED:
@@ -211,11 +221,48 @@ def resize_to(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
                                                 Image.Resampling.LANCZOS))
 
 
+def resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
+  """(height, width) of an image of ``height`` x ``width`` px resized so
+  its longer side is ``size`` px (``resize``)."""
+  scale = size / max(height, width)
+  return max(1, round(height * scale)), max(1, round(width * scale))
+
+
 def resize(rgb: np.ndarray, size: int) -> np.ndarray:
   """Resizes so the longer side is ``size`` px, keeping the aspect ratio."""
-  h, w = rgb.shape[:2]
-  scale = size / max(h, w)
-  return resize_to(rgb, max(1, round(h * scale)), max(1, round(w * scale)))
+  return resize_to(rgb, *resized_shape(*rgb.shape[:2], size))
+
+
+def source_shape(spec: str) -> tuple[int, int] | None:
+  """(height, width) of the image ``read_rgb(spec)`` returns, from the
+  file's header, without decoding it (EXIF orientation applied); None
+  where the header cannot be read (``read_rgb`` then says why)."""
+  if is_builtin(spec):
+    return _builtin_shape(spec)
+  path = Path(spec).expanduser()
+  if not path.is_file():
+    return None
+  with _PIL_LIMIT:
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+      Image.MAX_IMAGE_PIXELS = None  # opening reads the header only
+      with Image.open(path) as im:
+        width, height = im.size
+        turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+      return None
+    finally:
+      Image.MAX_IMAGE_PIXELS = limit
+  return (width, height) if turned else (height, width)
+
+
+def _builtin_shape(spec: str) -> tuple[int, int] | None:
+  if spec.startswith('nst:'):
+    return (SWIRLS_SIZE, SWIRLS_SIZE) if spec[4:] in GENERATED else None
+  try:
+    return _decoded_builtin(spec).shape[:2]
+  except UserError:
+    return None
 
 
 def load(spec: str, size: int, **options) -> np.ndarray:

@@ -3,7 +3,9 @@
 Flags -> ``workdir.run`` (config -> members -> ``engine`` -> files) -> exit
 code, and the signals that stop a run. Any config field can be overridden (``--config.style_weight=1e4``); a misspelt field is
 an error. Writes into ``--workdir`` (default ``runs/<config>-<time>``); the
-layout, ``--overwrite`` and ``--resume`` are ``nst.workdir``'s.
+layout, ``--overwrite`` and ``--resume`` are ``nst.workdir``'s. A run that
+needs more memory than is available is refused first (``nst.memory``);
+``--nomemory_check`` skips that.
 """
 from __future__ import annotations
 
@@ -47,6 +49,11 @@ _RESUME = flags.DEFINE_bool(
     'resume', False, 'Continue the stopped run in --workdir from its '
     'checkpoint, or the stopped sweep with its unfinished members (same '
     'config).')
+_MEMORY_CHECK = flags.DEFINE_bool(
+    'memory_check', True, 'Refuse, before anything is read or written, a '
+    'run whose estimated memory (nst.memory) is more than is available; '
+    '--nomemory_check skips this where the estimate is wrong for the '
+    'machine.')
 _DISTRIBUTED = flags.DEFINE_enum(
     'distributed', 'auto', ['auto', 'on', 'off'],
     'Sweeps: call jax.distributed.initialize() (auto: when Slurm, Open MPI, '
@@ -191,7 +198,8 @@ def main(argv):
       raise UserError('a sweep over several processes needs --workdir: '
                       'the same directory for every process')
     workdir.run(config, path, overwrite=_OVERWRITE.value,
-                resume=_RESUME.value, should_stop=stop)
+                resume=_RESUME.value, should_stop=stop,
+                memory_check=_MEMORY_CHECK.value)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1 if isinstance(e, DiskFull) else 2)

@@ -19,9 +19,9 @@ Each combination is a *member*: a complete single-run config, which a run
 of its own would turn into the same image.
 
 How it runs:
-  1. ``expand``: axes -> members, each checked and resolved
-     (``spec.resolve``: its content image read at every scale) before
-     anything is computed or written;
+  1. ``expand``: axes -> members, each checked (``member_configs``) and
+     resolved (``spec.resolve``: its content image read at every scale)
+     before anything is computed or written;
   2. ``group``: members with equal ``spec.Program`` (network, weights,
      optimiser, scale plan and image shapes...) form a group. Everything
      else -- alpha, beta, tv weight, learning-rate schedule, init image,
@@ -183,17 +183,13 @@ def _member_config(base, values: dict[str, Any]):
   return cfg
 
 
-def expand(config, load_for: Callable[[Any], Callable] | None = None
-           ) -> tuple[dict[str, tuple], list[spec.Member]]:
-  """The axes and every member, each a checked single-run config resolved
-  into a ``spec.Member`` (its images read with ``load_for(config)``, e.g.
-  ``nst.engine.Loader().images_for``; default ``targets.image_loader``)."""
-  from nst import targets  # pylint: disable=import-outside-toplevel
-  load_for = load_for or targets.image_loader
+def member_configs(config) -> tuple[dict[str, tuple], list[tuple]]:
+  """The axes and each member's (coords, values, config), its config
+  checked (``spec.check``); no image is read."""
   ax = axes(config)
   base = ml_collections.ConfigDict(
       {k: v for k, v in config.to_dict().items() if k != 'sweep'})
-  members = []
+  out = []
   factors = _factors(settings(config), ax)
   for combo in itertools.product(
       *[range(len(ax[group[0]])) for group in factors]):
@@ -202,12 +198,38 @@ def expand(config, load_for: Callable[[Any], Callable] | None = None
     values = {name: ax[name][i] for name, i in coords.items()}
     try:
       cfg = _member_config(base, values)
+      spec.check(cfg)
+    except UserError as e:
+      raise UserError(f'sweep member {len(out)} ({describe(values)}): '
+                      f'{e}') from None
+    out.append((coords, values, cfg))
+  return ax, out
+
+
+def resolve_members(entries, load_for: Callable[[Any], Callable] | None = None
+                    ) -> list[spec.Member]:
+  """``member_configs``'s members, each resolved into a ``spec.Member``
+  (its images read with ``load_for(config)``, e.g. ``nst.engine.Loader()
+  .images_for``; default ``targets.image_loader``)."""
+  from nst import targets  # pylint: disable=import-outside-toplevel
+  load_for = load_for or targets.image_loader
+  members = []
+  for coords, values, cfg in entries:
+    try:
       members.append(spec.resolve(cfg, load_for(cfg), len(members), coords,
                                   values))
     except UserError as e:
-      raise UserError(f'sweep member {len(members)} '
-                      f'({describe(values)}): {e}') from None
-  return ax, members
+      raise UserError(f'sweep member {len(members)} ({describe(values)}): '
+                      f'{e}') from None
+  return members
+
+
+def expand(config, load_for: Callable[[Any], Callable] | None = None
+           ) -> tuple[dict[str, tuple], list[spec.Member]]:
+  """The axes and every member, each a checked single-run config resolved
+  into a ``spec.Member`` (``member_configs``, then ``resolve_members``)."""
+  ax, entries = member_configs(config)
+  return ax, resolve_members(entries, load_for)
 
 
 def group(members: list[spec.Member]) -> list[list[spec.Member]]:

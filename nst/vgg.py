@@ -182,11 +182,6 @@ def winograd_layers(params, convolution: str = 'auto', dtype=jnp.float32,
     least = AUTO_WINOGRAD_MIN_SIZE
   if convolution == 'direct':
     return ()
-  # VGG-19's names, in forward order, hold those of the other networks.
-  order = layer_names('vgg19')
-  deepest = (len(order) if layers is None
-             else max((order.index(n) for n in layers), default=-1))
-
   def fits(name):
     ins, outs = params['params'][name]['kernel'].shape[2:]
     # Block b's input is the image pooled b - 1 times (halved, rounded down).
@@ -194,8 +189,19 @@ def winograd_layers(params, convolution: str = 'auto', dtype=jnp.float32,
     return max(ins, outs) >= WINOGRAD_MIN_CHANNELS and (
         side is None or side * side * ins >= least)
 
-  return tuple(n for n in order if n in params['params']
-               and order.index(n) <= deepest and fits(n))
+  return tuple(n for n in up_to(params['params'], layers) if fits(n))
+
+
+def up_to(names: Iterable[str], layers: Iterable[str] | None = None
+          ) -> tuple[str, ...]:
+  """The layers of ``names`` (e.g. a params dict's) at or above the deepest
+  of ``layers`` (default: all of them), in forward order: those a network
+  stopping at ``layers`` runs."""
+  # VGG-19's names, in forward order, hold those of the other networks.
+  order = layer_names('vgg19')
+  deepest = (len(order) if layers is None
+             else max((order.index(n) for n in layers), default=-1))
+  return tuple(n for n in order if n in names and order.index(n) <= deepest)
 
 
 def prepare(variables, convolution: str = 'auto', dtype=jnp.float32,
@@ -205,7 +211,16 @@ def prepare(variables, convolution: str = 'auto', dtype=jnp.float32,
   the layers ``winograd_layers`` selects, a 'winograd' collection of their
   transformed kernels (``{'forward': transform(kernel), 'backward':
   transform(flip(kernel))}``, computed here once). The network's outputs
-  and gradients are those of ``variables`` up to float32 rounding."""
+  and gradients are those of ``variables`` up to float32 rounding.
+
+  Given ``layers``, only the parameters of the layers up to the deepest of
+  them are kept (the network never runs the others): a run that stops at
+  relu2_1 holds 1 MB of VGG-19's 80, not all of it twice."""
+  if layers is not None:
+    layers = tuple(layers)
+    variables = {**variables, 'params': {
+        n: variables['params'][n] for n in up_to(variables['params'],
+                                                 layers)}}
   out = with_flipped(variables)
   chosen = winograd_layers(variables, convolution, dtype, layers, backend,
                            max_side)

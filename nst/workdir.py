@@ -39,13 +39,14 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any, Callable
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from nst import (checkpoint, engine, files, images, report, spec, sweep,
-                 targets)
+from nst import (checkpoint, engine, files, images, memory, report, spec,
+                 sweep, targets)
 from nst.errors import UserError, cannot_write
 
 LOCK = '.lock'
@@ -443,12 +444,31 @@ def finish_sweep(workdir: Workdir, axes: dict[str, tuple],
   workdir.checkpoint_path.unlink(missing_ok=True)
 
 
+def _together(action: Callable[[], Any], refused: str) -> None:
+  """Runs ``action``; where it raises a UserError on any process, every
+  process raises (the others ``UserError(refused)``), so that none is left
+  waiting for the rest."""
+  error = None
+  try:
+    action()
+  except UserError as e:
+    error = e
+  if jax.process_count() > 1:
+    flags = multihost_utils.process_allgather(np.int32(error is not None))
+    if np.any(flags) and error is None:
+      error = UserError(refused)
+  if error is not None:
+    raise error
+
+
 def run(config, path: Path, *, overwrite: bool = False,
-        resume: bool = False, should_stop=None, devices=None
-        ) -> list[engine.Result]:
+        resume: bool = False, should_stop=None, devices=None,
+        memory_check: bool = True) -> list[engine.Result]:
   """Checks everything, then runs ``config`` (one run, or a sweep) into
   the folder ``path``; returns the members' results. A single run's
-  non-finite loss raises ``Diverged`` once its last finite output is kept."""
+  non-finite loss raises ``Diverged`` once its last finite output is kept.
+  ``memory_check``: a run whose estimated memory is more than is available
+  (``nst.memory.check``) is refused before any image is read at size."""
   is_sweep = 'sweep' in config
   folder = Workdir(path, sweep=is_sweep, overwrite=overwrite,
                    resume=resume, lead=jax.process_index() == 0,
@@ -460,8 +480,16 @@ def run(config, path: Path, *, overwrite: bool = False,
   if resume:
     folder.check_config(config)
   loader = engine.Loader()
+  entries = sweep.member_configs(config)[1] if is_sweep else []
+  if memory_check:  # before resolving: that reads the images at size
+    _together(lambda: memory.check(
+        [cfg for _, _, cfg in entries] if is_sweep else [config],
+        chunk_size=sweep.settings(config).chunk_size if is_sweep else 0,
+        devices=len(devices or jax.devices()) if is_sweep else 1),
+              'another process refused the run for its memory (its error '
+              'says why)')
   if is_sweep:
-    _, members = sweep.expand(config, loader.images_for)
+    members = sweep.resolve_members(entries, loader.images_for)
   else:
     members = [spec.resolve(config, loader.images_for(config))]
   pending = folder.pending(members) if resume else None
@@ -474,18 +502,13 @@ def run(config, path: Path, *, overwrite: bool = False,
                       f'{e}' if is_sweep else str(e)) from None
   if jax.process_count() > 1:  # nobody writes before everyone has checked
     multihost_utils.sync_global_devices('nst.run: workdir checked')
-  error = None
-  try:
-    folder.open(config.to_json(indent=2), overwrite=overwrite)
-  except UserError as e:
-    error = e
-  if jax.process_count() > 1:  # all stop if process 0 refused the folder
-    refused = multihost_utils.process_allgather(np.int32(error is not None))
-    if np.any(refused) and error is None:
-      error = UserError('process 0 refused the workdir (its error says why)')
-  if error is not None:
+  try:  # all stop if process 0 refused the folder
+    _together(lambda: folder.open(config.to_json(indent=2),
+                                  overwrite=overwrite),
+              'process 0 refused the workdir (its error says why)')
+  except UserError:
     folder.close()
-    raise error
+    raise
   if folder.sweep:  # every process writes its members' images there
     folder.make_dir(folder.path / 'members')
   try:

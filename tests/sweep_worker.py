@@ -2,10 +2,12 @@
 multi-process runs the test process cannot change); writes an npz.
 
   python tests/sweep_worker.py OUT.npz OPTIMIZER [DEVICES [CHUNK]]
-  python tests/sweep_worker.py --multiprocess OUT.npz WORKDIR [STOP [RESUME]]
+  python tests/sweep_worker.py --multiprocess OUT.npz WORKDIR [STOP [RESUME
+      [SHORT]]]
 
 With STOP = N > 0, process 1 (only) asks to stop at its N-th question;
-RESUME = 1 resumes the stopped sweep in WORKDIR.
+RESUME = 1 resumes the stopped sweep in WORKDIR; SHORT = 1 makes process 1
+(only) find 1 byte of memory available.
 """
 import sys
 from pathlib import Path
@@ -30,18 +32,20 @@ def main(argv):
            **{f'loss{i}': m['loss'] for i, (_, m) in results.items()})
 
 
-def multiprocess(out, workdir, stop='0', resume='0'):
+def multiprocess(out, workdir, stop='0', resume='0', short='0'):
   """One process of a jax.distributed job (env: JAX_COORDINATOR_ADDRESS,
   JAX_NUM_PROCESSES, JAX_PROCESS_ID); runs the sweep with nst.workdir.run."""
   import jax
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-  from nst import sweep
+  from nst import memory, sweep
   from nst import workdir as nst_workdir
   from nst.errors import Stopped, UserError
   assert sweep.initialize_distributed('auto')
   import numpy as np
   from helpers import tiny_sweep
   asked = []
+  if short == '1' and jax.process_index() == 1:
+    memory.available = lambda: {'host': (1, 'a test')}
 
   def should_stop():
     asked.append(1)

@@ -1,5 +1,6 @@
 """Fuzzing the image reader and the config validator: random and mutated
-inputs give a result or a UserError, never another exception or a hang."""
+inputs give a result or a UserError, never another exception or a hang;
+a config that passes also has its memory estimated without one."""
 import io
 import math
 
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from helpers import tiny_config
-from nst import images, spec, vgg
+from nst import images, memory, spec, vgg
 from nst.errors import UserError
 
 # PIL warns about the corrupt files it is given; that is what they are.
@@ -129,6 +130,11 @@ def test_random_configs_pass_or_user_error(config):
   assert config.image_size >= 1
   for field in ('content_weight', 'style_weight', 'tv_weight'):
     assert math.isfinite(config[field]) and config[field] >= 0
+  # Its memory is estimated, and it fits or is refused in one line.
+  try:
+    memory.check(config)
+  except UserError as e:
+    assert str(e).startswith('not enough memory') and '\n' not in str(e)
 
 
 @pytest.mark.parametrize('fmt,mode', [('PNG', 'RGBA'), ('JPEG', 'RGB')])

@@ -172,3 +172,20 @@ def test_a_colour_key_is_composited_like_alpha(tmp_path):
     np.testing.assert_array_equal(
         images.read_rgb(str(tmp_path / name), background=background), want,
         err_msg=name)
+
+
+def test_source_shapes_come_from_headers(tmp_path):
+  im = Image.new('RGB', (40, 30))
+  im.save(tmp_path / 'a.png')
+  exif = Image.Exif()
+  exif[0x0112] = 6  # shown rotated by 90 degrees
+  im.save(tmp_path / 'r.jpg', exif=exif)
+  for source in (str(tmp_path / 'a.png'), str(tmp_path / 'r.jpg'),
+                 'skimage:chelsea', 'nst:swirls'):
+    assert images.source_shape(source) == images.read_rgb(source).shape[:2]
+  assert images.source_shape(str(tmp_path / 'missing.png')) is None
+  (tmp_path / 'not.png').write_bytes(b'not an image')
+  assert images.source_shape(str(tmp_path / 'not.png')) is None
+  assert images.source_shape('skimage:nothing') is None
+  rgb = np.zeros((30, 41, 3), np.uint8)
+  assert images.resize(rgb, 17).shape[:2] == images.resized_shape(30, 41, 17)

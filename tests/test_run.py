@@ -53,6 +53,18 @@ def test_existing_workdir_is_not_overwritten(tmp_path):
   assert sorted(p.name for p in tmp_path.iterdir()) == ['final.png']
 
 
+def test_a_run_too_large_for_memory_is_one_line_and_writes_nothing(tmp_path):
+  result = nst_run('--config.image_size=100000', '--config.style_scale=400',
+                   '--config.lbfgs_memory=10000000',
+                   f'--workdir={tmp_path / "o"}')
+  assert result.returncode == 2
+  [line] = result.stderr.strip().splitlines()
+  assert line.startswith('error: not enough memory: this run needs an '
+                         'estimated ') and 'is available' in line
+  assert '--nomemory_check' in line
+  assert not (tmp_path / 'o').exists()
+
+
 def test_misspelt_field_is_one_clear_error(tmp_path):
   result = nst_run('--config.style_wieght=3', f'--workdir={tmp_path / "o"}')
   assert result.returncode == 2

@@ -165,6 +165,22 @@ def test_a_workdir_in_use_stops_every_process_with_one_error(tmp_path):
 
 
 @pytest.mark.slow
+def test_one_process_short_of_memory_stops_every_process(tmp_path):
+  workdir_ = tmp_path / 'sweep'
+  env = {'JAX_COORDINATOR_ADDRESS': f'localhost:{_free_port()}',
+         'JAX_NUM_PROCESSES': '2'}
+  procs = [_worker('--multiprocess', tmp_path / f'p{p}.npz', workdir_, 0, 0,
+                   1, devices=1, env={**env, 'JAX_PROCESS_ID': str(p)})
+           for p in (0, 1)]
+  for p in procs:
+    _finish(p)  # neither waits for the other: both end
+  errors = [str(np.load(tmp_path / f'p{p}.npz')['error']) for p in (0, 1)]
+  assert 'another process refused the run for its memory' in errors[0]
+  assert 'where 1 B is available (a test)' in errors[1]
+  assert not workdir_.exists()
+
+
+@pytest.mark.slow
 def test_a_stop_asked_of_one_process_stops_both_and_resumes(batched,
                                                            tmp_path):
   """Process 1 alone asks to stop after step 1 of 3: both stop there (the

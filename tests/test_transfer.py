@@ -5,7 +5,7 @@ from PIL import Image
 
 import nst
 from helpers import TINY, random_vgg19, run_one, tiny_config
-from nst import images
+from nst import images, memory
 from nst.errors import UserError
 
 FIELDS = {k: v for k, v in TINY.items() if k != 'weights'}
@@ -43,3 +43,21 @@ def test_transfer_names_bad_arguments():
     nst.transfer(np.zeros((4, 4, 2)), 'nst:swirls', **FIELDS)
   with pytest.raises(UserError, match="image_size='big' does not fit"):
     nst.transfer('skimage:chelsea', 'nst:swirls', image_size='big')
+
+
+def test_transfer_refuses_a_run_too_large_for_memory_by_its_arrays_shapes(
+    monkeypatch):
+  def read_at_size(rgb, height, width):
+    raise AssertionError(f'an image was read at {width}x{height} px')
+
+  monkeypatch.setattr(images, 'resize_to', read_at_size)
+  strip = np.zeros((10, 1000, 3), np.uint8)
+  with pytest.raises(UserError, match='not enough memory') as e:
+    nst.transfer(strip, 'nst:swirls', image_size=100000)
+  config = nst.api.load_config(nst.api.DEFAULT_CONFIG)
+  config.image_size, config.content_image = 100000, 'array:content'
+  config.style_image = 'nst:swirls'
+  # Estimated at the strip's shape (1000x100000 px), not a square's.
+  need = memory.estimate(config, shapes=memory.Shapes(
+      {'array:content': (10, 1000)})).on_host
+  assert f'needs an estimated {memory.size_text(need)} of RAM' in str(e.value)

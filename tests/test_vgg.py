@@ -49,6 +49,20 @@ def test_stops_at_deepest_requested_layer():
   assert jaxpr.count('conv_general_dilated') == 3
 
 
+def test_prepared_params_stop_at_the_deepest_requested_layer():
+  x = jnp.zeros((1, 32, 32, 3))
+  full = vgg.VGG().init(jax.random.key(0), x)
+  prepared = vgg.prepare(full, 'winograd', layers=('relu1_1', 'relu3_1'))
+  want = ['conv1_1', 'conv1_2', 'conv2_1', 'conv2_2', 'conv3_1']
+  assert sorted(prepared['params']) == sorted(prepared['flipped']) == want
+  assert sorted(prepared['winograd']) == ['conv3_1']
+  assert sorted(vgg.prepare(full)['params']) == sorted(full['params'])
+  out = vgg.VGG().apply(prepared, x + 1, ('relu3_1',))['relu3_1']
+  np.testing.assert_allclose(
+      out, vgg.VGG().apply(full, x + 1, ('relu3_1',))['relu3_1'],
+      rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(out))))
+
+
 def test_pooling_modes():
   x = jax.random.normal(jax.random.key(1), (1, 8, 8, 3))
   params = vgg.VGG().init(jax.random.key(0), x)

@@ -15,7 +15,7 @@ from PIL import Image
 
 import helpers
 from helpers import stop_after, tiny_config, tiny_sweep
-from nst import images, workdir
+from nst import images, memory, workdir
 from nst.errors import DiskFull, Stopped, UserError
 from test_run import ROOT, TINY
 
@@ -337,3 +337,30 @@ def test_a_full_disk_while_logging_is_one_error(tmp_path, monkeypatch, fs):
       for step in range(1000):  # past the file's last page
         writer.log({'member': 0, 'step': step, 'loss': 1.0})
     writer.close()
+
+
+def test_a_run_too_large_for_memory_is_refused_before_reading_or_writing(
+    tmp_path, monkeypatch):
+  # Before the memory check this run read its photo at 100000 px (80 GB as
+  # float32) and went on until it ran out of memory: made to fail at once.
+  def read_at_size(rgb, height, width):
+    raise AssertionError(f'an image was read at {width}x{height} px')
+
+  monkeypatch.setattr(images, 'resize_to', read_at_size)
+  config = tiny_config(image_size=100000, optimizer='lbfgs',
+                       lbfgs_memory=10000000, style_scale=400)
+  with pytest.raises(UserError, match=r'^not enough memory: this run needs '
+                     r'an estimated [\d.]+ EiB of RAM, where [\d.]+ GiB is '
+                     r'available \(.*--nomemory_check') as e:
+    workdir.run(config, tmp_path / 'out')
+  assert '\n' not in str(e.value)
+  assert not (tmp_path / 'out').exists()
+
+
+def test_the_memory_check_can_be_skipped(tmp_path, monkeypatch):
+  monkeypatch.setattr(memory, 'available', lambda: {'host': (1, 'a test')})
+  with pytest.raises(UserError, match=r'where 1 B is available \(a test\)'):
+    workdir.run(tiny_config(), tmp_path / 'out')
+  assert not (tmp_path / 'out').exists()
+  workdir.run(tiny_config(), tmp_path / 'out', memory_check=False)
+  assert (tmp_path / 'out' / 'final.png').is_file()
