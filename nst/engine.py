@@ -304,7 +304,12 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
             f'the checkpoint is of step {resumed.done}; this run has '
             f'{total_steps} steps, so it can continue after step 1 to '
             f'{total_steps - 1} only; rerun without --resume')
-      finite[:] = resumed.extra['finite']
+      kept_finite = resumed.extra.get('finite')
+      if kept_finite is None or np.shape(kept_finite) != (size,):
+        raise UserError('the checkpoint is malformed: it does not say which '
+                        f'of its {size} slots are finite; rerun without '
+                        '--resume')
+      finite[:] = kept_finite
     first_step = resumed.done if resumed else 0
     last, last_finite, last_out = {}, {}, []
     clock = {'start': time.perf_counter(), 'first': None, 'log': None,
@@ -391,7 +396,7 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
       state, inputs), or nothing new when this run computed none."""
       if boundary is None:
         return Stopped(first, checkpointed=resumed is not None,
-                       saved=resumed is not None)
+                       saved=False)
       at, host_image, host_state, at_inputs = boundary
       kept_state = hand_checkpoint(at, host_image, host_state)
       out = finish(hparams, _put(lambda j: host_image[j], size, per_member),

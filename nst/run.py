@@ -201,24 +201,27 @@ def main(argv):
                 resume=_RESUME.value, should_stop=stop,
                 memory_check=_MEMORY_CHECK.value)
   except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(1 if isinstance(e, DiskFull) else 2)
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    _exit(1 if isinstance(e, DiskFull) else 2)
   except Stopped as e:
     print(stopped_line(e, path, 'sweep' in config), file=sys.stderr,
           flush=True)
     # A process of a multi-process sweep may stop because another was
     # signalled; it exits as if it had been sent SIGTERM.
-    code = 128 + (stop.signal or signal.SIGTERM)
-    if any(t.name == engine.COMPILING and t.is_alive()
-           for t in threading.enumerate()):
-      # A stop during a compilation left it running on its thread: end
-      # without tearing the interpreter down under it (every file is
-      # written and closed).
-      sys.stdout.flush()
-      os._exit(code)
-    sys.exit(code)
+    _exit(128 + (stop.signal or signal.SIGTERM))
   except KeyboardInterrupt:  # before the handlers were installed
     signals.interrupted()
+
+
+def _exit(code: int):
+  """Exits; at once if a stop left a compilation running on its thread
+  (``engine.COMPILING``), rather than waiting for it or tearing the
+  interpreter down under it (every file is written and closed)."""
+  if any(t.name == engine.COMPILING and t.is_alive()
+         for t in threading.enumerate()):
+    sys.stdout.flush()
+    os._exit(code)
+  sys.exit(code)
 
 
 def stopped_line(e: Stopped, path: Path, is_sweep: bool) -> str:
@@ -231,9 +234,10 @@ def stopped_line(e: Stopped, path: Path, is_sweep: bool) -> str:
     return (f'stopped after step {e.step}; {kept} in {path}; continue with '
             f'the same command and --resume --workdir {path}')
   if e.checkpointed:
-    return (f'stopped after step {e.step}; checkpoint and '
-            f'step_{e.step:05d}.png are in {path}; continue with the same '
-            f'command and --resume --workdir {path}')
+    kept = (f'checkpoint and step_{e.step:05d}.png are' if e.saved else
+            'checkpoint is')
+    return (f'stopped after step {e.step}; {kept} in {path}; continue with '
+            f'the same command and --resume --workdir {path}')
   kept = (f'step_{e.step:05d}.png is in {path}, but no checkpoint (the '
           'image was not finite)' if e.saved else 'nothing was kept')
   return (f'stopped after step {e.step}; {kept}; the same command starts '

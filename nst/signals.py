@@ -28,9 +28,10 @@ def interrupted(signum=None, frame=None) -> None:
 
 
 class StopRequest:
-  """SIGINT and SIGTERM ask the run to stop after the step in progress (it
-  then checkpoints; the engine keeps at most one step queued behind the
-  one running). A second SIGINT interrupts at once.
+  """SIGINT and SIGTERM ask the run to stop after the step in progress and
+  the one queued behind it (the engine keeps at most one), or at once
+  during a compilation; it then checkpoints. A second SIGINT interrupts
+  at once.
 
   ``install()`` is for a process that ends with the run (the command
   line): the handlers stay until the process exits, so a second SIGINT
@@ -59,7 +60,8 @@ class StopRequest:
       interrupted()
     if self.signal is None:
       say(f'{signal.Signals(signum).name}: stopping after the step in '
-          'progress (SIGINT again to interrupt at once)')
+          'progress and the one queued behind it (SIGINT again to '
+          'interrupt at once)')
     self.signal = signum
 
   def __call__(self) -> bool:

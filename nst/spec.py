@@ -217,10 +217,24 @@ def _check_image_options(config) -> None:
 
 
 def check(config) -> None:
-  """Raises a UserError for config values that cannot run.
+  """Raises a UserError for config values that cannot run, or for a
+  field the config lacks.
 
   Called before any image is read or anything compiled.
   """
+  try:
+    _check(config)
+  except (AttributeError, KeyError) as e:
+    # ml_collections words a missing field as "'name'" (nested quotes).
+    name = str(e.args[0] if e.args else e).strip('"\'')
+    if not name.isidentifier() or name in config:
+      raise
+    raise UserError(f'the config has no field {name!r}: a config file '
+                    "starts from configs/default.py's get_config() and "
+                    'changes the fields it needs') from None
+
+
+def _check(config) -> None:
   network = vgg.check_network(config.network)
   optim.check(config.optimizer)
   if not config.style_layers and not config.content_layers:

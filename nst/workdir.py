@@ -56,9 +56,14 @@ OUTPUTS = ('config.json', 'metrics.jsonl', 'final.png', 'step_*.png',
            'contact_sheet*.png', 'index.html', 'figure*.png', '.*.tmp')
 
 
-def _own_files(path: Path) -> list[Path]:
+# What a run writes before it keeps a checkpoint or a result (a restart
+# deletes these only: not figures or sheets a user may have added).
+STARTED = ('config.json', 'metrics.jsonl', 'step_*.png', 'members', '.*.tmp')
+
+
+def _own_files(path: Path, patterns=OUTPUTS) -> list[Path]:
   found = set()
-  for pattern in OUTPUTS:
+  for pattern in patterns:
     found.update(path.glob(pattern))
   return sorted(found)
 
@@ -119,7 +124,7 @@ class Workdir:
     # kept anything to continue from starts again here, by a rerun of the
     # same command or by --resume.
     self.restart = False
-    self._lock = None
+    self._config, self._lock = config, None
     p = self.path
     if resume and overwrite:
       raise UserError('--resume continues the run in --workdir and '
@@ -188,8 +193,12 @@ class Workdir:
     self.make_dir(self.path)
     if self.lead:
       self._take_lock()
+      if self.restart and not self._ended_early(self._config):
+        raise UserError(f'workdir {str(self.path)!r} changed while this run '
+                        'started (a run there kept a checkpoint or a '
+                        'result); choose another --workdir')
       if overwrite or self.restart:
-        self._delete_outputs()
+        self._delete_outputs(OUTPUTS if overwrite else STARTED)
       elif not self.resume and self._holds_files():
         raise UserError(f'workdir {str(self.path)!r} filled up while this '
                         'run started; choose another --workdir')
@@ -197,11 +206,11 @@ class Workdir:
         images.write_atomic(self.path / 'config.json', config_json.encode())
     return self
 
-  def _delete_outputs(self) -> None:
-    """What an earlier run wrote here (``OUTPUTS``; in members/, only
+  def _delete_outputs(self, patterns=OUTPUTS) -> None:
+    """What an earlier run wrote here (``patterns``; in members/, only
     NNNN.* files); nothing else."""
     try:
-      for old in _own_files(self.path):
+      for old in _own_files(self.path, patterns):
         if old.name == 'members' and old.is_dir() and not old.is_symlink():
           for f in old.iterdir():
             if f.name[:4].isdigit() and f.name[4:5] == '.' and f.is_file():
@@ -453,10 +462,9 @@ def _together(action: Callable[[], Any], refused: str) -> None:
     action()
   except UserError as e:
     error = e
-  if jax.process_count() > 1:
-    flags = multihost_utils.process_allgather(np.int32(error is not None))
-    if np.any(flags) and error is None:
-      error = UserError(refused)
+  # pylint: disable-next=protected-access
+  if engine._any_process(error is not None) and error is None:
+    error = UserError(refused)
   if error is not None:
     raise error
 
@@ -473,9 +481,6 @@ def run(config, path: Path, *, overwrite: bool = False,
   folder = Workdir(path, sweep=is_sweep, overwrite=overwrite,
                    resume=resume, lead=jax.process_index() == 0,
                    config=config)
-  if folder.restart and folder.lead:
-    print(f'note: the run of this config in {path} ended before it kept '
-          'anything to continue from; it starts again there', flush=True)
   resume = folder.resume
   if resume:
     folder.check_config(config)
@@ -488,20 +493,28 @@ def run(config, path: Path, *, overwrite: bool = False,
         devices=len(devices or jax.devices()) if is_sweep else 1),
               'another process refused the run for its memory (its error '
               'says why)')
-  if is_sweep:
-    members = sweep.resolve_members(entries, loader.images_for)
-  else:
-    members = [spec.resolve(config, loader.images_for(config))]
-  pending = folder.pending(members) if resume else None
-  for m in members:  # their images at every scale, before anything is
-    try:             # written (the loader keeps them for the run)
-      for px in sorted({max(shape[:2]) for shape, _ in m.program.plan}):
-        targets.load_inputs(m.config, px, loader.images_for(m.config))
-    except UserError as e:
-      raise UserError(f'sweep member {m.index} ({sweep.describe(m.values)}): '
-                      f'{e}' if is_sweep else str(e)) from None
-  if jax.process_count() > 1:  # nobody writes before everyone has checked
-    multihost_utils.sync_global_devices('nst.run: workdir checked')
+  checked = {}
+
+  def check_inputs():
+    if is_sweep:
+      members = sweep.resolve_members(entries, loader.images_for)
+    else:
+      members = [spec.resolve(config, loader.images_for(config))]
+    checked['pending'] = folder.pending(members) if resume else None
+    for m in members:  # their images at every scale, before anything is
+      try:             # written (the loader keeps them for the run)
+        for px in sorted({max(shape[:2]) for shape, _ in m.program.plan}):
+          targets.load_inputs(m.config, px, loader.images_for(m.config))
+      except UserError as e:
+        raise UserError(f'sweep member {m.index} ('
+                        f'{sweep.describe(m.values)}): {e}' if is_sweep
+                        else str(e)) from None
+    checked['members'] = members
+
+  # Nobody writes before everyone has checked; all stop if one refused.
+  _together(check_inputs, 'another process refused the run for its inputs '
+            '(its error says why)')
+  members, pending = checked['members'], checked['pending']
   try:  # all stop if process 0 refused the folder
     _together(lambda: folder.open(config.to_json(indent=2),
                                   overwrite=overwrite),
@@ -509,6 +522,10 @@ def run(config, path: Path, *, overwrite: bool = False,
   except UserError:
     folder.close()
     raise
+  if folder.restart and folder.lead:
+    print(f'note: the run of this config in {path} ended before it kept '
+          'anything to continue from; it starts again there (its step '
+          'images and metrics are replaced)', flush=True)
   if folder.sweep:  # every process writes its members' images there
     folder.make_dir(folder.path / 'members')
   try:

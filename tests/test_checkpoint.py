@@ -162,6 +162,20 @@ def test_a_checkpoint_outside_the_run_is_refused(tmp_path):
       run_one(config, PARAMS, resume=ckpt)
 
 
+def test_a_checkpoint_without_its_finite_flags_is_refused(tmp_path):
+  for name, finite in (('none', None), ('short', np.array([True, True]))):
+    path = _saved(tmp_path / f'{name}.npz', **({} if finite is None else {
+        'extra/finite': finite}))
+    if finite is None:  # written without it
+      arrays = dict(np.load(path))
+      del arrays['extra/finite']
+      np.savez(path, **arrays)
+    with pytest.raises(UserError, match='^the checkpoint is malformed: it '
+                       'does not say which of its 1 slots are finite'):
+      run_one(tiny_config(num_steps=3), PARAMS,
+              resume=checkpoint.load(path))
+
+
 def test_a_named_pipe_as_checkpoint_is_refused_not_opened(tmp_path):
   from helpers import without_blocking
   pipe = tmp_path / checkpoint.NAME

@@ -380,3 +380,14 @@ def test_unreadable_file_is_one_clear_error(tmp_path, monkeypatch):
   with pytest.raises(UserError, match=r"cannot read image .*locked.png.*"
                      'Permission denied'):
     images.read_rgb(str(tmp_path / 'locked.png'))
+
+
+def test_a_config_lacking_a_field_is_one_error():
+  import ml_collections
+  from nst import spec
+  c = ml_collections.ConfigDict({'content_image': 'skimage:chelsea',
+                                 'image_size': 64})
+  with pytest.raises(UserError, match="^the config has no field 'network': "
+                     "a config file starts from configs/default.py's "
+                     'get_config()'):
+    spec.check(c)

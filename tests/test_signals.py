@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import helpers
 from helpers import tiny_config
 from nst import checkpoint, engine, run, signals, workdir
 from nst.errors import Stopped
@@ -129,3 +130,20 @@ def test_a_stop_while_a_finer_scale_compiles_keeps_the_coarser_scale(
   assert resumed.metrics == unstopped.metrics
   assert (out / 'final.png').read_bytes() == (
       tmp_path / 'a' / 'final.png').read_bytes()
+
+
+def test_a_resumed_run_stopped_while_compiling_keeps_its_checkpoint(
+    monkeypatch, tmp_path):
+  config = tiny_config(num_steps=4, checkpoint_every=2)
+  with pytest.raises(MemoryError):  # a crash after step 2's checkpoint
+    workdir.run(config, tmp_path, should_stop=helpers.stop_after(
+        3, MemoryError('injected')))
+  compiling = _slow_first_calls(monkeypatch, {32})
+  with pytest.raises(Stopped) as stop:
+    workdir.run(config, tmp_path, resume=True,
+                should_stop=lambda: compiling[0])
+  assert (stop.value.step, stop.value.checkpointed, stop.value.saved) == (
+      2, True, False)
+  assert run.stopped_line(stop.value, tmp_path, False).startswith(
+      f'stopped after step 2; checkpoint is in {tmp_path}; continue')
+  assert checkpoint.load(tmp_path / 'checkpoint.npz').done == 2

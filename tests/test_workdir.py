@@ -364,3 +364,23 @@ def test_the_memory_check_can_be_skipped(tmp_path, monkeypatch):
   assert not (tmp_path / 'out').exists()
   workdir.run(tiny_config(), tmp_path / 'out', memory_check=False)
   assert (tmp_path / 'out' / 'final.png').is_file()
+
+
+def test_a_restart_is_decided_again_under_the_lock_and_keeps_user_files(
+    tmp_path):
+  out = tmp_path / 'o'
+  config = tiny_config(num_steps=2, save_every=1)
+  with pytest.raises(MemoryError):
+    workdir.run(config, out, should_stop=_crash_after(1))
+  (out / 'figure1.png').write_bytes(b'mine')  # not what a run starts with
+  # Another run of the same command finished meanwhile: refused.
+  folder = workdir.Workdir(out, sweep=False, config=config)
+  assert folder.restart
+  (out / 'final.png').write_bytes(b'a result')
+  with pytest.raises(UserError, match='changed while this run started'):
+    folder.open(config.to_json(indent=2))
+  folder.close()
+  (out / 'final.png').unlink()
+  workdir.run(config, out)
+  assert (out / 'figure1.png').read_bytes() == b'mine'
+  assert (out / 'final.png').is_file()
