@@ -191,10 +191,13 @@ def _decode(spec, path, max_pixels, background) -> np.ndarray:
             f'{im.width * im.height} px is more than max_image_pixels='
             f'{max_pixels} (a decompression bomb?); raise the limit if the '
             'image is genuine')
+      key = _png_key(path, im) if im.format == 'PNG' else None
       im = ImageOps.exif_transpose(im)
       # Transparency is an alpha channel, or a colour key (a palette's,
       # or a PNG's tRNS chunk naming one colour or grey level).
-      key = im.info.get('transparency')
+      key = im.info.get('transparency') if key is None else key
+      if key is not None and not isinstance(key, bytes):
+        im.info['transparency'] = key
       if im.mode.startswith('I') or im.mode == 'F':
         rgb = _wide_grey(im)
         if isinstance(key, int):
@@ -211,6 +214,24 @@ def _decode(spec, path, max_pixels, background) -> np.ndarray:
   finally:
     Image.MAX_IMAGE_PIXELS = limit
   return rgb
+
+
+def _png_key(path, im) -> int | tuple | None:
+  """A PNG's tRNS colour key in the values PIL decodes to: the chunk
+  gives it at the file's bit depth, PIL scales 1-4 bit grey up to 0-255
+  and keeps only the high byte of 16-bit RGB (so there the key matches
+  every colour with the same high bytes)."""
+  key = im.info.get('transparency')
+  if key is None or im.mode == 'P' or isinstance(key, bytes):
+    return None
+  with open(path, 'rb') as f:
+    header = f.read(26)
+  depth = header[24] if len(header) == 26 else 8
+  if im.mode in ('1', 'L') and depth < 8 and isinstance(key, int):
+    return key * 255 // (2 ** depth - 1)
+  if im.mode == 'RGB' and depth == 16 and isinstance(key, tuple):
+    return tuple(k >> 8 for k in key)
+  return None
 
 
 def resize_to(rgb: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -189,3 +189,37 @@ def test_source_shapes_come_from_headers(tmp_path):
   assert images.source_shape('skimage:nothing') is None
   rgb = np.zeros((30, 41, 3), np.uint8)
   assert images.resize(rgb, 17).shape[:2] == images.resized_shape(30, 41, 17)
+
+
+def _raw_png(path, rows: bytes, width, height, depth, colour_type, trns):
+  """A PNG written chunk by chunk: bit depths PIL does not write."""
+  import struct
+  import zlib
+
+  def chunk(kind, data):
+    return (struct.pack('>I', len(data)) + kind + data
+            + struct.pack('>I', zlib.crc32(kind + data)))
+  path.write_bytes(
+      b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack(
+          '>IIBBBBB', width, height, depth, colour_type, 0, 0, 0))
+      + chunk(b'tRNS', trns) + chunk(b'IDAT', zlib.compress(rows))
+      + chunk(b'IEND', b''))
+  return str(path)
+
+
+def test_a_colour_key_at_16_or_2_bits_is_composited(tmp_path):
+  import struct
+  green = (0, 255, 0)
+  # 16-bit RGB, 2x2: the keyed pixel and another colour, twice.
+  pixels = np.array([[1000, 2000, 3000], [40000, 40000, 40000]], '>u2')
+  rgb16 = _raw_png(tmp_path / 'rgb16.png', 2 * (b'\0' + pixels.tobytes()),
+                   2, 2, 16, 2, struct.pack('>HHH', 1000, 2000, 3000))
+  got = images.read_rgb(rgb16, background=green)
+  assert got[0, 0].tolist() == list(green)
+  assert got[0, 1].tolist() == [40000 >> 8] * 3
+  # 2-bit grey, 4x2: levels 0-3 (PIL: 0, 85, 170, 255); level 3 is keyed.
+  grey2 = _raw_png(tmp_path / 'grey2.png', 2 * (b'\0' + bytes([0b00011011])),
+                   4, 2, 2, 0, struct.pack('>H', 3))
+  got = images.read_rgb(grey2, background=green)
+  assert got[0, :, 0].tolist() == [0, 85, 170, 0]
+  assert got[0, 3].tolist() == list(green)
