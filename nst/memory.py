@@ -83,6 +83,7 @@ class Estimate:
   host: dict[str, int]
   cpu: bool
   step: int
+  local: int = 1  # devices of this process the run uses
 
   @property
   def on_device(self) -> int:
@@ -90,8 +91,10 @@ class Estimate:
 
   @property
   def on_host(self) -> int:
-    """The host's part; on a CPU, with the device's."""
-    return sum(self.host.values()) + (self.on_device if self.cpu else 0)
+    """The host's part; on a CPU, with every local device's (they all
+    use the host's RAM)."""
+    return sum(self.host.values()) + (self.on_device * self.local
+                                      if self.cpu else 0)
 
 
 class Shapes:
@@ -290,7 +293,8 @@ def estimate(configs, *, chunk_size: int = 0, devices: int = 1,
           'compiling and runtime': RUNTIME,
           **({} if cpu else {'a checkpoint': checkpoint})}
   return Estimate({k: int(v) for k, v in device.items()},
-                  {k: int(v) for k, v in host.items()}, cpu, int(step))
+                  {k: int(v) for k, v in host.items()}, cpu, int(step),
+                  local=min(devices, jax.local_device_count()))
 
 
 # --- What is available -------------------------------------------------------

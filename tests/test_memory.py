@@ -121,3 +121,17 @@ def test_available_memory_is_the_smaller_of_meminfo_and_the_cgroup(
       3 << 29, "the cgroup's limit less its usage")
   files['/sys/fs/cgroup/memory.max'] = 'max\n'
   assert memory.available()['host'] == (8 << 30, 'MemAvailable')
+
+
+def test_every_cpu_device_of_a_sweep_counts_against_the_ram(monkeypatch):
+  # Eight CPU devices are eight shares of one RAM.
+  configs = [tiny_config(image_size=64, **SHALLOW)] * 8
+  one = memory.estimate(configs, devices=1, backend='cpu')
+  monkeypatch.setattr(jax, 'local_device_count', lambda: 8)
+  eight = memory.estimate(configs, devices=8, backend='cpu')
+  assert eight.local == 8
+  assert eight.on_host == (sum(eight.host.values())
+                           + 8 * eight.on_device)
+  # Each device holds one member where one device held all eight.
+  assert eight.on_device < one.on_device < 8 * eight.on_device
+  assert eight.on_host > sum(eight.host.values()) + 7 * eight.on_device
