@@ -392,16 +392,14 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
 
     def stop_while_compiling(first, boundary):
       """A stop during a scale's compilation: the checkpoint and output
-      of the scale before (``boundary``: its last step, host image and
-      state, inputs), or nothing new when this run computed none."""
+      of the scale before (``boundary``: its last step, image, state and
+      inputs), or nothing new when this run computed none."""
       if boundary is None:
         return Stopped(first, checkpointed=resumed is not None,
                        saved=False)
-      at, host_image, host_state, at_inputs = boundary
-      kept_state = hand_checkpoint(at, host_image, host_state)
-      out = finish(hparams, _put(lambda j: host_image[j], size, per_member),
-                   _put(lambda j: jax.tree.map(lambda v: v[j], host_state),
-                        size, per_member))
+      at, at_image, at_state, at_inputs = boundary
+      kept_state = hand_checkpoint(at, *_gather((at_image, at_state)))
+      out = finish(hparams, at_image, at_state)
       for j, value in _local_slots(out).items():
         if j < len(chunk) and finite[j]:
           cb.save(chunk[j], at, restored(j, value, at_inputs))
@@ -445,7 +443,9 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
                        per_member)
         else:
           if should_stop and jax.process_count() == 1:
-            boundary = (done, *_gather((image, state)), coarse)
+            # Kept (not donated) until this scale's first step is under
+            # way: a stop while it compiles checkpoints them.
+            boundary = (done, image, state, coarse)
           image = jax.jit(
               jax.vmap(lambda x: jax.image.resize(x, shape, 'cubic')),
               out_shardings=per_member)(finish(hparams, image, state))
@@ -463,6 +463,7 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
           if out is None:
             raise stop_while_compiling(first, boundary)
           image, state, metrics = out
+          boundary = None
         else:
           image, state, metrics = step_fn(*args)
         # Dispatch runs ahead of the device: wait for the step before this

@@ -152,25 +152,26 @@ class Workdir:
   def _holds_a_run(self) -> bool:
     """Whether config.json is a run's config (--overwrite deletes only
     where a run was started)."""
-    try:
-      saved = json.loads(self._read('config.json'))
-    except (OSError, ValueError):
-      return False
-    return isinstance(saved, dict) and 'content_image' in saved
+    saved = self._saved_config()
+    return saved is not None and 'content_image' in saved
 
   def _ended_early(self, config) -> bool:
     """Whether this folder holds a run of ``config`` that kept nothing
     to continue from or to keep: no checkpoint, no result (final.png,
     last_finite_*.png; a sweep: no finished member)."""
     p = self.path
+    kept = [p / checkpoint.NAME, p / 'final.png', p / 'results.csv',
+            *p.glob('last_finite_*.png'), *p.glob('members/*.result.json')]
+    return self._saved_config() == json.loads(config.to_json()) and not any(
+        f.exists() for f in kept)
+
+  def _saved_config(self) -> dict | None:
+    """config.json here as a dict; None if it is missing or unreadable."""
     try:
       saved = json.loads(self._read('config.json'))
     except (OSError, ValueError):
-      return False
-    kept = [p / checkpoint.NAME, p / 'final.png', p / 'results.csv',
-            *p.glob('last_finite_*.png'), *p.glob('members/*.result.json')]
-    return saved == json.loads(config.to_json()) and not any(
-        f.exists() for f in kept)
+      return None
+    return saved if isinstance(saved, dict) else None
 
   def _read(self, name: str) -> str:
     """The text of the file ``name`` here; a UserError if it is there but

@@ -142,23 +142,30 @@ def test_two_processes_each_write_their_own_members(batched, tmp_path):
     assert np.abs(png.astype(int) - expected_png).max() <= 1
 
 
+def _two_process_errors(tmp_path, workdir_, *args) -> list[str]:
+  """Runs the sweep worker as two jax.distributed processes on
+  ``workdir_`` (``args``: the worker's further arguments); each one's
+  error line. Neither waits for the other: both must end."""
+  env = {'JAX_COORDINATOR_ADDRESS': f'localhost:{_free_port()}',
+         'JAX_NUM_PROCESSES': '2'}
+  procs = [_worker('--multiprocess', tmp_path / f'p{p}.npz', workdir_, *args,
+                   devices=1, env={**env, 'JAX_PROCESS_ID': str(p)})
+           for p in (0, 1)]
+  for p in procs:
+    _finish(p)
+  return [str(np.load(tmp_path / f'p{p}.npz')['error']) for p in (0, 1)]
+
+
 @pytest.mark.slow
 def test_a_workdir_in_use_stops_every_process_with_one_error(tmp_path):
   import fcntl
   workdir_ = tmp_path / 'sweep'
   workdir_.mkdir()
-  env = {'JAX_COORDINATOR_ADDRESS': f'localhost:{_free_port()}',
-         'JAX_NUM_PROCESSES': '2'}
   with open(workdir_ / '.lock', 'w') as lock:  # as a running nst.run
     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     lock.write('12345\n')
     lock.flush()
-    procs = [_worker('--multiprocess', tmp_path / f'p{p}.npz', workdir_,
-                     devices=1, env={**env, 'JAX_PROCESS_ID': str(p)})
-             for p in (0, 1)]
-    for p in procs:
-      _finish(p)  # neither waits for the other: both end
-  errors = [str(np.load(tmp_path / f'p{p}.npz')['error']) for p in (0, 1)]
+    errors = _two_process_errors(tmp_path, workdir_)
   assert 'in use by process 12345' in errors[0]
   assert 'process 0 refused the workdir' in errors[1]
   assert [p.name for p in workdir_.iterdir()] == ['.lock']
@@ -167,14 +174,7 @@ def test_a_workdir_in_use_stops_every_process_with_one_error(tmp_path):
 @pytest.mark.slow
 def test_one_process_short_of_memory_stops_every_process(tmp_path):
   workdir_ = tmp_path / 'sweep'
-  env = {'JAX_COORDINATOR_ADDRESS': f'localhost:{_free_port()}',
-         'JAX_NUM_PROCESSES': '2'}
-  procs = [_worker('--multiprocess', tmp_path / f'p{p}.npz', workdir_, 0, 0,
-                   1, devices=1, env={**env, 'JAX_PROCESS_ID': str(p)})
-           for p in (0, 1)]
-  for p in procs:
-    _finish(p)  # neither waits for the other: both end
-  errors = [str(np.load(tmp_path / f'p{p}.npz')['error']) for p in (0, 1)]
+  errors = _two_process_errors(tmp_path, workdir_, 0, 0, 1)
   assert 'another process refused the run for its memory' in errors[0]
   assert 'where 1 B is available (a test)' in errors[1]
   assert not workdir_.exists()
