@@ -14,7 +14,16 @@ The measure (lower is better on both axes):
     position is G = F^T F / (H*W);
   - content error = |F_out - F_content| / |F_content| at relu4_2;
   - style error = the mean over relu1_1, relu2_1, relu3_1, relu4_1 and
-    relu5_1 of |G_out - G_style| / |G_style| (Frobenius norms).
+    relu5_1 of |G_out - G_style| / |G_style| (Frobenius norms);
+  - copy score (a piece of the painting pasted into the output, such as an
+    eye or a face; lower is better): the relu5_1 maps of the output and the
+    style without their outermost ring of positions (zero padding makes
+    border features alike); for each output position, the cosine similarity
+    of its feature vector to the most similar one of the style's; the score
+    is the largest over the output's positions, and ``copy_x``/``copy_y``
+    where it is, in the output file's own pixels (the centre of that
+    position's 16 px cell): where to look. It guards, it is no target: an
+    output barely stylised scores low too.
 
 Prints a table with one row per output, the per-layer style errors and, for
 scale, a row for the content photo itself. ``--csv`` also writes it as CSV.
@@ -39,6 +48,8 @@ from nst.errors import UserError  # noqa: E402
 
 CONTENT_LAYER = 'relu4_2'
 STYLE_LAYERS = ('relu1_1', 'relu2_1', 'relu3_1', 'relu4_1', 'relu5_1')
+COPY_LAYER = 'relu5_1'
+COPY_STRIDE = 16  # input pixels per relu5_1 position
 PHOTO = '(the photo itself)'
 
 
@@ -51,6 +62,34 @@ def gram_per_position(features: jnp.ndarray) -> jnp.ndarray:
 def relative_error(x: jnp.ndarray, target: jnp.ndarray) -> jnp.ndarray:
   """|x - target| / |target| (Frobenius)."""
   return jnp.linalg.norm(x - target) / jnp.linalg.norm(target)
+
+
+def inner(features: jnp.ndarray) -> jnp.ndarray:
+  """(H, W, C) features without their outermost ring of positions."""
+  return features[1:-1, 1:-1]
+
+
+def copy_similarity(out_features: jnp.ndarray,
+                    style_features: jnp.ndarray) -> jnp.ndarray:
+  """(H, W): for each position of ``out_features`` (H, W, C), the largest
+  cosine similarity of its feature vector to any of ``style_features``'
+  (h, w, C) positions. A position of zeros is similar to nothing (0)."""
+  unit = lambda f: f / jnp.maximum(
+      jnp.linalg.norm(f, axis=-1, keepdims=True), 1e-12)
+  o = unit(out_features.astype(jnp.float32))
+  s = unit(style_features.astype(jnp.float32)).reshape(
+      -1, style_features.shape[-1])
+  return jnp.max(jnp.einsum('hwc,nc->hwn', o, s), axis=-1)
+
+
+def copy_score(out_features: jnp.ndarray, style_features: jnp.ndarray
+               ) -> tuple[float, int, int]:
+  """The copy score of relu5_1 maps (borders included: ``inner`` is the
+  caller's) and where it is: (score, row, column) in the positions of
+  ``out_features``."""
+  sim = np.asarray(copy_similarity(out_features, style_features))
+  row, col = np.unravel_index(int(np.argmax(sim)), sim.shape)
+  return float(sim[row, col]), int(row), int(col)
 
 
 def errors(out_feats, content_feats, style_grams) -> dict[str, float]:
@@ -82,7 +121,16 @@ class Evaluator:
     self.content = self.features(content_rgb)
     style_feats = self.features(images.resize(images.read_rgb(style), size))
     self.style = {l: gram_per_position(style_feats[l]) for l in STYLE_LAYERS}
-    self.photo = errors(self.content, self.content, self.style)
+    self.style_copy = inner(style_feats[COPY_LAYER])
+    for name, f in (('content', self.content[COPY_LAYER]),
+                    ('style', style_feats[COPY_LAYER])):
+      if min(inner(f).shape[:2]) < 1:
+        raise UserError(
+            f'at --size {size} the {name} image\'s {COPY_LAYER} map is '
+            f'{f.shape[1]}x{f.shape[0]}, nothing inside its outer ring for '
+            f'the copy score; accepted: a size at which both images\' '
+            f'shorter sides are >= {3 * COPY_STRIDE} px')
+    self.photo = self._score(self.content, self.shape)
 
   def features(self, rgb: np.ndarray):
     return self._features(self.params, jnp.asarray(images.preprocess(rgb)))
@@ -90,20 +138,39 @@ class Evaluator:
   def __call__(self, output: str | np.ndarray) -> dict[str, float]:
     """The errors of an output (a path or an RGB uint8 array)."""
     rgb = images.read_rgb(output) if isinstance(output, str) else output
+    own_shape = rgb.shape
     rgb = images.resize(rgb, self.size)
     if rgb.shape != self.shape:
       rgb = images.resize_to(rgb, *self.shape[:2])
-    return errors(self.features(rgb), self.content, self.style)
+    return self._score(self.features(rgb), own_shape)
+
+  def _score(self, feats, own_shape) -> dict[str, float]:
+    """``errors`` and the copy score of features of an image whose file is
+    ``own_shape`` (where the copy is, in its pixels)."""
+    row = errors(feats, self.content, self.style)
+    score, i, j = copy_score(inner(feats[COPY_LAYER]), self.style_copy)
+    # Position (i, j) of the inner map is (i + 1, j + 1) of the whole one,
+    # the cell of measured pixels [16 (i + 1), 16 (i + 2)).
+    centre = lambda k, measured, own: round(
+        (COPY_STRIDE * (k + 1.5)) * own / measured)
+    row['copy'] = score
+    row['copy_y'] = centre(i, self.shape[0], own_shape[0])
+    row['copy_x'] = centre(j, self.shape[1], own_shape[1])
+    return row
 
 
-COLUMNS = ('content', 'style') + STYLE_LAYERS
+COLUMNS = ('content', 'style') + STYLE_LAYERS + ('copy', 'copy_x', 'copy_y')
+
+
+def _cell(value) -> str:
+  return f'{value:7d}' if isinstance(value, int) else f'{value:7.3f}'
 
 
 def table(rows: dict[str, dict[str, float]]) -> str:
   width = max(len(n) for n in rows)
   lines = [f'{"output":{width}s}  ' + '  '.join(f'{c:>7s}' for c in COLUMNS)]
   for name, row in rows.items():
-    lines.append(f'{name:{width}s}  ' + '  '.join(f'{row[c]:7.3f}'
+    lines.append(f'{name:{width}s}  ' + '  '.join(_cell(row[c])
                                                    for c in COLUMNS))
   return '\n'.join(lines)
 
@@ -136,7 +203,9 @@ def main(argv=None) -> int:
         writer = csv.writer(f)
         writer.writerow(('output',) + COLUMNS)
         for name, row in rows.items():
-          writer.writerow((name,) + tuple(f'{row[c]:.6g}' for c in COLUMNS))
+          writer.writerow((name,) + tuple(
+              str(row[c]) if isinstance(row[c], int) else f'{row[c]:.6g}'
+              for c in COLUMNS))
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

@@ -43,6 +43,28 @@ def test_errors_by_hand():
   np.testing.assert_allclose(row['style'], 0.3, rtol=1e-5)
 
 
+def test_copy_score_by_hand():
+  # Style positions (after the ring is left out): e1, e2 and (1, 1, 0).
+  style = jnp.array([[[1., 0., 0.], [0., 1., 0.], [1., 1., 0.]]])
+  # Output: 2 x 2 positions; (1, 0) repeats (3, 3, 0) = 3 (1, 1, 0): a
+  # copy, cosine 1 whatever its length; (0, 1) is all zeros: similar to
+  # nothing; (0, 0) is (1, 0, 1): cos 1/sqrt(2) to e1; (1, 1) is (0, 2, 1):
+  # cos 2/sqrt(5) to e2.
+  out = jnp.array([[[1., 0., 1.], [0., 0., 0.]],
+                   [[3., 3., 0.], [0., 2., 1.]]])
+  sim = np.asarray(evaluate.copy_similarity(out, style))
+  np.testing.assert_allclose(
+      sim, [[1 / np.sqrt(2), 0.0], [1.0, 2 / np.sqrt(5)]], rtol=1e-6)
+  score, row, col = evaluate.copy_score(out, style)
+  np.testing.assert_allclose(score, 1.0, rtol=1e-6)
+  assert (row, col) == (1, 0)
+
+
+def test_inner_leaves_out_the_ring():
+  f = jnp.arange(5 * 4 * 2.0).reshape(5, 4, 2)
+  np.testing.assert_array_equal(evaluate.inner(f), f[1:4, 1:3])
+
+
 def _png(path, rgb):
   Image.fromarray(rgb).save(path)
   return str(path)
@@ -53,22 +75,31 @@ def test_cli_scores_the_photo_and_the_painting_themselves(tmp_path):
   photo = _png(tmp_path / 'photo.png', images.resize(
       images.read_rgb('skimage:astronaut'), 48))
   painting = _png(tmp_path / 'painting.png', images.swirls(48))
-  # A 96 px copy of the photo is read at 32 px like the photo itself.
+  # A 96 px copy of the photo is read at 64 px like the photo itself.
   bigger = _png(tmp_path / 'bigger.png', images.resize(
       images.read_rgb('skimage:astronaut'), 96))
   table = tmp_path / 'scores.csv'
   result = subprocess.run(
       [sys.executable, str(SCRIPT), '--content', photo, '--style', painting,
-       '--size', '32', '--weights', 'random', '--csv', str(table), photo,
+       '--size', '64', '--weights', 'random', '--csv', str(table), photo,
        painting, bigger], capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr
   rows = {r['output']: r for r in csv.DictReader(table.open())}
   assert float(rows[photo]['content']) == 0.0
   assert float(rows[painting]['style']) < 1e-5
   assert float(rows[painting]['content']) > 0.1
-  assert float(rows[bigger]['content']) < 0.1
+  assert float(rows[bigger]['content']) < 0.15
   photo_row = rows[evaluate.PHOTO]
   assert photo_row['style'] == rows[photo]['style']
+  # The painting scored against itself is all copy; the photo is not.
+  np.testing.assert_allclose(float(rows[painting]['copy']), 1.0, rtol=1e-5)
+  assert float(rows[photo]['copy']) < 0.999
+  assert photo_row['copy'] == rows[photo]['copy']
+  # Where: the centre of a 16 px cell inside the ring, in the output's own
+  # pixels (the 96 px copy's are twice the 48 px photo's, up to rounding).
+  for name, side in ((painting, 48), (photo, 48), (bigger, 96)):
+    for axis in ('copy_x', 'copy_y'):
+      assert 0 < int(rows[name][axis]) < side
   assert float(photo_row['style']) > 0.1
   assert f'{float(rows[photo]["style"]):7.3f}' in result.stdout
 
@@ -83,3 +114,15 @@ def test_cli_bad_path_is_one_line(tmp_path):
   assert result.returncode == 2
   assert result.stderr.strip().count('\n') == 0
   assert 'nope.png' in result.stderr and 'does not exist' in result.stderr
+
+
+@pytest.mark.slow
+def test_cli_size_too_small_for_the_copy_score_is_one_line(tmp_path):
+  painting = _png(tmp_path / 'painting.png', images.swirls(48))
+  result = subprocess.run(
+      [sys.executable, str(SCRIPT), '--content', painting, '--style',
+       painting, '--size', '32', '--weights', 'random', painting],
+      capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2
+  assert result.stderr.strip().count('\n') == 0
+  assert '--size 32' in result.stderr and '>= 48 px' in result.stderr
