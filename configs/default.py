@@ -45,7 +45,10 @@ def get_config() -> ml_collections.ConfigDict:
                                 # only, content's colours kept) |
                                 # 'histogram' (style recoloured first)
   c.style_loss = 'gram'         # 'gram' (the paper) | 'mean_cov' (squared
-                                # 2-Wasserstein between Gaussian fits)
+                                # 2-Wasserstein between Gaussian fits) |
+                                # 'mean' (per-channel mean only)
+  c.style_layer_losses = ()     # one per style layer (as style_loss);
+                                # () = style_loss for each
 
   # --- Network.
   c.network = 'vgg19'           # 'vgg19' | 'vgg16' | 'i2v'

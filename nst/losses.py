@@ -19,12 +19,21 @@ style image has another size (a style scale, another aspect ratio). Moments,
 unlike covariances, blend linearly: the moments of several style images
 weighted w_s are the weighted sums of theirs.
 
-Two style distances per layer (``STYLE_LOSSES``):
+Style distances per layer (``STYLE_LOSSES``; the config's ``style_loss``,
+or ``style_layer_losses`` for one per layer):
   ``gram``     the paper's E_l above;
   ``mean_cov`` the squared 2-Wasserstein distance between Gaussians with the
                two means and covariances, divided by N:
                (|mu - mu_A|^2 + tr(C + C_A - 2 (C_A^1/2 C C_A^1/2)^1/2)) / N,
-               with ``eps`` added to the diagonal of the generated C.
+               with ``eps`` added to the diagonal of the generated C;
+  ``mean``     the first moment only, |mu - mu_A|^2 / N. Its gradient
+               pushes every position alike, where a second moment's
+               (``gram``: (S - S_A) f at each position f) pushes hardest
+               the positions already like what the target lacks: at deep
+               layers, whose channels answer object parts (eyes, faces),
+               that grows one such part in one place, a piece of the
+               painting pasted into the result. ``mean`` asks for the
+               painting's deep features on average, placed nowhere.
 
 Spatial control: a mask ``m`` (H, W) at the layer's resolution weighs each
 position by m^2 (the paper's F * T, squared by the Gram product), and the
@@ -60,7 +69,7 @@ import jax
 import jax.numpy as jnp
 
 Features = Mapping[str, jnp.ndarray]
-STYLE_LOSSES = ('gram', 'mean_cov')
+STYLE_LOSSES = ('gram', 'mean_cov', 'mean')
 SCALINGS = ('relative', 'paper')
 EPS = 1e-4  # added to the generated covariance's diagonal (mean_cov)
 # ``relative``: a target's mean squared value below this counts as this (a
@@ -116,11 +125,17 @@ def style_target(mean: jnp.ndarray, srm: jnp.ndarray, kind: str,
     target = {'srm': srm}
     zero = jnp.sum(srm * srm) / (4.0 * n * n)   # E_l of all-zero features
     tiny = TINY / 4.0
-  else:
+  elif kind == 'mean':
+    target = {'mean': mean}
+    zero = jnp.sum(mean * mean) / n             # |mu_A|^2, over N
+    tiny = TINY
+  elif kind == 'mean_cov':
     cov = covariance(mean, srm)
     target = {'mean': mean, 'cov': cov, 'cov_sqrt': sqrtm(cov)}
     zero = jnp.trace(srm) / n                   # |mu_A|^2 + tr C_A, over N
     tiny = TINY
+  else:
+    raise ValueError(f'style distance {kind!r}; accepted: {STYLE_LOSSES}')
   target['scale'] = (jnp.float32(1.0) if scaling == 'paper' else
                      1.0 / jnp.maximum(zero, tiny).astype(jnp.float32))
   return target
@@ -134,11 +149,23 @@ def style_distance(mean: jnp.ndarray, srm: jnp.ndarray,
   return target.get('scale', 1.0) * _style_distance(mean, srm, target)
 
 
+def style_kind(target: Mapping[str, jnp.ndarray]) -> str:
+  """The distance (``STYLE_LOSSES``) a ``style_target`` is for, from its
+  keys (static: a pytree's keys are part of its structure)."""
+  keys = set(target) - {'scale'}
+  if 'srm' in keys:
+    return 'gram'
+  return 'mean_cov' if 'cov' in keys else 'mean'
+
+
 def _style_distance(mean, srm, target):
   n = srm.shape[-1]
-  if 'cov' not in target:  # gram: E_l = 1/(4 N^2) sum (S - S_A)^2
+  kind = style_kind(target)
+  if kind == 'gram':  # E_l = 1/(4 N^2) sum (S - S_A)^2
     diff = srm - target['srm']
     return jnp.sum(diff * diff) / (4.0 * n * n)
+  if kind == 'mean':
+    return jnp.sum((mean - target['mean']) ** 2) / n
   cov = covariance(mean, srm) + EPS * jnp.eye(n, dtype=srm.dtype)
   root = target['cov_sqrt']
   cross = root @ cov @ root

@@ -52,6 +52,7 @@ against runs that cannot fit, it does not promise that one will, and
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from pathlib import Path
 
@@ -186,10 +187,12 @@ def _member(c, shapes: Shapes, layers, backend: str) -> dict:
   a = _activations(c.network, layers, h, w)
   feats = a['shapes']
   style_layers = [l for l in layers if l in c.style_layers]
-  moments = {'gram': lambda n: n * n, 'mean_cov': lambda n: n + 2 * n * n}
+  moments = {'gram': lambda n: n * n, 'mean_cov': lambda n: n + 2 * n * n,
+             'mean': lambda n: n}
+  kind = functools.partial(spec.layer_distance, spec.style_distances(c))
   targets = (sum(math.prod(feats[l]) for l in layers
                  if l in c.content_layers)
-             + sum(moments[c.style_loss](feats[l][2]) * max(1, regions)
+             + sum(moments[kind(l)](feats[l][2]) * max(1, regions)
                    + regions * feats[l][0] * feats[l][1]
                    for l in style_layers)) * F32
   stored = (a['inputs'] + STORED * a['block'] if c.remat and not cpu
@@ -228,8 +231,9 @@ def _group_key(c, shapes: Shapes):
   real group."""
   fields = ('network', 'pooling', 'compute_dtype', 'remat', 'convolution',
             'weights', 'optimizer', 'lbfgs_memory', 'clip_pixels',
-            'style_loss', 'scales', 'scale_steps', 'num_steps', 'image_size')
-  return (tuple(str(getattr(c, f)) for f in fields), spec.regions(c),
+            'scales', 'scale_steps', 'num_steps', 'image_size')
+  return (tuple(str(getattr(c, f)) for f in fields),
+          spec.style_distances(c), spec.regions(c),
           shapes.at(c.content_image, c.image_size))
 
 

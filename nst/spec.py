@@ -61,7 +61,7 @@ class Program:
   optimizer: str
   lbfgs_memory: int
   clip_pixels: bool
-  style_loss: str
+  style_loss: tuple  # ``style_distances``: (default, ((layer, other), ...))
   regions: int                  # masked style regions; 0 = no masks
   plan: tuple[tuple[tuple[int, int, int], int], ...]  # (shape, steps)
   log_every: int
@@ -115,7 +115,8 @@ def resolve(config, load: Callable[[str, int], np.ndarray], index: int = 0,
       compute_dtype=config.compute_dtype, remat=config.remat,
       convolution=config.convolution, weights=config.weights,
       optimizer=config.optimizer, lbfgs_memory=config.lbfgs_memory,
-      clip_pixels=bool(config.clip_pixels), style_loss=config.style_loss,
+      clip_pixels=bool(config.clip_pixels),
+      style_loss=style_distances(config),
       regions=regions(config),
       plan=tuple(plan),
       log_every=config.log_every, save_every=config.save_every,
@@ -136,6 +137,24 @@ def layer_weights(layers, weights, default) -> dict[str, float]:
   """{layer: weight}; an empty ``weights`` gives every layer ``default``."""
   weights = tuple(weights) or (default,) * len(layers)
   return dict(zip(layers, map(float, weights)))
+
+
+def style_distances(config) -> tuple[str, tuple[tuple[str, str], ...]]:
+  """Each style layer's distance (``losses.STYLE_LOSSES``): ``style_loss``,
+  and the ``(layer, distance)`` pairs of ``style_layer_losses`` that differ
+  from it. A layer named in neither (one that another member of a sweep
+  uses) has ``style_loss``'s, so configs that differ only in their layer
+  sets share one program."""
+  default = config.style_loss
+  per_layer = tuple(config.style_layer_losses)
+  return default, tuple((l, k) for l, k in zip(config.style_layers,
+                                                per_layer) if k != default)
+
+
+def layer_distance(distances, layer: str) -> str:
+  """The distance of ``layer`` under ``style_distances``' result."""
+  default, others = distances
+  return dict(others).get(layer, default)
 
 
 def min_image_side(config) -> int:
@@ -320,6 +339,16 @@ def _check_controls(config) -> None:
   if config.style_loss not in losses.STYLE_LOSSES:
     raise UserError(f'style_loss={config.style_loss!r}; accepted: '
                     f'{", ".join(losses.STYLE_LOSSES)}')
+  per_layer = tuple(config.style_layer_losses)
+  if per_layer and len(per_layer) != len(config.style_layers):
+    raise UserError(f'style_layer_losses has {len(per_layer)} values for '
+                    f'{len(config.style_layers)} style_layers '
+                    f'{tuple(config.style_layers)}; give one per layer, or () '
+                    'for style_loss at each')
+  for kind in per_layer:
+    if kind not in losses.STYLE_LOSSES:
+      raise UserError(f'style_layer_losses={per_layer} has {kind!r}; '
+                      f'accepted: {", ".join(losses.STYLE_LOSSES)}')
   if not (math.isfinite(config.avg_decay) and 0 <= config.avg_decay < 1):
     raise UserError(f'avg_decay={config.avg_decay!r}: accepted is a number '
                     'in [0, 1) (0 = no averaging)')

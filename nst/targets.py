@@ -22,8 +22,8 @@ from flax import struct
 
 from nst import colour, images, losses, vgg
 from nst.errors import UserError
-from nst.spec import (blend_weights, check_content_shape, layer_weights,
-                      mask_specs, style_specs)
+from nst.spec import (blend_weights, check_content_shape, layer_distance,
+                      layer_weights, mask_specs, style_distances, style_specs)
 
 
 @struct.dataclass
@@ -80,18 +80,21 @@ def _content_targets(model, params, image, weights, scaling):
           losses.range_scale(image, blank))
 
 
-@functools.partial(jax.jit, static_argnames=('masked', 'kind', 'scaling'))
-def _style_targets(per_style, blend, *, masked, kind, scaling):
+@functools.partial(jax.jit,
+                   static_argnames=('masked', 'distances', 'scaling'))
+def _style_targets(per_style, blend, *, masked, distances, scaling):
   """{layer: style target} from each style image's moments: their blend
   (weights normalised to sum 1), or with ``masked`` one target per style
-  image, stacked on a leading axis (one per mask region)."""
+  image, stacked on a leading axis (one per mask region); each layer's
+  distance from ``distances`` (``spec.style_distances``)."""
+  kind = functools.partial(layer_distance, distances)
   if masked:
     return {l: jax.tree.map(lambda *xs: jnp.stack(xs), *[
-        losses.style_target(*m[l], kind, scaling) for m in per_style])
+        losses.style_target(*m[l], kind(l), scaling) for m in per_style])
             for l in per_style[0]}
   mix = lambda *xs: sum(w * x for w, x in zip(blend, xs)) / blend.sum()
   return {l: losses.style_target(
-      *jax.tree.map(mix, *[m[l] for m in per_style]), kind, scaling)
+      *jax.tree.map(mix, *[m[l] for m in per_style]), kind(l), scaling)
           for l in per_style[0]}
 
 
@@ -209,7 +212,8 @@ def make_targets(config, model, params, inputs: Inputs, *,
   targets = Targets(
       content=content_feats, content_weights=content_weights,
       style=_style_targets(per_style, blend, masked=inputs.masks is not None,
-                           kind=config.style_loss, scaling=scaling)
+                           distances=style_distances(config),
+                           scaling=scaling)
       if style_w else {},
       style_weights=jax.tree.map(f32, style_w),
       alpha=f32(config.content_weight *

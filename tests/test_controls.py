@@ -237,7 +237,12 @@ def test_mean_cov_style_loss_is_optimised():
     ({'style_scale': 0.0}, r'style_scale=0.0'),
     ({'preserve_colour': 'yes'}, r"preserve_colour='yes'; accepted: none, "
                                  'luminance, histogram'),
-    ({'style_loss': 'w2'}, r"style_loss='w2'; accepted: gram, mean_cov"),
+    ({'style_loss': 'w2'},
+     r"style_loss='w2'; accepted: gram, mean_cov, mean"),
+    ({'style_layer_losses': ('gram',)},
+     r'style_layer_losses has 1 values for 5 style_layers'),
+    ({'style_layer_losses': ('gram',) * 4 + ('w2',)},
+     r"style_layer_losses=\(.*'w2'\) has 'w2'; accepted: gram, mean_cov, mean"),
     ({'avg_decay': 1.0}, r'avg_decay=1.0: accepted is a number in \[0, 1\)'),
     ({'scales': (64,)}, r'scales=\(64,\)'),
     ({'scales': (24, 16)}, 'increasing'),

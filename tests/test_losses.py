@@ -1,4 +1,5 @@
 """Losses against values computed by hand."""
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -123,7 +124,6 @@ def test_mean_cov_loss_is_the_squared_wasserstein_distance_over_n():
   # Against itself the distance is ~0 (eps aside) and the gradient finite.
   own = losses.style_target(*losses.moments(f2), 'mean_cov')
   assert abs(float(losses.layer_style_loss(f2, own))) < 1e-3
-  import jax
   grad = jax.grad(lambda x: losses.layer_style_loss(x, own))(f2)
   assert bool(jnp.isfinite(grad).all())
   zeros = jax.grad(lambda x: losses.layer_style_loss(x, own))(0 * f2)
@@ -183,11 +183,43 @@ def test_relative_mean_cov_is_over_the_targets_second_moment():
       losses.layer_style_loss(F, paper) / (15 / 3 / 2), rtol=1e-5)
 
 
+def test_mean_style_distance_by_hand():
+  # mu_F = (3, 4), mu_P = (P's column means); |mu_F - mu_P|^2 / N, N = 2.
+  mu_p = np.asarray(P).reshape(3, 2).mean(axis=0)
+  expected = np.sum((np.array([3., 4.]) - mu_p) ** 2) / 2
+  paper = losses.style_target(*losses.moments(P), 'mean', 'paper')
+  assert set(paper) == {'mean', 'scale'}
+  assert losses.style_kind(paper) == 'mean'
+  np.testing.assert_allclose(losses.layer_style_loss(F, paper), expected,
+                             rtol=1e-6)
+  relative = losses.style_target(*losses.moments(P), 'mean', 'relative')
+  np.testing.assert_allclose(losses.layer_style_loss(F, relative),
+                             expected / (np.sum(mu_p ** 2) / 2), rtol=1e-5)
+  # Any image with the target's means scores 0, however they are placed:
+  # F's rows reversed, or every position at the mean.
+  own = losses.style_target(*losses.moments(F), 'mean', 'relative')
+  flat = jnp.broadcast_to(jnp.array([3., 4.]), (3, 1, 2))
+  for same in (F[::-1], flat):
+    assert float(losses.layer_style_loss(same, own)) == 0.0
+  # Its gradient is the same at every position (it places nothing).
+  grad = jax.grad(lambda x: losses.layer_style_loss(x, relative))(F)
+  np.testing.assert_allclose(grad[0], grad[1], rtol=1e-6)
+  np.testing.assert_allclose(grad[0], grad[2], rtol=1e-6)
+
+
+def test_style_kind_of_each_target():
+  for kind in losses.STYLE_LOSSES:
+    target = losses.style_target(*losses.moments(P), kind, 'relative')
+    assert losses.style_kind(target) == kind
+  with pytest.raises(ValueError, match="'w2'"):
+    losses.style_target(*losses.moments(P), 'w2')
+
+
 def test_relative_losses_do_not_depend_on_the_activation_scale():
   # A layer whose activations are 7x larger (another network, or another
   # normalisation) gives the same relative losses; the paper's grow as the
   # 2nd (content) and 4th (gram style) power.
-  for kind in ('gram', 'mean_cov'):
+  for kind in losses.STYLE_LOSSES:
     one, seven = (losses.layer_style_loss(c * F, losses.style_target(
         *losses.moments(c * P), kind, 'relative')) for c in (1.0, 7.0))
     np.testing.assert_allclose(one, seven, rtol=1e-3)
@@ -202,7 +234,7 @@ def test_relative_losses_do_not_depend_on_the_activation_scale():
 def test_relative_scales_of_all_zero_targets_are_finite():
   zero = jnp.zeros((3, 1, 2))
   assert np.isfinite(float(losses.content_scale(zero, 'relative')))
-  for kind in ('gram', 'mean_cov'):
+  for kind in losses.STYLE_LOSSES:
     target = losses.style_target(*losses.moments(zero), kind, 'relative')
     assert np.isfinite(float(losses.layer_style_loss(F, target)))
 
