@@ -88,6 +88,10 @@ def get_config() -> ml_collections.ConfigDict:
   # relu5_1 mostly fights the content. Weighted so by the study in
   # experiments/recipe (equal weights leave 1.5x the relu4_1 error).
   c.style_layer_weights = (1.0, 1.0, 1.0, 6.0, 0.25)
+  # Per style layer, the fraction of the style image's positions its
+  # target leaves out: the most unusual feature vectors, which at deep
+  # layers are the painting's objects (an eye, a nose, a face); () = none.
+  c.style_layer_trims = ()
   c.content_weight = 1.0        # alpha
   c.style_weight = 1.25         # beta: the strength. 0.5x gives a light
                                 # touch, 2x a heavy one (README)

@@ -32,6 +32,7 @@ def get_config():
   c.content_layer_weights = (1.0, 1.0, 10.0)
   c.style_layers = ('relu1_1', 'relu2_1', 'relu3_2', 'relu4_2', 'relu5_2')
   c.style_layer_weights = (0.1, 1.0, 10.0, 10.0, 100.0)
+  c.style_layer_trims = ()
   c.style_weight = 1e3
   c.loss_scaling = 'paper'
   # The seed's optimiser: Adam, 300 steps at one scale.

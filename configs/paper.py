@@ -42,6 +42,7 @@ def get_config():
   c.content_layers = ('relu4_2',)
   c.style_layers = STYLE_LAYERS
   c.style_layer_weights = ()    # w_l = 1/5 each
+  c.style_layer_trims = ()      # the whole style image's moments
   c.content_weight = 1.0
   c.style_weight = 1e3          # alpha/beta = 1e-3
   c.optimizer = 'lbfgs'

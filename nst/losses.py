@@ -35,6 +35,15 @@ or ``style_layer_losses`` for one per layer):
                painting pasted into the result. ``mean`` asks for the
                painting's deep features on average, placed nowhere.
 
+Typical positions (the config's ``style_layer_trims``): at deep layers the
+positions of a painting whose feature vectors stand furthest from the rest
+are its objects' parts (eyes, a nose, a face, a figure's outline), and the
+moments of all positions ask the result for them: matched closely, they
+paste those parts into the photo. ``typical_mask`` keeps the positions whose
+Mahalanobis distance from the features' mean is within the ``1 - trim``
+quantile; the style's moments taken under it describe the painting's
+texture without its objects.
+
 Spatial control: a mask ``m`` (H, W) at the layer's resolution weighs each
 position by m^2 (the paper's F * T, squared by the Gram product), and the
 moments are taken per unit of weight, so a region is compared with its style
@@ -103,6 +112,25 @@ def moments(features: jnp.ndarray, mask: jnp.ndarray | None = None
   mean = jnp.sum(w * f, axis=0) / total
   g = jnp.einsum('mi,mj->ij', w * f, f, preferred_element_type=jnp.float32)
   return mean, g / total
+
+
+def typical_mask(features: jnp.ndarray, trim: float,
+                 ridge: float = 1e-3) -> jnp.ndarray:
+  """(H, W) mask of 1s and 0s over (H, W, N) features: 0 at the ``trim``
+  fraction of positions whose feature vectors are furthest, in Mahalanobis
+  distance, from the mean (the covariance's diagonal raised by ``ridge``
+  times its mean value, so that a rank-deficient one inverts); 1 at the
+  others. ``trim`` = 0 keeps every position."""
+  f = features.reshape(-1, features.shape[-1]).astype(jnp.float32)
+  if trim <= 0:
+    return jnp.ones(features.shape[:2], jnp.float32)
+  centred = f - jnp.mean(f, axis=0)
+  cov = centred.T @ centred / f.shape[0]
+  n = cov.shape[0]
+  cov = cov + ridge * jnp.maximum(jnp.trace(cov) / n, TINY) * jnp.eye(n)
+  dist = jnp.sum(centred * jnp.linalg.solve(cov, centred.T).T, axis=-1)
+  keep = dist <= jnp.quantile(dist, 1.0 - trim)
+  return keep.astype(jnp.float32).reshape(features.shape[:2])
 
 
 def covariance(mean: jnp.ndarray, srm: jnp.ndarray) -> jnp.ndarray:

@@ -146,6 +146,11 @@ def style_distances(config) -> tuple[str, tuple[tuple[str, str], ...]]:
   uses) has ``style_loss``'s, so configs that differ only in their layer
   sets share one program."""
   default = config.style_loss
+  trims = tuple(config.style_layer_trims)
+  if not all(isinstance(t, (int, float)) and not isinstance(t, bool)
+             and 0 <= t < 1 for t in trims):
+    raise UserError(f'style_layer_trims={trims}: each must be a number in '
+                    '[0, 1) (the fraction of positions left out)')
   per_layer = tuple(config.style_layer_losses)
   return default, tuple((l, k) for l, k in zip(config.style_layers,
                                                 per_layer) if k != default)
@@ -265,10 +270,7 @@ def _check(config) -> None:
     vgg.check_layers(layers, network)
     if len(set(layers)) != len(layers):
       raise UserError(f'{kind}_layers {layers} names a layer twice')
-    if weights and len(weights) != len(layers):
-      raise UserError(f'{kind}_layer_weights has {len(weights)} values for '
-                      f'{len(layers)} {kind}_layers {layers}; give one per '
-                      'layer, or () for the default')
+    _check_per_layer(config, kind)
     for w in weights:
       if not (math.isfinite(w) and w >= 0):
         raise UserError(f'{kind}_layer_weights {weights}: each must be a '
@@ -302,6 +304,25 @@ def _check(config) -> None:
           or Path(config.init).expanduser().is_file()):
     raise UserError(f'init={config.init!r}; accepted: content, noise, or the '
                     'path of an existing image')
+
+
+# The fields that give one value per layer of a layer list.
+PER_LAYER = {'content': ('content_layer_weights',),
+             'style': ('style_layer_weights', 'style_layer_losses',
+                       'style_layer_trims')}
+
+
+def _check_per_layer(config, kind: str) -> None:
+  """One UserError naming every per-layer field of ``kind`` whose length
+  is not the layer list's (a changed layer list often leaves several)."""
+  layers = tuple(config[f'{kind}_layers'])
+  wrong = [f'{f} has {len(config[f])}' for f in PER_LAYER[kind]
+           if config[f] and len(config[f]) != len(layers)]
+  if wrong:
+    raise UserError(f'{kind}_layers {layers} names {len(layers)} layer(s) '
+                    f'but {" and ".join(wrong)} values; give one per layer, '
+                    'or () for the default (equal weights, no trim, '
+                    'style_loss)')
 
 
 def _check_controls(config) -> None:
@@ -339,12 +360,12 @@ def _check_controls(config) -> None:
   if config.style_loss not in losses.STYLE_LOSSES:
     raise UserError(f'style_loss={config.style_loss!r}; accepted: '
                     f'{", ".join(losses.STYLE_LOSSES)}')
+  trims = tuple(config.style_layer_trims)
+  if not all(isinstance(t, (int, float)) and not isinstance(t, bool)
+             and 0 <= t < 1 for t in trims):
+    raise UserError(f'style_layer_trims={trims}: each must be a number in '
+                    '[0, 1) (the fraction of positions left out)')
   per_layer = tuple(config.style_layer_losses)
-  if per_layer and len(per_layer) != len(config.style_layers):
-    raise UserError(f'style_layer_losses has {len(per_layer)} values for '
-                    f'{len(config.style_layers)} style_layers '
-                    f'{tuple(config.style_layers)}; give one per layer, or () '
-                    'for style_loss at each')
   for kind in per_layer:
     if kind not in losses.STYLE_LOSSES:
       raise UserError(f'style_layer_losses={per_layer} has {kind!r}; '

@@ -161,18 +161,24 @@ def _member_config(base, values: dict[str, Any]):
     except (TypeError, ValueError) as e:
       raise UserError(f'sweep axis {name}={value!r} does not fit the field: '
                       f'{e}') from None
-  for kind in ('content', 'style'):
-    lf, wf = f'{kind}_layers', f'{kind}_layer_weights'
+  # A swept layer list takes each layer's per-layer values from the base
+  # config (a layer the base does not name: an error for weights, no trim,
+  # the base's style_loss).
+  per_layer = [(f'{kind}_layers', field)
+               for kind, fields in spec.PER_LAYER.items() for field in fields]
+  for lf, wf in per_layer:
     if lf in values and wf not in values and base[wf]:
-      # A layer set keeps each layer's weight from the base config.
+      # A layer set keeps each layer's value from the base config.
       by_name = dict(zip(base[lf], base[wf]))
       missing = [l for l in cfg[lf] if l not in by_name]
-      if missing:
+      if missing and wf.endswith('_weights'):
         raise UserError(
             f'sweep axis {lf} value {tuple(cfg[lf])} has {missing}, which the '
             f'base {wf} gives no weight; set {wf} = () for equal weights, or '
             f'add them to the base {lf}')
-      cfg[wf] = tuple(by_name[l] for l in cfg[lf])
+      unnamed = {'style_layer_losses': base.style_loss,
+                 'style_layer_trims': 0.0}.get(wf)
+      cfg[wf] = tuple(by_name.get(l, unnamed) for l in cfg[lf])
   if RATIO in values:
     ratio = values[RATIO]
     if not (isinstance(ratio, (int, float)) and math.isfinite(ratio)

@@ -49,10 +49,14 @@ def _features(model, params, image, layers):
   return {k: v[0] for k, v in model.apply(params, image[None], layers).items()}
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def _moments(model, params, image, layers):
-  """{layer: (mean, second raw moment)} of one image's features."""
-  return {l: losses.moments(f)
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def _moments(model, params, image, layers, trims=()):
+  """{layer: (mean, second raw moment)} of one image's features; at the
+  layers of ``trims`` ((layer, trim) pairs), of its typical positions only
+  (``losses.typical_mask``)."""
+  trims = dict(trims)
+  return {l: losses.moments(f, losses.typical_mask(f, trims[l])
+                            if trims.get(l, 0) > 0 else None)
           for l, f in _features(model, params, image, layers).items()}
 
 
@@ -206,7 +210,9 @@ def make_targets(config, model, params, inputs: Inputs, *,
   f32 = lambda v: jnp.asarray(v, jnp.float32)
   content_feats, content_weights, tv_scale, range_scale = _content_targets(
       model, params, content, jax.tree.map(f32, content_w), scaling)
-  per_style = [_moments(model, params, jnp.asarray(s), tuple(style_w))
+  trims = tuple(zip(config.style_layers, map(float,
+                                             config.style_layer_trims)))
+  per_style = [_moments(model, params, jnp.asarray(s), tuple(style_w), trims)
                for s in inputs.styles] if style_w else []
   blend = blend_weights(config)
   targets = Targets(

@@ -18,6 +18,10 @@ def tiny_config(**overrides):
   fields = {**TINY, 'content_image': 'skimage:astronaut', 'log_every': 1,
             'save_every': 0, 'optimizer': 'adam', 'clip_pixels': True,
             **overrides}
+  if 'style_layers' in overrides and 'style_layer_trims' not in overrides:
+    # The default's trims are one per default style layer; a test of other
+    # layers asks for its own.
+    fields['style_layer_trims'] = ()
   for k, v in fields.items():
     c[k] = v
   return c
@@ -91,8 +95,9 @@ def tiny_sweep(optimizer='adam', **overrides):
   """A 4-member sweep at 32 px: 2 style layer sets x 2 alpha/beta ratios."""
   import ml_collections
   c = tiny_config(optimizer=optimizer, num_steps=3, log_every=0,
-                  style_layer_weights=(), content_image='skimage:astronaut',
-                  init='noise', init_noise_std=20.0)
+                  style_layer_weights=(), style_layer_trims=(),
+                  content_image='skimage:astronaut', init='noise',
+                  init_noise_std=20.0)
   c.sweep = ml_collections.ConfigDict()
   c.sweep.axes = ml_collections.ConfigDict()
   c.sweep.axes.style_layers = (('conv1_1',), ('conv1_1', 'conv2_1', 'conv3_1'))

@@ -25,6 +25,26 @@ def _targets(config):
   return nst_targets.make_targets(config, model, PARAMS, inputs)
 
 
+def test_trimmed_style_targets_are_the_typical_positions_moments():
+  config = tiny_config(image_size=64, style_layer_trims=(0.0,) * 4 + (0.25,))
+  model = vgg.VGG(network=config.network, pooling=config.pooling)
+  inputs = nst_targets.load_inputs(config, config.image_size)
+  trimmed = nst_targets.make_targets(config, model, PARAMS, inputs).style
+  config.style_layer_trims = ()
+  whole = nst_targets.make_targets(config, model, PARAMS, inputs).style
+  feats = nst_targets._features(model, PARAMS, jnp.asarray(inputs.styles[0]),
+                                ('relu5_1',))['relu5_1']
+  mask = losses.typical_mask(feats, 0.25)
+  assert 0 < float(mask.sum()) < mask.size
+  expected = losses.style_target(*losses.moments(feats, mask), 'gram',
+                                 'relative')
+  np.testing.assert_allclose(trimmed['relu5_1']['srm'], expected['srm'],
+                             rtol=1e-5)
+  assert not np.allclose(trimmed['relu5_1']['srm'], whole['relu5_1']['srm'])
+  np.testing.assert_array_equal(trimmed['relu4_1']['srm'],
+                                whole['relu4_1']['srm'])
+
+
 def _mask(tmp_path, name, value):
   """A 32x32 mask file: ``value`` a constant, or 'left' (left half white)."""
   grey = np.zeros((32, 32), np.uint8)
@@ -240,9 +260,13 @@ def test_mean_cov_style_loss_is_optimised():
     ({'style_loss': 'w2'},
      r"style_loss='w2'; accepted: gram, mean_cov, mean"),
     ({'style_layer_losses': ('gram',)},
-     r'style_layer_losses has 1 values for 5 style_layers'),
+     r'names 5 layer\(s\) but style_layer_losses has 1 values'),
     ({'style_layer_losses': ('gram',) * 4 + ('w2',)},
      r"style_layer_losses=\(.*'w2'\) has 'w2'; accepted: gram, mean_cov, mean"),
+    ({'style_layer_trims': (0.1,)},
+     r'names 5 layer\(s\) but style_layer_trims has 1 values'),
+    ({'style_layer_trims': (0.0, 0.0, 0.0, 0.1, 1.0)},
+     r'style_layer_trims=.*: each must be a number in \[0, 1\)'),
     ({'avg_decay': 1.0}, r'avg_decay=1.0: accepted is a number in \[0, 1\)'),
     ({'scales': (64,)}, r'scales=\(64,\)'),
     ({'scales': (24, 16)}, 'increasing'),

@@ -207,6 +207,34 @@ def test_mean_style_distance_by_hand():
   np.testing.assert_allclose(grad[0], grad[2], rtol=1e-6)
 
 
+def test_typical_mask_leaves_out_the_most_unusual_positions():
+  # 10 positions of 3 channels around (1, 1, 1); position 7 is an object
+  # part: far from the rest along a direction the others barely vary in.
+  rng = np.random.default_rng(0)
+  f = 1.0 + 0.1 * rng.standard_normal((10, 3))
+  f[7] = (1.0, 1.0, 4.0)
+  feats = jnp.asarray(f.reshape(2, 5, 3), jnp.float32)
+  mask = np.asarray(losses.typical_mask(feats, 0.1))
+  expected = np.ones(10)
+  expected[7] = 0
+  np.testing.assert_array_equal(mask.reshape(-1), expected)
+  np.testing.assert_array_equal(losses.typical_mask(feats, 0.0),
+                                np.ones((2, 5)))
+  # The moments under it are the other nine positions'.
+  mean, srm = losses.moments(feats, jnp.asarray(mask))
+  rest = np.delete(f, 7, axis=0)
+  np.testing.assert_allclose(mean, rest.mean(0), rtol=1e-5)
+  np.testing.assert_allclose(srm, rest.T @ rest / 9, rtol=1e-5)
+
+
+def test_typical_mask_of_a_constant_map_keeps_the_quantile():
+  # All positions alike (a zero covariance, inverted through the ridge):
+  # every distance is 0 and within the quantile, so nothing is left out.
+  feats = jnp.ones((4, 4, 3))
+  np.testing.assert_array_equal(losses.typical_mask(feats, 0.25),
+                                np.ones((4, 4)))
+
+
 def test_style_kind_of_each_target():
   for kind in losses.STYLE_LOSSES:
     target = losses.style_target(*losses.moments(P), kind, 'relative')

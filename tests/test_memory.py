@@ -21,7 +21,8 @@ _spec.loader.exec_module(memory_check)
 # A network that stops at relu2_1 (1 MB of parameters): at 32-96 px its
 # activations, not its parameters, make most of the step's memory.
 SHALLOW = {'content_layers': ('relu2_1',),
-           'style_layers': ('relu1_1', 'relu2_1'), 'style_layer_weights': ()}
+           'style_layers': ('relu1_1', 'relu2_1'), 'style_layer_weights': (),
+           'style_layer_trims': ()}
 
 
 @pytest.mark.parametrize('optimizer,members', [('adam', 1), ('lbfgs', 2)])

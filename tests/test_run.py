@@ -300,6 +300,7 @@ def test_controls_from_the_command_line(tmp_path):
                    '--config.preserve_colour=luminance',
                    '--config.style_layers=("conv1_1", "conv2_1")',
                    '--config.style_layer_weights=()',
+                   '--config.style_layer_trims=()',
                    '--config.content_layers=("conv2_2",)',
                    '--config.scales=(16,)', '--config.scale_steps=(1,)',
                    f'--workdir={tmp_path / "out"}')

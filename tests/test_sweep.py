@@ -336,6 +336,20 @@ def test_layer_set_keeps_base_weights_by_name():
     sweep.expand(c)
 
 
+def test_layer_set_keeps_base_trims_and_distances_by_name():
+  c = tiny_sweep(style_layers=('conv1_1', 'conv2_1', 'conv3_1'),
+                 style_layer_weights=(),
+                 style_layer_trims=(0.0, 0.05, 0.1),
+                 style_layer_losses=('gram', 'mean', 'gram'))
+  c.sweep.axes.style_layers = (('conv3_1',), ('conv2_1', 'conv4_1'))
+  _, members = sweep.expand(c)
+  assert members[0].config.style_layer_trims == (0.1,)
+  assert members[0].config.style_layer_losses == ('gram',)
+  # A layer the base does not name: no trim, the base's style_loss.
+  assert members[2].config.style_layer_trims == (0.05, 0.0)
+  assert members[2].config.style_layer_losses == ('mean', 'gram')
+
+
 def test_folder_axis_lists_its_images(tmp_path):
   for name in ('b.png', 'a.jpg', 'notes.txt'):
     (tmp_path / name).write_bytes(b'')
