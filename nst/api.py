@@ -73,7 +73,7 @@ def transfer(content: Image, style: Image | Sequence[Image], *,
   ``style_blend_weights``). ``config``: a ConfigDict or a config file's
   path (default: configs/default.py, the recommended recipe); any other
   keyword overrides that config's field (``image_size=512``,
-  ``style_weight=2.5``). ``params``: network weights to use instead of the
+  ``style_weight=5.0``). ``params``: network weights to use instead of the
   config's. A UserError names any bad value, and refuses a run that needs
   more memory than is available (``nst.memory.check``; ``memory_check=
   False`` skips that).

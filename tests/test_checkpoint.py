@@ -217,7 +217,7 @@ def test_sigterm_checkpoints_and_resume_matches_an_uninterrupted_run(
   bad = nst_run(*ARGS, '--config.style_weight=3', '--resume',
                 f'--workdir={stopped}')
   assert bad.returncode == 2 and 'Traceback' not in bad.stderr
-  assert 'style_weight (1.25 there, 3.0 now)' in bad.stderr
+  assert 'style_weight (2.5 there, 3.0 now)' in bad.stderr
   assert {p.name: p.read_bytes() for p in stopped.iterdir()} == before
 
   resumed = nst_run(*ARGS, '--resume', f'--workdir={stopped}')

@@ -5,7 +5,7 @@ batched sweep (the contact sheet of the README's "Choosing the strength").
       [--config.content_image=photo.jpg --config.style_image=painting.jpg]
 
 Everything is configs/default.py except ``style_weight``, which doubles from
-one member to the next around the default's 1.25. Results land in
+one member to the next around the default's 2.5. Results land in
 ``members/NNNN.png`` with contact_sheet.png and index.html, one column per
 strength.
 """
@@ -23,7 +23,7 @@ def get_config():
 
   c.sweep = ml_collections.ConfigDict()
   c.sweep.axes = ml_collections.ConfigDict()
-  c.sweep.axes.style_weight = (0.3125, 0.625, 1.25, 2.5, 5.0)
+  c.sweep.axes.style_weight = (0.625, 1.25, 2.5, 5.0, 10.0)
   c.sweep.zip = ()
   c.sweep.rows = ''
   c.sweep.cols = 'style_weight'
