@@ -146,11 +146,6 @@ def style_distances(config) -> tuple[str, tuple[tuple[str, str], ...]]:
   uses) has ``style_loss``'s, so configs that differ only in their layer
   sets share one program."""
   default = config.style_loss
-  trims = tuple(config.style_layer_trims)
-  if not all(isinstance(t, (int, float)) and not isinstance(t, bool)
-             and 0 <= t < 1 for t in trims):
-    raise UserError(f'style_layer_trims={trims}: each must be a number in '
-                    '[0, 1) (the fraction of positions left out)')
   per_layer = tuple(config.style_layer_losses)
   return default, tuple((l, k) for l, k in zip(config.style_layers,
                                                 per_layer) if k != default)

@@ -168,7 +168,6 @@ def _member_config(base, values: dict[str, Any]):
                for kind, fields in spec.PER_LAYER.items() for field in fields]
   for lf, wf in per_layer:
     if lf in values and wf not in values and base[wf]:
-      # A layer set keeps each layer's value from the base config.
       by_name = dict(zip(base[lf], base[wf]))
       missing = [l for l in cfg[lf] if l not in by_name]
       if missing and wf.endswith('_weights'):
