@@ -54,6 +54,13 @@ PAIRS = {
     'coffee-swirls': ('skimage:coffee', 'nst:swirls'),
     'rocket-starry': ('skimage:rocket', 'images:starry_night.jpg'),
     'rocket-scream': ('skimage:rocket', 'images:the_scream.jpg'),
+    # Portraits as the style (faces, eyes, figures: what must not be pasted).
+    'tubingen-astronaut': ('images:tubingen.jpg', 'skimage:astronaut'),
+    'tubingen-chelsea': ('images:tubingen.jpg', 'skimage:chelsea'),
+    'coffee-astronaut': ('skimage:coffee', 'skimage:astronaut'),
+    'rocket-chelsea': ('skimage:rocket', 'skimage:chelsea'),
+    'rocket-nude': ('skimage:rocket', 'images:seated-nude.jpg'),
+    'coffee-scream': ('skimage:coffee', 'images:the_scream.jpg'),
 }
 
 # name -> overrides of configs/default.py (the recommended recipe: L-BFGS
@@ -79,6 +86,34 @@ RECIPES = {
     'mean-cov': {'style_loss': 'mean_cov'},
     'tv': {'tv_weight': 0.1},
     'noise-init': {'init': 'noise'},
+    # The default before the no-copy study (experiments/no_copy).
+    'previous': {'style_weight': 1.25,
+                 'style_layer_weights': (1.0, 1.0, 1.0, 6.0, 0.25),
+                 'style_layer_trims': ()},
+    # Levers against pasted parts of the painting (experiments/no_copy):
+    'no-relu5': {'style_layer_weights': (1.0, 1.0, 1.0, 6.0, 0.0)},
+    'deep-content': {'content_layers': ('relu4_2', 'relu5_2')},
+    'relu5-0.05': {'style_layer_weights': (1.0, 1.0, 1.0, 6.0, 0.05)},
+    'relu5-0.1': {'style_layer_weights': (1.0, 1.0, 1.0, 6.0, 0.1)},
+    'shallow-up': {'style_layer_weights': (2.0, 2.0, 2.0, 6.0, 0.05)},
+    'strong-0.025': {'style_layer_weights': (1.0, 1.0, 1.0, 6.0, 0.025),
+                     'style_weight': 2.5},
+    'relu4-half': {'style_layer_weights': (1.0, 1.0, 1.0, 3.0, 0.025),
+                   'style_weight': 2.5},
+    'relu4-half-scale1.5': {
+        'style_layer_weights': (1.0, 1.0, 1.0, 3.0, 0.025),
+        'style_weight': 2.5, 'style_scale': 1.5},
+    'trim': {'style_layer_weights': (1.0, 1.0, 1.0, 3.0, 0.025),
+             'style_weight': 2.5,
+             'style_layer_trims': (0.0, 0.0, 0.0, 0.1, 0.1)},
+    'trim-r5': {'style_layer_weights': (1.0, 1.0, 1.0, 3.0, 0.125),
+                'style_weight': 2.5,
+                'style_layer_trims': (0.0, 0.0, 0.0, 0.1, 0.1)},
+    'trim5': {'style_layer_weights': (1.0, 1.0, 1.0, 4.0, 0.025),
+              'style_weight': 2.5,
+              'style_layer_trims': (0.0, 0.0, 0.0, 0.05, 0.1)},
+    'mean5': {'style_layer_losses': ('gram', 'gram', 'gram', 'gram', 'mean'),
+              'style_layer_weights': (1.0, 1.0, 1.0, 6.0, 1.0)},
 }
 
 def source(spec: str, folder: Path) -> str:
@@ -107,7 +142,7 @@ def run_one(config, params) -> tuple[np.ndarray, float]:
 
 
 FIELDS = ('pair', 'recipe', 'size', 'content', 'style', 'photo_style',
-          'wall_s') + evaluate.STYLE_LAYERS
+          'wall_s') + evaluate.STYLE_LAYERS + ('copy', 'copy_x', 'copy_y')
 
 
 def sheet(out: Path, pair: str, content: str, style: str, recipes, size):
@@ -173,14 +208,17 @@ def study(args) -> int:
                'content': f'{e["content"]:.4f}', 'style': f'{e["style"]:.4f}',
                'photo_style': f'{score.photo["style"]:.4f}',
                'wall_s': f'{wall:.1f}',
-               **{l: f'{e[l]:.4f}' for l in evaluate.STYLE_LAYERS}}
+               **{l: f'{e[l]:.4f}' for l in evaluate.STYLE_LAYERS},
+               'copy': f'{e["copy"]:.4f}', 'copy_x': e['copy_x'],
+               'copy_y': e['copy_y']}
         writer.writerow(row)
         f.flush()
         rows.append(row)
         print(f'{pair:20s} {name:16s} content {e["content"]:.3f} style '
               f'{e["style"]:.3f} ({e["style"] / score.photo["style"]:.2f} of '
               f'the photo\'s) relu4_1 {e["relu4_1"]:.3f} relu5_1 '
-              f'{e["relu5_1"]:.3f}  {wall:.1f} s', flush=True)
+              f'{e["relu5_1"]:.3f} copy {e["copy"]:.3f} at '
+              f'({e["copy_x"]}, {e["copy_y"]})  {wall:.1f} s', flush=True)
       sheet(out, pair, content, style, args.recipes, args.size)
   print('\nper recipe, over the pairs at this size: mean content, mean style, '
         'worst style / photo\'s, mean wall s')
