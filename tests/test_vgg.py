@@ -157,3 +157,23 @@ def test_flipped_kernels_give_the_same_gradients():
     for a, b in zip(jax.tree.leaves(dv_flip['params']),
                     jax.tree.leaves(dv_plain['params'])):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_small_maps_are_convolved_as_a_matrix_product_with_the_same_result():
+  # Below vgg.SMALL_MAP positions the 3x3 neighbourhoods times the kernel;
+  # the same values and input gradients as XLA's convolution.
+  import jax
+  import jax.numpy as jnp
+  key = jax.random.PRNGKey(3)
+  lax_conv = lambda x, k: jax.lax.conv_general_dilated(
+      x, k, (1, 1), ((1, 1), (1, 1)),
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  for shape in ((2, 2, 4, 16), (1, 1, 3, 16), (3, 3, 5, 16)):
+    x = jax.random.normal(key, shape)
+    k = jax.random.normal(jax.random.fold_in(key, 1), (3, 3, 16, 8))
+    assert shape[1] * shape[2] < vgg.SMALL_MAP
+    np.testing.assert_allclose(vgg._conv(x, k), lax_conv(x, k),  # pylint: disable=protected-access
+                               rtol=1e-5, atol=1e-4)
+    grad = lambda f: jax.grad(lambda x: jnp.sum(jnp.sin(f(x, k))))(x)
+    np.testing.assert_allclose(grad(vgg._conv), grad(lax_conv),  # pylint: disable=protected-access
+                               rtol=1e-4, atol=1e-4)
