@@ -103,7 +103,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.tv_weight = 0.0             # 1 = as much as the photo's own TV
 
   # --- Optimisation.
-  c.optimizer = 'lbfgs'         # 'lbfgs' | 'adam'
+  c.optimizer = 'lbfgs'         # 'lbfgs' (fixed step: one evaluation per
+                                # step) | 'lbfgs_zoom' (line search) |
+                                # 'adam'
   c.learning_rate = 2.0         # Adam, on the 0-255 pixel scale
   c.lr_decay_steps = 100        # x lr_decay_rate every lr_decay_steps,
   c.lr_decay_rate = 0.94        # staircase

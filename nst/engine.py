@@ -200,19 +200,41 @@ def compiled(update: spec.Update, mesh: Mesh, batch: int):
   return step_, init, evaluate, finish, per_member, replicated
 
 
-def batching_note(optimizer: str, per_device: int, devices: int,
-                  backend: str) -> str | None:
-  """A hint when a batch is likely slower than its members one at a time:
-  L-BFGS under ``vmap`` evaluates every member as often as the slowest
-  member's line search needs, at each step, and a CPU gains too little
-  from batching to make up for it (measured in README, Sweeps)."""
-  if not (optim.uses_linesearch(optimizer) and per_device > 1
-          and backend == 'cpu'):
-    return None
-  return (f'note: {per_device} L-BFGS members per device in one batch wait '
-          "at every step for the slowest member's line search; on a CPU, "
-          f'--config.sweep.chunk_size={devices} (one member per device) '
-          'is usually faster')
+def choose_chunk(configs, devices: int, *, memory_check: bool = True
+                 ) -> tuple[int, str]:
+  """``sweep.chunk_size = 0``: the members per chunk for a sweep of
+  ``configs`` on ``devices`` devices, and why, in one line.
+
+  All of them, unless the memory available now holds fewer (the most that
+  fit, a multiple of ``devices``) or the optimiser's steps differ in cost
+  between members (a line search, ``lbfgs_zoom``) and the backend is a
+  CPU: a batch then runs every member as long as its slowest member's
+  search, at every step, and one member per device is faster (README,
+  Sweeps)."""
+  n = len(configs)
+  every = -(-n // devices) * devices
+  searching = [c.optimizer for c in configs
+               if optim.uses_linesearch(c.optimizer)]
+  if searching and jax.default_backend() == 'cpu':
+    return devices, (
+        f'sweep: chunks of {devices} (one member per device): '
+        f"{searching[0]}'s line search would make a batch wait for its "
+        'slowest member at every step, which on a CPU costs more than '
+        'batching gains')
+  if not memory_check:
+    return every, f'sweep: all {n} members in one batch (no memory check)'
+  size, est, free = memory.largest_chunk(configs, devices=devices)
+  if size is None:  # memory.check says what would fit
+    return devices, f'sweep: chunks of {devices}: not even these fit'
+  where = 'device' if 'device' in free and not est.cpu else 'host'
+  need = est.on_device if where == 'device' else est.on_host
+  have = (f'an estimated {memory.size_text(need)} of the '
+          f'{memory.size_text(free[where][0])} available'
+          if where in free else 'no memory limit known')
+  if size >= every:
+    return every, f'sweep: all {n} members in one batch ({have})'
+  return size, (f'sweep: chunks of {size} of the {n} members, the most '
+                f'that fit ({have})')
 
 
 def chunk_members(members: list[Member], chunk_size: int, devices: int
@@ -278,10 +300,6 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
   # Targets and logged losses: XLA's own convolutions (targets.forward_params)
   eval_params = targets.forward_params(device_params)
   plan, total_steps = program.plan, program.total_steps
-  note = batching_note(program.optimizer, size // devices, devices,
-                       jax.default_backend())
-  if note and lead:
-    cb.progress(note)
   results = []
   for chunk_index, chunk in enumerate(chunks):
     if all(m.index in kept for m in chunk):
@@ -313,7 +331,7 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
     first_step = resumed.done if resumed else 0
     last, last_finite, last_out = {}, {}, []
     clock = {'start': time.perf_counter(), 'first': None, 'log': None,
-             'log_step': first_step}
+             'log_step': first_step, 'evals': (-1, None)}
     image = state = hparams = chunk_targets = None
     done, scale = 0, 0
 
@@ -335,15 +353,26 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
             last_finite[j] = (at_step, restored(j, value, at_inputs))
       finite[:] &= now_finite
 
-    def row(j, i, total, parts, rate=0.0):
+    def row(j, i, total, parts, rate=0.0, evals=None):
       return {'member': chunk[j].index, 'step': i,
               'size': max(plan[scale][0][:2]), 'loss': float(total[j]),
               **{k: float(v[j]) for k, v in parts.items()},
+              **({} if evals is None else {'evals_per_step': evals[j]}),
               'steps_per_s': rate}
 
+    def evals_per_step(i, evals):
+      """Objective evaluations per step since the last log row of this
+      scale (``evals``: each slot's count since the scale's start)."""
+      since, before = clock['evals'] if clock['evals'][0] > done else (
+          done, np.zeros_like(evals))
+      clock['evals'] = (i, evals)
+      return ((evals - before) / (i - since) if i > since
+              else np.zeros(len(evals))).tolist()
+
     def log(i):
-      total, parts = _gather(evaluate(eval_params, chunk_targets, hparams,
-                                      image, state))
+      (total, parts), evals = _gather((evaluate(
+          eval_params, chunk_targets, hparams, image, state), state.evals))
+      per_step = evals_per_step(i, np.asarray(evals))
       now = time.perf_counter()
       rate = ((i - clock['log_step']) / max(now - clock['log'], 1e-9)
               if clock['log'] is not None and i > clock['log_step'] else 0.0)
@@ -351,7 +380,7 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
       mark(np.isfinite(total))
       last_out[:] = [(i, finish(hparams, image, state), inputs)]
       for j in range(len(chunk)):
-        last[j] = row(j, i, total, parts, rate)
+        last[j] = row(j, i, total, parts, rate, per_step if i else None)
         if lead:
           cb.log(last[j])
       if lead:

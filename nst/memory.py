@@ -15,8 +15,9 @@ single run: n = 1) at the run's final, largest scale::
      up to the deepest one used). Off a CPU the run holds them twice (the
      targets' copy and the step's replicated one); on a CPU the two share
      their buffers
-  X  a member's image, its iterate average and its optimiser's state: Adam
-     2 images, L-BFGS 2 ``lbfgs_memory`` + 3
+  X  a member's image, its iterate average and its optimiser's state
+     (``optim.Optimizer.state_images``: Adam 2 images, L-BFGS 2
+     ``lbfgs_memory`` + 2, + 3 with the line search)
   T  its targets: content features, style moments (one per masked region),
      masks at each style layer
   W  the step's workspace: ``STORED`` A + ``WORKING`` L, A the values of
@@ -27,9 +28,9 @@ single run: n = 1) at the run's final, largest scale::
      ``STORED`` A, except on a CPU, where XLA merges the recomputation back
      into the forward pass (README, Speed). Masks add a weighted copy of
      each style layer per region. L-BFGS adds ``LBFGS_WORK`` images per
-     ``lbfgs_memory`` (its update's copies of the history) and, in a batch
-     of several members, ``STORED`` A + ``BATCHED_PARAMS`` P per member
-     (under ``vmap`` its line search holds more)
+     ``lbfgs_memory`` (its update's copies of the history) and, with the
+     line search in a batch of several members, ``STORED`` A +
+     ``BATCHED_PARAMS`` P per member (under ``vmap`` the search holds more)
   F  a forward pass computing targets: ``FORWARD`` L of the largest of the
      content image and the style images (at ``style_scale``)
   C  a checkpoint of the chunk: its members' X gathered and serialised on
@@ -59,14 +60,14 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from nst import images, spec, vgg
+from nst import images, optim, spec, vgg
 from nst.errors import UserError
 
 STORED = 1.5      # activations kept for the backward pass, per output value
 WORKING = 3.0     # the backward pass's working buffers, x the largest one
 FORWARD = 3.0     # a forward pass alone, x its largest activation
 LBFGS_WORK = 5.0  # images of the L-BFGS update's copies, per history pair
-BATCHED_PARAMS = 0.75  # x the params, per member of a batch, with L-BFGS
+BATCHED_PARAMS = 0.75  # x the params, per member of a batch, line search
 RUNTIME = 3 << 28      # bytes (0.75 GiB): compiling, XLA's runtime
 PLAN_FACTOR = (0.75, 1.5)  # step / XLA's plan, asserted at 32-96 px
 F32 = 4
@@ -182,7 +183,7 @@ def _member(c, shapes: Shapes, layers, backend: str) -> dict:
                                  ).itemsize
   h, w = shapes.at(c.content_image, c.image_size)
   image = h * w * 3 * F32
-  lbfgs = c.optimizer == 'lbfgs'
+  opt = optim.get(c.optimizer)
   regions = spec.regions(c)
   a = _activations(c.network, layers, h, w)
   feats = a['shapes']
@@ -200,7 +201,7 @@ def _member(c, shapes: Shapes, layers, backend: str) -> dict:
   workspace = (stored + WORKING * a['largest']) * act
   # Masked moments: a weighted copy of each style layer per region.
   workspace += regions * sum(math.prod(feats[l]) for l in style_layers) * F32
-  if lbfgs:
+  if opt.history:
     workspace += LBFGS_WORK * c.lbfgs_memory * image
   style = lambda size: max(1, round(c.style_scale * size))
   styles = [shapes.at(s, style(c.image_size)) for s in spec.style_specs(c)]
@@ -217,9 +218,10 @@ def _member(c, shapes: Shapes, layers, backend: str) -> dict:
         h * w + sum(sh * sw for sh, sw in styles)) * 3 * F32
   sources = [c.content_image, *spec.style_specs(c), *spec.mask_specs(c)]
   decoded = max(math.prod(shapes.own(s) or (0, 0)) for s in sources)
-  return {'state': (2 + (2 * c.lbfgs_memory + 3 if lbfgs else 2)) * image,
-          'targets': targets, 'workspace': workspace, 'lbfgs': lbfgs,
-          'batched': STORED * a['total'] * act if lbfgs else 0,
+  return {'state': (2 + opt.state_images(c.lbfgs_memory)) * image,
+          'targets': targets, 'workspace': workspace,
+          'searching': opt.linesearch,
+          'batched': STORED * a['total'] * act if opt.linesearch else 0,
           'forward': FORWARD * widest * vgg.width('conv1_1') * act,
           'kept': kept, 'reading': decoded * F32 + widest * 27}
 
@@ -271,7 +273,7 @@ def estimate(configs, *, chunk_size: int = 0, devices: int = 1,
     chunk = members[:-(-size // devices)]  # the largest, on one device
     work = sum(m['workspace'] for m in chunk)
     if len(chunk) > 1:
-      work += sum(m['batched'] + BATCHED_PARAMS * params * m['lbfgs']
+      work += sum(m['batched'] + BATCHED_PARAMS * params * m['searching']
                   for m in chunk)
     held = {'images and optimiser states': sum(m['state'] for m in chunk),
             'targets': sum(m['targets'] for m in chunk)}
@@ -403,7 +405,7 @@ def _remedies(configs, fits, chunk_size: int, cpu: bool) -> list[str]:
       math.ceil(scale * 100) - 1)
   if found:
     out.append(f'style_scale={found / 100:g}')
-  if any(c.optimizer == 'lbfgs' for c in configs):
+  if any(optim.get(c.optimizer).history for c in configs):
     memory_ = max(c.lbfgs_memory for c in configs)
     found = _largest(lambda m: fits(with_(lbfgs_memory=m)), 1, memory_ - 1)
     if found:
@@ -429,6 +431,28 @@ class _View:
     changes = self.__dict__['_changes']
     return changes[name] if name in changes else getattr(
         self.__dict__['_config'], name)
+
+
+def largest_chunk(configs, *, devices: int = 1,
+                  known: dict[str, tuple[int, int]] | None = None
+                  ) -> tuple[int | None, Estimate | None, dict]:
+  """The most members per chunk (a multiple of ``devices``, at most the
+  members) with which a sweep of ``configs`` fits the memory available
+  now, its estimate and that memory (``available``); None if not even
+  one member per device fits."""
+  shapes, backend, free = Shapes(known), jax.default_backend(), available()
+  run = lambda n: estimate(configs, chunk_size=n * devices, devices=devices,
+                           shapes=shapes, backend=backend)
+
+  def fits(n):
+    try:
+      return not _short(run(n), free)
+    except OverflowError:
+      return False
+
+  found = _largest(fits, 1, -(-len(configs) // devices))
+  return ((found * devices, run(found), free) if found else
+          (None, None, free))
 
 
 def check(configs, *, chunk_size: int = 0, devices: int = 1,

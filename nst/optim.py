@@ -1,4 +1,15 @@
-"""Optax optimisers built from the config.
+"""Optax optimisers built from the config, as a table (``OPTIMIZERS``).
+
+``lbfgs`` (configs/default.py's): L-BFGS with a fixed unit step after a
+scaled first one -- one objective evaluation per step, the same for every
+member of a batch, so a vmapped sweep wastes none (no line search: no
+data-dependent loop or branch under ``vmap``). A history pair whose
+curvature is not positive is skipped, which keeps the direction one of
+descent. (``fixed_lbfgs``.)
+
+``lbfgs_zoom``: L-BFGS with a zoom line search (the paper's optimiser, and
+the default before): 1-20 evaluations per step, decided by each member's
+own search; its update needs the objective itself (``value_fn``).
 
 ``adam``: Adam with an exponentially decaying learning rate --
 ``learning_rate`` (2.0 on the 0-255 pixel scale) times ``lr_decay_rate``
@@ -6,10 +17,8 @@
 TensorFlow script this project started from (``optax.exponential_decay``
 with ``staircase=True``).
 
-``lbfgs`` (configs/default.py's): L-BFGS with a zoom line search (the
-paper's optimiser). Its update
-needs the objective itself (``value_fn``); ``uses_linesearch`` tells the
-update step to pass it.
+A new optimiser is a builder and one ``Optimizer`` entry; ``nst.step``,
+``nst.memory`` and the checks read the table.
 
 Iterate averaging (``avg_decay`` in the config, 0 = off): an exponential
 moving average of the image over the steps, bias-corrected as Adam's moments
@@ -24,7 +33,7 @@ constants, so one compiled update serves every learning rate of a sweep:
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,19 +42,9 @@ from flax import struct
 
 from nst.errors import UserError
 
-OPTIMIZERS = ('adam', 'lbfgs')
 LBFGS_FIRST_RMS = 10.0  # L-BFGS's first move, grey levels per value (RMS)
 ADAM_EPS = 1e-15
-
-
-def uses_linesearch(name: str) -> bool:
-  return name == 'lbfgs'
-
-
-def check(name: str) -> None:
-  if name not in OPTIMIZERS:
-    raise UserError(f'unknown optimizer {name!r}; accepted: '
-                    f'{", ".join(OPTIMIZERS)}')
+CURVATURE_EPS = 1e-8  # a history pair is kept if s.y > this * |s| |y|
 
 
 @struct.dataclass
@@ -55,6 +54,91 @@ class Hparams:
   lr_decay_rate: jnp.ndarray
   lr_decay_steps: jnp.ndarray
   avg_decay: jnp.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+  """An optimiser of the table.
+
+  build(hparams, memory, size): the optax transformation for an image of
+    ``size`` values (``memory``: the config's ``lbfgs_memory``).
+  linesearch: its update takes ``value``, ``grad`` and ``value_fn`` (the
+    objective); ``nst.step`` then passes them and keeps pixels in range by
+    a penalty in that objective rather than by projecting after the step.
+  evals(state): objective evaluations (value and gradient) the step that
+    produced ``state`` made, an int32 array.
+  state_images(memory): image-sized buffers in its state (``nst.memory``).
+  history: it keeps ``lbfgs_memory`` past steps (its update copies them).
+  penalised: ``clip_pixels`` is a range penalty in the objective, not a
+    projection after the step.
+  """
+  build: Callable[[Hparams, int, int], optax.GradientTransformationExtraArgs]
+  linesearch: bool
+  evals: Callable[[object], jnp.ndarray]
+  state_images: Callable[[int], int]
+  history: bool = False
+  penalised: bool = False
+
+
+def _one(state):
+  del state
+  return jnp.ones([], jnp.int32)
+
+
+def _zoom_evals(state):
+  """The zoom search's evaluations, plus the first step's evaluation at
+  the start point (later steps reuse the search's last one)."""
+  search = state[-1]
+  return (search.info.num_linesearch_steps.astype(jnp.int32)
+          + (state[0].count == 1).astype(jnp.int32))
+
+
+def _adam(hparams, memory, size):
+  del memory, size
+  return optax.adam(schedule(hparams), eps=ADAM_EPS)
+
+
+def _lbfgs(hparams, memory, size):
+  del hparams
+  return fixed_lbfgs(memory, LBFGS_FIRST_RMS * float(size) ** 0.5)
+
+
+def _lbfgs_zoom(hparams, memory, size):
+  del hparams
+  return optax.chain(
+      optax.scale_by_lbfgs(memory_size=memory),
+      first_step_norm(LBFGS_FIRST_RMS * float(size) ** 0.5),
+      optax.scale(-1.0),
+      optax.scale_by_zoom_linesearch(max_linesearch_steps=20,
+                                     initial_guess_strategy='one'))
+
+
+OPTIMIZERS = {
+    'lbfgs': Optimizer(_lbfgs, linesearch=False, evals=_one,
+                       state_images=lambda m: 2 * m + 2, history=True,
+                       penalised=True),
+    'lbfgs_zoom': Optimizer(_lbfgs_zoom, linesearch=True, evals=_zoom_evals,
+                            state_images=lambda m: 2 * m + 3, history=True,
+                            penalised=True),
+    'adam': Optimizer(_adam, linesearch=False, evals=_one,
+                      state_images=lambda m: 2),
+}
+
+
+def get(name: str) -> Optimizer:
+  """The table's entry for ``name``; a UserError naming the accepted."""
+  if name not in OPTIMIZERS:
+    raise UserError(f'unknown optimizer {name!r}; accepted: '
+                    f'{", ".join(OPTIMIZERS)}')
+  return OPTIMIZERS[name]
+
+
+def check(name: str) -> None:
+  get(name)
+
+
+def uses_linesearch(name: str) -> bool:
+  return get(name).linesearch
 
 
 def hyperparams(config) -> Hparams:
@@ -79,10 +163,9 @@ def make(name: str, hparams, *, lbfgs_memory: int = 10,
   L-BFGS's first step has no curvature to go by: optax makes it the
   gradient, shortened to norm 1 if longer -- a few thousandths of a grey
   level per value on a whole image, and far less with relative losses,
-  whose gradients are small -- and its line search then grows the step
-  until the loss responds. Here the first move is ``LBFGS_FIRST_RMS`` grey
-  levels per value (RMS) whatever the loss's scale; later steps are
-  L-BFGS's own (optax.lbfgs, with a first-step transform in its chain).
+  whose gradients are small. Here the first move is ``LBFGS_FIRST_RMS``
+  grey levels per value (RMS) whatever the loss's scale, for both L-BFGS
+  variants; later steps are L-BFGS's own.
 
   Adam's ``eps`` is ``ADAM_EPS``, far below any gradient a run sees, so that
   Adam's steps do not depend on the loss's scale: with relative loss scaling
@@ -90,15 +173,70 @@ def make(name: str, hparams, *, lbfgs_memory: int = 10,
   the pixel count, toward optax's default of 1e-8. (Not smaller: CPUs
   flush squares below about 1e-38 to zero, and a step is then g / eps.)
   """
-  check(name)
-  if name == 'adam':
-    return optax.adam(schedule(hparams), eps=ADAM_EPS)
-  return optax.chain(
-      optax.scale_by_lbfgs(memory_size=lbfgs_memory),
-      first_step_norm(LBFGS_FIRST_RMS * float(size) ** 0.5),
-      optax.scale(-1.0),
-      optax.scale_by_zoom_linesearch(max_linesearch_steps=20,
-                                     initial_guess_strategy='one'))
+  return get(name).build(hparams, lbfgs_memory, size)
+
+
+class FixedLbfgsState(NamedTuple):
+  count: jnp.ndarray   # updates so far
+  params: jnp.ndarray  # the previous point and its gradient
+  grad: jnp.ndarray
+  s: jnp.ndarray       # history of point and gradient differences,
+  y: jnp.ndarray       # (memory, *shape), a ring
+  rho: jnp.ndarray     # 1 / s.y per pair; 0 = empty slot
+  kept: jnp.ndarray    # pairs stored so far (the ring's next slot, mod m)
+  gamma: jnp.ndarray   # the initial inverse Hessian's scale, s.y / y.y
+
+
+def fixed_lbfgs(memory: int, first_norm: float
+                ) -> optax.GradientTransformation:
+  """L-BFGS with a unit step: ``-H g`` (H from the last ``memory`` pairs,
+  two-loop recursion), the first step ``-g`` scaled to norm
+  ``first_norm``. A pair with ``s.y <= CURVATURE_EPS |s| |y|`` (not convex
+  along the step) is not stored, so H stays positive definite. One array
+  leaf (the image) is supported."""
+
+  def init(params):
+    zeros = jnp.zeros((memory,) + params.shape, params.dtype)
+    return FixedLbfgsState(
+        count=jnp.zeros([], jnp.int32), params=jnp.zeros_like(params),
+        grad=jnp.zeros_like(params), s=zeros, y=jnp.zeros_like(zeros),
+        rho=jnp.zeros([memory], jnp.float32),
+        kept=jnp.zeros([], jnp.int32), gamma=jnp.ones([], jnp.float32))
+
+  def update(grad, state, params):
+    s, y = params - state.params, grad - state.grad
+    sy, ss, yy = jnp.vdot(s, y), jnp.vdot(s, s), jnp.vdot(y, y)
+    keep = (state.count > 0) & (sy > CURVATURE_EPS * jnp.sqrt(ss * yy))
+    slot = state.kept % memory
+    put = lambda ring, new: ring.at[slot].set(
+        jnp.where(keep, new, ring[slot]))
+    s_ring, y_ring = put(state.s, s), put(state.y, y)
+    rho = put(state.rho, 1.0 / jnp.where(keep, sy, 1.0))
+    kept = state.kept + keep.astype(jnp.int32)
+    gamma = jnp.where(keep, sy / jnp.where(keep, yy, 1.0), state.gamma)
+    newest_first = (kept - 1 - jnp.arange(memory)) % memory
+
+    def back(q, i):
+      a = rho[i] * jnp.vdot(s_ring[i], q)
+      return q - a * y_ring[i], a
+
+    q, a = jax.lax.scan(back, grad, newest_first)
+    r = gamma * q
+
+    def forward(r, ia):
+      i, a = ia
+      b = rho[i] * jnp.vdot(y_ring[i], r)
+      return r + (a - b) * s_ring[i], None
+
+    r, _ = jax.lax.scan(forward, r, (newest_first[::-1], a[::-1]))
+    length = jnp.sqrt(jnp.vdot(grad, grad))  # 0 at a converged start
+    first = first_norm / jnp.where(length > 0, length, 1.0)
+    direction = jnp.where(state.count == 0, first * grad, r)
+    return -direction, FixedLbfgsState(
+        count=optax.safe_increment(state.count), params=params, grad=grad,
+        s=s_ring, y=y_ring, rho=rho, kept=kept, gamma=gamma)
+
+  return optax.GradientTransformation(init, update)
 
 
 class FirstStepState(NamedTuple):
@@ -114,10 +252,9 @@ def first_step_norm(norm: float) -> optax.GradientTransformation:
 
   def update(updates, state, params=None):
     del params
-    length = optax.tree.norm(updates)
+    length = optax.tree.norm(updates)  # 0 at a converged start
     factor = jnp.where(state.count == 0,
-                       norm / jnp.maximum(length, jnp.finfo(jnp.float32).tiny),
-                       1.0)
+                       norm / jnp.where(length > 0, length, 1.0), 1.0)
     return (jax.tree.map(lambda u: u * factor.astype(u.dtype), updates),
             FirstStepState(count=optax.safe_increment(state.count)))
 

@@ -23,9 +23,11 @@ from nst.targets import Targets, _features
 
 @struct.dataclass
 class State:
-  """A member's optimiser state and iterate average."""
+  """A member's optimiser state, iterate average and the objective
+  evaluations its steps have made since ``init_state``."""
   opt: Any                # the optax state of ``optim.make``
   average: optim.Average
+  evals: jnp.ndarray      # int32
 
 
 def make_model(program: Program | Update) -> vgg.VGG:
@@ -65,19 +67,21 @@ def make_update(program: Program | Update) -> Callable:
 
   ``update(params, targets, hparams, image, state) -> (image, state,
   metrics)``, ``metrics['loss']`` being the total loss of the image that went
-  in (with L-BFGS and ``clip_pixels``, plus the range penalty).
+  in (with L-BFGS and ``clip_pixels``, plus the range penalty), and
+  ``metrics['evals']`` the objective evaluations the step made.
 
   ``clip_pixels`` keeps the image within valid pixel values: Adam's by
   projecting it after each step; L-BFGS's by adding
   ``losses.range_penalty`` (times ``targets.range_scale``) to the objective
-  it minimises, since a line search needs the objective smooth and its
-  cached value current. Without it, L-BFGS drifts out of range and the
-  clipping of the written image undoes much of the style (experiments/
-  recipe).
+  it minimises, since its curvature pairs (and a line search) need the
+  objective smooth and the point they were measured at. Without it, L-BFGS
+  drifts out of range and the clipping of the written image undoes much of
+  the style (experiments/recipe).
   """
   model = make_model(program)
-  linesearch = optim.uses_linesearch(program.optimizer)
-  clip = program.clip_pixels
+  kind = optim.get(program.optimizer)
+  penalised = program.clip_pixels and kind.penalised
+  project = program.clip_pixels and not kind.penalised
   lo, hi = images.pixel_bounds()
 
   def update(params, targets, hparams, image, state):
@@ -85,11 +89,11 @@ def make_update(program: Program | Update) -> Callable:
                      lbfgs_memory=program.lbfgs_memory, size=image.size)
     opt_state = state.opt
     value_fn = lambda x: objective(model, params, targets, x)[0]
-    if clip and linesearch:
-      penalised = value_fn
-      value_fn = lambda x: penalised(x) + targets.range_scale * (
+    if penalised:
+      unpenalised = value_fn
+      value_fn = lambda x: unpenalised(x) + targets.range_scale * (
           losses.range_penalty(x, lo, hi))
-    if linesearch:
+    if kind.linesearch:
       value, grad = optax.value_and_grad_from_state(value_fn)(
           image, state=opt_state)
       updates, opt_state = opt.update(
@@ -98,10 +102,12 @@ def make_update(program: Program | Update) -> Callable:
       value, grad = jax.value_and_grad(value_fn)(image)
       updates, opt_state = opt.update(grad, opt_state, image)
     image = optax.apply_updates(image, updates)
-    if clip and not linesearch:
+    if project:
       image = jnp.clip(image, lo, hi)
     average = optim.average_update(state.average, image, hparams.avg_decay)
-    return image, State(opt_state, average), {'loss': value}
+    evals = kind.evals(opt_state)
+    return image, State(opt_state, average, state.evals + evals), {
+        'loss': value, 'evals': evals}
 
   return update
 
@@ -118,7 +124,8 @@ def init_state(program: Program | Update, hparams, image) -> State:
   opt = optim.make(program.optimizer, hparams,
                    lbfgs_memory=program.lbfgs_memory, size=image.size)
   return jax.tree.map(lambda v: jnp.array(v, dtype=v.dtype, copy=True),
-                      State(opt.init(image), optim.average_init(image)))
+                      State(opt.init(image), optim.average_init(image),
+                            jnp.zeros([], jnp.int32)))
 
 
 def output(hparams, image, state: State):

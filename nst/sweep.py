@@ -12,7 +12,8 @@ plus a ``sweep`` section::
                         # axes combine as a product
   c.sweep.rows = 'style_layers'   # contact sheet rows and columns
   c.sweep.cols = 'ratio'
-  c.sweep.chunk_size = 0          # members per compiled batch; 0 = all
+  c.sweep.chunk_size = 0          # members per compiled batch; 0 = chosen
+                                  # (engine.choose_chunk: all that fit)
 
 An axis is any config field (its values replace the field's) or ``ratio``.
 Each combination is a *member*: a complete single-run config, which a run
@@ -28,7 +29,8 @@ How it runs:
      style image, layer set -- is an array, so one compiled step serves the
      whole group. A layer set becomes a weight vector over the union of the
      group's layers (weight 0 = unused);
-  3. ``nst.engine`` runs each group in chunks of ``chunk_size`` members,
+  3. ``nst.engine`` runs each group in chunks of ``chunk_size`` members
+     (0: ``engine.choose_chunk``'s choice, said on the console),
      vmapped and sharded over every device of every process;
      ``nst.workdir`` writes what it hands out.
 """
@@ -279,5 +281,13 @@ def initialize_distributed(mode: str = 'auto') -> bool:
     kwargs['num_processes'] = int(env['JAX_NUM_PROCESSES'])
   if env.get('JAX_PROCESS_ID'):
     kwargs['process_id'] = int(env['JAX_PROCESS_ID'])
-  jax.distributed.initialize(**kwargs)
+  try:
+    jax.distributed.initialize(**kwargs)
+  except (ValueError, RuntimeError) as e:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise UserError(
+        f'--distributed={mode}: could not join a multi-process job ({first}); '
+        'run under Slurm, Open MPI or a Cloud TPU pod, or set '
+        'JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID, or '
+        'drop --distributed=on for one process') from None
   return True

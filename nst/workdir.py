@@ -487,10 +487,11 @@ def run(config, path: Path, *, overwrite: bool = False,
     folder.check_config(config)
   loader = engine.Loader()
   entries = sweep.member_configs(config)[1] if is_sweep else []
+  configs = [cfg for _, _, cfg in entries] if is_sweep else [config]
+  chunking = _chunking(config, configs, devices, memory_check)
   if memory_check:  # before resolving: that reads the images at size
     _together(lambda: memory.check(
-        [cfg for _, _, cfg in entries] if is_sweep else [config],
-        chunk_size=sweep.settings(config).chunk_size if is_sweep else 0,
+        configs, chunk_size=chunking[0],
         devices=len(devices or jax.devices()) if is_sweep else 1),
               'another process refused the run for its memory (its error '
               'says why)')
@@ -502,6 +503,9 @@ def run(config, path: Path, *, overwrite: bool = False,
     else:
       members = [spec.resolve(config, loader.images_for(config))]
     checked['pending'] = folder.pending(members) if resume else None
+    for spec_, network in {(m.program.weights, m.program.network)
+                           for m in members}:
+      loader.params(spec_, network)  # a bad weights file or cache: now
     for m in members:  # their images at every scale, before anything is
       try:             # written (the loader keeps them for the run)
         for px in sorted({max(shape[:2]) for shape, _ in m.program.plan}):
@@ -532,17 +536,34 @@ def run(config, path: Path, *, overwrite: bool = False,
   try:
     return _run_members(config, folder, members, loader, resume=resume,
                         pending=pending, should_stop=should_stop,
-                        devices=devices)
+                        devices=devices, chunking=chunking)
   finally:
     folder.close()
 
 
+def _chunking(config, configs, devices, memory_check: bool
+              ) -> tuple[int, str | None]:
+  """A sweep's members per chunk (``sweep.chunk_size``, or when it is 0
+  ``engine.choose_chunk``'s) and the line saying why it was chosen; a
+  single run: (0, None)."""
+  if 'sweep' not in config:
+    return 0, None
+  chunk_size = sweep.settings(config).chunk_size
+  if chunk_size:
+    return chunk_size, None
+  return engine.choose_chunk(configs, len(devices or jax.devices()),
+                             memory_check=memory_check)
+
+
 def _run_members(config, folder, members, loader, *, resume, pending,
-                 should_stop, devices) -> list[engine.Result]:
+                 should_stop, devices, chunking) -> list[engine.Result]:
   is_sweep, lead, path = folder.sweep, folder.lead, folder.path
   kept = folder.finished(members, pending) if resume and is_sweep else {}
   groups = sweep.group(members)
-  chunk_size = sweep.settings(config).chunk_size if is_sweep else 0
+  chunk_size, why = chunking
+  if pending is not None and why:  # chosen: keep the stopped run's chunks
+    chunk_size, why = pending.image.shape[0], (
+        f'sweep: chunks of {pending.image.shape[0]}, as in the stopped run')
   if is_sweep:  # the engine skips only chunks kept whole: so do the rows
     devices_n = len(devices or jax.devices())
     whole = [chunk for g in groups for chunk in engine.chunk_members(
@@ -565,6 +586,8 @@ def _run_members(config, folder, members, loader, *, resume, pending,
             f'{jax.process_count()} process(es) -> {path}'
             + (f' ({len(kept)} finished before, kept)' if resume else ''),
             flush=True)
+      if why:
+        print(why, flush=True)
     else:
       h, w = program.plan[-1][0][:2]
       steps = ' + '.join(f'{n} at {max(shape[:2])} px'

@@ -1,17 +1,23 @@
 """Members per second: a sweep run as one batch versus member after member.
 
-  python scripts/bench_sweep.py [--members 8] [--sizes 64 128] [--steps 30]
-                                [--optimizer adam|lbfgs] [--weights SPEC]
+  python scripts/bench_sweep.py [--members 5 8] [--sizes 64 128]
+      [--steps 30] [--optimizers lbfgs lbfgs_zoom adam] [--weights SPEC]
 
-For each image size, N members (alpha/beta ratios, one program) are run
+For each optimiser, image size and member count N, N members (style
+weights from 1/4 to 4 times the default's, one program) of configs/default.py's recipe (its coarse scales
+included: ``--steps`` counts the steps at full size) are run
   batched:     nst.sweep (one vmapped, jitted step for all N, on every
                device), and
-  sequential:  each member as a run of its own (a group of one), N runs.
+  sequential:  the same sweep one member per device at a time (chunks of
+               the device count: ``--config.sweep.chunk_size=1`` on one
+               device), sharing the weights, images and compiled step.
 Two numbers per path: end-to-end members/s (wall clock, compilation and
 target computation included, as a user meets it) and steady-state members/s
 (from each path's steps/s after its first, compiling, step). Ratios are
-batched / sequential, measured in the same process. Random VGG-19 weights
-unless ``--weights`` is given: speed does not depend on the values.
+batched / sequential, measured in the same process. The pretrained VGG-19
+unless ``--weights`` is given: a line search's trials (lbfgs_zoom) depend
+on the loss the weights make; Adam's and lbfgs's steps do not
+(``--weights=random`` measures those as well).
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs import default  # noqa: E402
-from nst import engine, sweep  # noqa: E402
+from nst import engine, optim, step, sweep  # noqa: E402
 
 
 def sweep_config(members: int, size: int, steps: int, weights_spec: str,
@@ -41,66 +47,72 @@ def sweep_config(members: int, size: int, steps: int, weights_spec: str,
   c.save_every = 0
   c.sweep = ml_collections.ConfigDict()
   c.sweep.axes = ml_collections.ConfigDict()
-  c.sweep.axes.ratio = tuple(float(r) for r in np.logspace(-6, -3, members))
+  c.sweep.axes.style_weight = tuple(  # doubling around the default's
+      float(w) for w in c.style_weight * np.logspace(-2, 2, members, base=2))
   c.sweep.zip = ()
-  c.sweep.rows = 'ratio'
+  c.sweep.rows = 'style_weight'
   c.sweep.cols = ''
   c.sweep.chunk_size = 0
   return c
 
 
 def batched(config) -> tuple[float, float]:
-  """(wall seconds, seconds of steady-state stepping for all members)."""
+  """(wall seconds, seconds of stepping for all members after each chunk's
+  first step), for the sweep run as ``config.sweep.chunk_size`` says (0:
+  every member in one chunk)."""
+  jax.clear_caches()  # each path compiles what it runs, as a new process
+  engine.compiled.cache_clear()
+  step._jitted_update.cache_clear()  # pylint: disable=protected-access
   start = time.perf_counter()
   loader = engine.Loader()
   _, members = sweep.expand(config, loader.images_for)
   stepping = 0.0
   for group in sweep.group(members):
-    results = engine.run([group], loader=loader)
-    chunks = {r.chunk: r.steps_per_s for r in results}
-    stepping += sum(config.num_steps / s for s in chunks.values())
+    results = engine.run([group], loader=loader,
+                         chunk_size=config.sweep.chunk_size)
+    chunks = {r.chunk: (r.member.program.total_steps, r.steps_per_s)
+              for r in results}
+    stepping += sum(n / s for n, s in chunks.values())
   return time.perf_counter() - start, stepping
 
 
 def sequential(config) -> tuple[float, float]:
-  start = time.perf_counter()
-  _, members = sweep.expand(config)
-  stepping = 0.0
-  for m in members:
-    c = m.config
-    result, = engine.run([[m]], loader=engine.Loader(),
-                         devices=jax.devices()[:1])
-    stepping += c.num_steps / result.steps_per_s
-  return time.perf_counter() - start, stepping
+  """The same sweep with one member per device per chunk (what
+  ``--config.sweep.chunk_size=1`` runs on one device)."""
+  config.sweep.chunk_size = jax.device_count()
+  return batched(config)
 
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--members', type=int, default=8)
+  parser.add_argument('--members', type=int, nargs='+', default=[5, 8])
   parser.add_argument('--sizes', type=int, nargs='+', default=[64, 128])
   parser.add_argument('--steps', type=int, default=30)
-  parser.add_argument('--weights', default='random')
-  parser.add_argument('--optimizer', default='adam', choices=['adam', 'lbfgs'])
+  parser.add_argument('--weights', default='')
+  parser.add_argument('--optimizers', nargs='+', default=['lbfgs'],
+                      choices=list(optim.OPTIMIZERS))
   args = parser.parse_args(argv)
-  n = args.members
   print(f'{jax.device_count()} {jax.devices()[0].platform} device(s) '
-        f'({jax.devices()[0].device_kind}); {n} members x {args.steps} steps '
-        f'of {args.optimizer}',
-        flush=True)
-  print('size  path        wall s  members/s end-to-end  members/s steady  '
-        'ms per member-step', flush=True)
-  for size in args.sizes:
-    rows = {}
-    for name, path in (('sequential', sequential), ('batched', batched)):
-      wall, stepping = path(sweep_config(n, size, args.steps, args.weights,
-                                         args.optimizer))
-      rows[name] = (n / wall, n / stepping)
-      print(f'{size:4d}  {name:10s}  {wall:6.1f}  {n / wall:20.3f}  '
-            f'{n / stepping:16.3f}  {1e3 * stepping / n / args.steps:18.1f}',
-            flush=True)
-    print(f'{size:4d}  ratio batched/sequential: end-to-end '
-          f'{rows["batched"][0] / rows["sequential"][0]:.2f}x, steady '
-          f'{rows["batched"][1] / rows["sequential"][1]:.2f}x', flush=True)
+        f'({jax.devices()[0].device_kind}); {args.steps} steps at full size '
+        'after the default coarse scales', flush=True)
+  print('optimizer   size  n  path        wall s  members/s end-to-end  '
+        'members/s steady  ms per member-step', flush=True)
+  for optimizer in args.optimizers:
+    for size in args.sizes:
+      for n in args.members:
+        rows = {}
+        for name, path in (('sequential', sequential), ('batched', batched)):
+          config = sweep_config(n, size, args.steps, args.weights, optimizer)
+          wall, stepping = path(config)
+          steps = sum(s for s in config.scale_steps) + args.steps
+          rows[name] = (n / wall, n / stepping)
+          print(f'{optimizer:10s}  {size:4d}  {n}  {name:10s}  {wall:6.1f}  '
+                f'{n / wall:20.3f}  {n / stepping:16.3f}  '
+                f'{1e3 * stepping / n / steps:18.1f}', flush=True)
+        print(f'{optimizer:10s}  {size:4d}  {n}  ratio batched/sequential: '
+              f'end-to-end {rows["batched"][0] / rows["sequential"][0]:.2f}x,'
+              f' steady {rows["batched"][1] / rows["sequential"][1]:.2f}x',
+              flush=True)
   return 0
 
 

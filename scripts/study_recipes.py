@@ -80,6 +80,7 @@ RECIPES = {
                'scale_steps': ()},
     # One lever of the default changed at a time:
     'adam': {'optimizer': 'adam'},                  # projected Adam
+    'zoom': {'optimizer': 'lbfgs_zoom'},            # L-BFGS, line search
     'one-scale': {'scales': (), 'scale_steps': (), 'num_steps': 140},
     'equal-layers': {'style_layer_weights': (), 'style_weight': 11.6},
     'no-range': {'clip_pixels': False},             # unconstrained L-BFGS

@@ -25,7 +25,8 @@ SHALLOW = {'content_layers': ('relu2_1',),
            'style_layer_trims': ()}
 
 
-@pytest.mark.parametrize('optimizer,members', [('adam', 1), ('lbfgs', 2)])
+@pytest.mark.parametrize('optimizer,members', [('adam', 1), ('lbfgs', 2),
+                                               ('lbfgs_zoom', 2)])
 def test_the_estimate_is_within_the_stated_factor_of_xlas_plan(
     optimizer, members):
   # PLAN_FACTOR = (0.75, 1.5): the estimate of the step over XLA's plan of

@@ -118,7 +118,7 @@ def test_noise_init_is_seeded():
 
 
 @pytest.mark.parametrize('overrides,message', [
-    ({'optimizer': 'sgd'}, r"unknown optimizer 'sgd'; accepted: adam, lbfgs"),
+    ({'optimizer': 'sgd'}, r"unknown optimizer 'sgd'; accepted: lbfgs, lbfgs_zoom, adam"),
     ({'network': 'vgg11'}, r"unknown network 'vgg11'"),
     ({'style_layers': ('conv1_1', 'conv9_9')}, r"\['conv9_9'\]"),
     ({'style_layer_weights': (1.0, 2.0)},
@@ -240,7 +240,7 @@ def test_lbfgs_first_move_is_ten_grey_levels_rms():
   t = 10.0 * jnp.where(jnp.arange(n) % 2 == 0, 1.0, -1.0)
   for c in (1.0, 1e-6):
     f = lambda x: 0.5 * c * jnp.sum((x - t) ** 2)
-    opt = optim.make('lbfgs', optim.hyperparams(tiny_config()), size=n)
+    opt = optim.make('lbfgs_zoom', optim.hyperparams(tiny_config()), size=n)
     x = jnp.zeros(n)
     state = opt.init(x)
     value, grad = optax.value_and_grad_from_state(f)(x, state=state)
@@ -249,3 +249,7 @@ def test_lbfgs_first_move_is_ten_grey_levels_rms():
     np.testing.assert_allclose(x + updates, t, atol=1e-5)
     assert int(optax.tree_utils.tree_get(
         state, 'num_linesearch_steps')) == 1, c
+    # The fixed-step L-BFGS's first move is the same.
+    fixed = optim.make('lbfgs', optim.hyperparams(tiny_config()), size=n)
+    updates, _ = fixed.update(jax.grad(f)(x), fixed.init(x), x)
+    np.testing.assert_allclose(x + updates, t, atol=1e-5)

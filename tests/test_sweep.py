@@ -14,7 +14,7 @@ from PIL import Image
 
 from helpers import (random_vgg19, run_one, sweep_images, tiny_config,
                      tiny_inputs, tiny_sweep, tiny_sweep_file)
-from nst import engine, images, report, sweep, vgg, workdir
+from nst import engine, images, memory, report, sweep, vgg, workdir
 from nst import targets as nst_targets
 from nst import step as nst_step
 from nst.errors import UserError
@@ -67,16 +67,30 @@ def test_batched_sweep_equals_separate_runs(batched, optimizer):
   assert len(set(np.round(np.log10(losses), 3))) == 4
 
 
-def test_batched_lbfgs_on_a_cpu_suggests_one_member_per_device():
-  note = engine.batching_note('lbfgs', 20, 1, 'cpu')
-  assert '20 L-BFGS members per device' in note
-  assert '--config.sweep.chunk_size=1 ' in note
-  assert '--config.sweep.chunk_size=4 ' in engine.batching_note(
-      'lbfgs', 2, 4, 'cpu')
-  # Adam, one member per device, or an accelerator: no note.
-  for args in (('adam', 20, 1, 'cpu'), ('lbfgs', 1, 4, 'cpu'),
-               ('lbfgs', 20, 1, 'gpu'), ('lbfgs', 20, 1, 'tpu')):
-    assert engine.batching_note(*args) is None
+def test_chunk_size_0_chooses_all_members_when_they_fit(monkeypatch):
+  configs = [tiny_config(optimizer='lbfgs', style_weight=w)
+             for w in (1.0, 2.0, 3.0, 4.0, 5.0)]
+  monkeypatch.setattr(memory, 'available',
+                      lambda: {'host': (64 << 30, 'MemAvailable')})
+  size, why = engine.choose_chunk(configs, 1)
+  assert size == 5 and why.startswith('sweep: all 5 members in one batch (')
+  assert engine.choose_chunk(configs, 2)[0] == 6  # a multiple of devices
+  # Memory for two members and a bit: chunks of 2.
+  one = memory.estimate(configs, chunk_size=1).on_host
+  two = memory.estimate(configs, chunk_size=2).on_host
+  monkeypatch.setattr(memory, 'available', lambda: {
+      'host': ((two + memory.estimate(configs, chunk_size=3).on_host) // 2,
+               'MemAvailable')})
+  assert one < two
+  size, why = engine.choose_chunk(configs, 1)
+  assert size == 2 and 'chunks of 2 of the 5 members, the most that fit' in why
+  # A line search on a CPU: one member per device, whatever the memory.
+  zoom = [tiny_config(optimizer='lbfgs_zoom', style_weight=w)
+          for w in (1.0, 2.0, 3.0)]
+  size, why = engine.choose_chunk(zoom, 2)
+  assert size == 2 and "lbfgs_zoom's line search" in why
+  assert engine.choose_chunk(configs, 3, memory_check=False) == (
+      6, 'sweep: all 5 members in one batch (no memory check)')
 
 
 def _worker(*args, devices=4, env=None):

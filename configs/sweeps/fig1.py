@@ -45,5 +45,6 @@ def get_config():
                   'style_weight'),)
   c.sweep.rows = 'content_layers'
   c.sweep.cols = ''
-  c.sweep.chunk_size = 0        # 0 = all members in one batch
+  c.sweep.chunk_size = 0        # 0 = chosen for the machine (all that
+                                # fit in memory, in one batch)
   return c

@@ -36,5 +36,6 @@ def get_config():
   c.sweep.zip = (('style_image', 'ratio'),)
   c.sweep.rows = 'style_image'
   c.sweep.cols = ''
-  c.sweep.chunk_size = 0        # 0 = all members in one batch
+  c.sweep.chunk_size = 0        # 0 = chosen for the machine (all that
+                                # fit in memory, in one batch)
   return c

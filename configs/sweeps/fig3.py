@@ -10,13 +10,10 @@ layer weighted 1/(number of layers). Columns: alpha/beta = 1e-5, 1e-4, 1e-3,
 the normalised VGG-19 with average pooling, content relu4_2). The 20 members
 share one compiled step (a layer set is a weight vector over
 relu1_1..relu5_1) and are sharded over every device; ``sweep.chunk_size``
-bounds how many are in memory at once. Without the image overrides it runs
-on the bundled photo and texture of configs/default.py.
-
-On a CPU, add ``--config.sweep.chunk_size=1``: batched, every L-BFGS step
-waits for the slowest member's line search (timings: experiments/
-cpu_kernels). experiments/fig3/README.md has the smaller settings used
-there.
+bounds how many are in memory at once (0: as many as fit). Without the
+image overrides it runs on the bundled photo and texture of
+configs/default.py. experiments/fig3/README.md has the smaller settings
+used there.
 """
 import pathlib
 import runpy
@@ -41,5 +38,6 @@ def get_config():
   c.sweep.zip = ()              # product of the two axes: 5 x 4 members
   c.sweep.rows = 'style_layers'
   c.sweep.cols = 'ratio'
-  c.sweep.chunk_size = 0        # 0 = all 20 members in one batch
+  c.sweep.chunk_size = 0        # 0 = chosen for the machine (all that
+                                # fit in memory, in one batch)
   return c

@@ -30,5 +30,6 @@ def get_config():
   c.sweep.zip = ()
   c.sweep.rows = ''
   c.sweep.cols = 'content_image'  # one row of results
-  c.sweep.chunk_size = 0
+  c.sweep.chunk_size = 0        # 0 = chosen for the machine (all that
+                                # fit in memory, in one batch)
   return c

@@ -27,5 +27,6 @@ def get_config():
   c.sweep.zip = ()
   c.sweep.rows = ''
   c.sweep.cols = 'style_weight'
-  c.sweep.chunk_size = 0
+  c.sweep.chunk_size = 0        # 0 = chosen for the machine (all that
+                                # fit in memory, in one batch)
   return c
