@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import PIL.Image
 
 from nst import engine, images, memory, targets
 from nst.errors import UserError
@@ -35,10 +36,16 @@ def load_config(path: str | Path):
 
 
 def _rgb(array, background) -> np.ndarray:
-  """An image array as uint8 RGB. Integers span their type's range (uint8
-  0-255, uint16 0-65535, ...); floats are taken as 0-1 if none exceeds 1,
-  else 0-255. Grey is spread to three channels; a fourth channel is alpha,
-  composited on ``background`` as for image files."""
+  """An image array (or PIL image) as uint8 RGB.
+
+  uint8 spans 0-255 and uint16 0-65535 (16-bit images); any other integer
+  type (numpy's default int64, int32, ...) is taken as 0-255 and values
+  outside are refused; floats are 0-1 if none exceeds 1, else 0-255. Grey
+  is spread to three channels; a fourth channel is alpha, composited on
+  ``background`` as for image files. A PIL image is read as a file's
+  would be (any mode: palette, grey, 16-bit, CMYK, alpha)."""
+  if isinstance(array, PIL.Image.Image):
+    return images.pil_rgb(array, tuple(background))
   x = np.asarray(array)
   if x.ndim == 2:
     x = np.stack([x] * 3, axis=-1)
@@ -48,9 +55,16 @@ def _rgb(array, background) -> np.ndarray:
   if x.dtype == bool or not (np.issubdtype(x.dtype, np.integer) or
                              np.issubdtype(x.dtype, np.floating)):
     raise UserError(f'an image array of dtype {x.dtype}: accepted are '
-                    'integer and float arrays')
-  if np.issubdtype(x.dtype, np.integer):
+                    'integer and float arrays and PIL images')
+  if x.dtype in (np.uint8, np.uint16):
     x = x.astype(np.float64) / np.iinfo(x.dtype).max
+  elif np.issubdtype(x.dtype, np.integer):
+    if x.min() < 0 or x.max() > 255:
+      raise UserError(
+          f'an image array of dtype {x.dtype} with values {x.min()} to '
+          f'{x.max()}: accepted for this type are 0-255 (uint16 for 16-bit '
+          'images, floats for 0-1)')
+    x = x.astype(np.float64) / 255.0
   else:
     x = x.astype(np.float64)
     if not np.isfinite(x).all():
@@ -82,6 +96,10 @@ def transfer(content: Image, style: Image | Sequence[Image], *,
     config = load_config(config or DEFAULT_CONFIG)
   else:
     config = type(config)(config.to_dict())  # the caller's stays as it is
+  for name, given in (('content_image', 'content'), ('style_image', 'style')):
+    if name in overrides:
+      raise UserError(f'{name}= and the positional {given} both name the '
+                      f'{given} image; pass it once, as {given}')
   for name, value in overrides.items():
     if name not in config:
       raise UserError(f'unknown config field {name!r}')

@@ -198,22 +198,32 @@ def _decode(spec, path, max_pixels, background) -> np.ndarray:
       key = im.info.get('transparency') if key is None else key
       if key is not None and not isinstance(key, bytes):
         im.info['transparency'] = key
-      if im.mode.startswith('I') or im.mode == 'F':
-        rgb = _wide_grey(im)
-        if isinstance(key, int):
-          rgb[np.asarray(im) == key] = background
-      else:
-        if im.mode in ('RGBA', 'LA', 'PA') or key is not None:
-          im = im.convert('RGBA')
-          under = Image.new('RGBA', im.size, (*background, 255))
-          im = Image.alpha_composite(under, im)
-        rgb = np.asarray(im.convert('RGB'))
+      rgb = pil_rgb(im, background, key)
   except (UnidentifiedImageError, OSError, ValueError,
           Image.DecompressionBombError) as e:
     raise UserError(f'cannot read image {spec!r}: {e}') from None
   finally:
     Image.MAX_IMAGE_PIXELS = limit
   return rgb
+
+
+def pil_rgb(im: Image.Image, background: tuple[int, int, int] = WHITE,
+            key=None) -> np.ndarray:
+  """A decoded PIL image of any mode as RGB uint8 (H, W, 3): wide grey
+  (16/32-bit, float) by ``_wide_grey``, palettes by their colours, alpha
+  or a colour key (``key``, else the image's own) composited on
+  ``background``."""
+  key = im.info.get('transparency') if key is None else key
+  if im.mode.startswith('I') or im.mode == 'F':
+    rgb = _wide_grey(im)
+    if isinstance(key, int):
+      rgb[np.asarray(im) == key] = background
+    return rgb
+  if im.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or key is not None:
+    im = im.convert('RGBA')
+    under = Image.new('RGBA', im.size, (*background, 255))
+    im = Image.alpha_composite(under, im)
+  return np.asarray(im.convert('RGB'))
 
 
 def _png_key(path, im) -> int | tuple | None:

@@ -174,15 +174,50 @@ def config_error(e: Exception, argv, path: str) -> str | None:
   return f'unknown or invalid config field: {message}{hint}'
 
 
+class Console:
+  """A console stream whose failure does not cost the run: once a write
+  or flush fails (a closed pipe, ``| head -1``; a closed terminal, EIO),
+  the stream's descriptor is pointed at /dev/null and the run goes on
+  writing its files, silently."""
+
+  def __init__(self, stream):
+    self.stream, self.lost = stream, False
+
+  def _guard(self, action):
+    if self.lost:
+      return
+    try:
+      action()
+    except OSError:
+      self.lost = True
+      try:  # also for Python's final flush and writes below it
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self.stream.fileno())
+        os.close(devnull)
+      except (OSError, ValueError):
+        pass
+
+  def write(self, text):
+    self._guard(lambda: self.stream.write(text))
+    return len(text)
+
+  def flush(self):
+    self._guard(self.stream.flush)
+
+  def __getattr__(self, name):
+    return getattr(self.stream, name)
+
+
 def main(argv):
   logging.set_verbosity(logging.WARNING)
+  sys.stdout, sys.stderr = Console(sys.stdout), Console(sys.stderr)
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if _RESUME.value and not _WORKDIR.value:
     print('error: --resume needs --workdir: the directory of the run to '
           'continue', file=sys.stderr)
     sys.exit(2)
-  path = (Path(_WORKDIR.value) if _WORKDIR.value else
+  path = (Path(_WORKDIR.value).expanduser() if _WORKDIR.value else
           workdir.default_path(config_flags.get_config_filename(
               flags.FLAGS['config'])))
   config = _CONFIG.value
@@ -193,6 +228,7 @@ def main(argv):
     # join first.
     joined = 'sweep' in config and sweep.initialize_distributed(
         _DISTRIBUTED.value)
+    _check_backend()
     stop.install()  # until the process exits
     if joined and not _WORKDIR.value:
       raise UserError('a sweep over several processes needs --workdir: '
@@ -211,6 +247,23 @@ def main(argv):
     _exit(128 + (stop.signal or signal.SIGTERM))
   except KeyboardInterrupt:  # before the handlers were installed
     signals.interrupted()
+
+
+def _check_backend() -> None:
+  """Starts JAX's backend: a UserError if none can (``JAX_PLATFORMS``
+  naming a platform this machine lacks, e.g. 'cuda' without a GPU)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  try:
+    jax.devices()
+  except (RuntimeError, AssertionError, ValueError) as e:
+    wanted = os.environ.get('JAX_PLATFORMS', '')
+    reason = str(e).strip().splitlines()[0] if str(e).strip() else (
+        'no such device here, or its jaxlib plugin is not installed')
+    raise UserError(
+        (f'JAX_PLATFORMS={wanted!r}: ' if wanted else '') + 'no JAX backend '
+        f'could start ({reason}); unset JAX_PLATFORMS or name a platform '
+        'this machine has (cpu; cuda or tpu with their jaxlib plugins '
+        'installed)') from None
 
 
 def _exit(code: int):

@@ -1,9 +1,14 @@
-"""What stops a run: SIGINT and SIGTERM, turned into the engine's
-``should_stop`` (it then checkpoints after the step under way)."""
+"""What stops a run: SIGINT, SIGTERM and SIGHUP (the terminal closed),
+turned into the engine's ``should_stop`` (it then checkpoints after the
+step under way)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import threading
+
+STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def say(text: str) -> None:
@@ -28,7 +33,7 @@ def interrupted(signum=None, frame=None) -> None:
 
 
 class StopRequest:
-  """SIGINT and SIGTERM ask the run to stop after the step in progress and
+  """SIGINT, SIGTERM and SIGHUP ask the run to stop after the step in progress and
   the one queued behind it (the engine keeps at most one), or at once
   during a compilation; it then checkpoints. A second SIGINT interrupts
   at once.
@@ -44,8 +49,7 @@ class StopRequest:
     self.previous = {}
 
   def install(self) -> 'StopRequest':
-    self.previous = {s: signal.signal(s, self.handle)
-                     for s in (signal.SIGINT, signal.SIGTERM)}
+    self.previous = {s: signal.signal(s, self.handle) for s in STOPS}
     return self
 
   def __enter__(self):
@@ -66,3 +70,20 @@ class StopRequest:
 
   def __call__(self) -> bool:
     return self.signal is not None
+
+
+@contextlib.contextmanager
+def interrupt_raises():
+  """Within: SIGINT raises KeyboardInterrupt (Python's own handler), for
+  work with nothing to checkpoint that a Ctrl-C should end at once, such
+  as a download in a subprocess (which the Ctrl-C reaches too; leaving
+  the block kills it). The handler before comes back on exit. Only in
+  the main thread, where handlers can be set."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous)

