@@ -142,7 +142,7 @@ def _gather(tree):
   return multihost_utils.process_allgather(tree, tiled=True)
 
 
-def _any_process(flag: bool) -> bool:
+def any_process(flag: bool) -> bool:
   """``flag`` or'ed over the processes: all of them stop after the same
   step, whichever was asked (one that stopped alone would leave the others
   waiting in its checkpoint's collectives). Costs a collective, and so a
@@ -164,7 +164,7 @@ def _local_slots(array) -> dict[int, np.ndarray]:
 
 # --- Compiled functions ------------------------------------------------------
 
-def _over_members(fn: Callable, single: bool, shared_first: bool):
+def over_members(fn: Callable, single: bool, shared_first: bool):
   """``fn`` of one member lifted to a leading member axis: ``jax.vmap``,
   or for a batch of one, the member taken out and put back (the same
   computation as ``fn`` itself). ``shared_first``: the first argument (the
@@ -187,7 +187,7 @@ def compiled(update: spec.Update, mesh: Mesh, batch: int):
   per_member = NamedSharding(mesh, PartitionSpec('member'))
   replicated = NamedSharding(mesh, PartitionSpec())
   single = batch == 1 and mesh.devices.size == 1
-  lift = functools.partial(_over_members, single=single)
+  lift = functools.partial(over_members, single=single)
   step_ = jax.jit(lift(step.make_update(program), shared_first=True),
                   in_shardings=(replicated,) + (per_member,) * 4,
                   out_shardings=per_member, donate_argnums=(3, 4))
@@ -520,7 +520,7 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
         if (program.checkpoint_every and i % program.checkpoint_every == 0
             and i < total_steps):
           keep_checkpoint(i, logged)
-        if i < total_steps and should_stop and _any_process(should_stop()):
+        if i < total_steps and should_stop and any_process(should_stop()):
           kept_state = keep_checkpoint(i, logged)
           if not finite[:len(chunk)].any():
             stopped = True  # nothing finite to keep: it diverged

@@ -18,7 +18,7 @@ from flax import struct
 
 from nst import images, losses, optim, vgg
 from nst.spec import Program, Update
-from nst.targets import Targets, _features
+from nst.targets import Targets, features
 
 
 @struct.dataclass
@@ -52,7 +52,7 @@ def objective(model, params, targets: Targets, image):
   """Total loss of one image and its parts (content, style, tv)."""
   layers = tuple(targets.content) + tuple(
       l for l in targets.style if l not in targets.content)
-  feats = _features(model, params, image, layers)
+  feats = features(model, params, image, layers)
   return losses.total_loss(
       feats=feats, image=image, content_targets=targets.content,
       style_targets=targets.style, content_weights=targets.content_weights,
@@ -153,3 +153,9 @@ def make_step(program: Program | Update) -> Callable:
 @functools.cache
 def _jitted_update(update: Update) -> Callable:
   return jax.jit(make_update(update), donate_argnums=(3, 4))
+
+
+def clear_cache() -> None:
+  """Forgets the jitted updates (``make_step``'s cache): a benchmark's
+  fresh start, compiling again as a new process would."""
+  _jitted_update.cache_clear()

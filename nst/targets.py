@@ -44,7 +44,7 @@ class Targets:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
-def _features(model, params, image, layers):
+def features(model, params, image, layers):
   """Features of one (H, W, 3) image, without the batch axis."""
   return {k: v[0] for k, v in model.apply(params, image[None], layers).items()}
 
@@ -57,7 +57,7 @@ def _moments(model, params, image, layers, trims=()):
   trims = dict(trims)
   return {l: losses.moments(f, losses.typical_mask(f, trims[l])
                             if trims.get(l, 0) > 0 else None)
-          for l, f in _features(model, params, image, layers).items()}
+          for l, f in features(model, params, image, layers).items()}
 
 
 def forward_params(params):
@@ -73,7 +73,7 @@ def _content_targets(model, params, image, weights, scaling):
   """Content features (float32) at the layers of ``weights``, each layer's
   weight times its scale (``losses.content_scale``), and the TV and range
   penalty scales."""
-  feats = {k: v.astype(jnp.float32) for k, v in _features(
+  feats = {k: v.astype(jnp.float32) for k, v in features(
       model, params, image, tuple(weights)).items()} if weights else {}
   scaled = {l: w * losses.content_scale(feats[l], scaling)
             for l, w in weights.items()}
@@ -228,7 +228,7 @@ def make_targets(config, model, params, inputs: Inputs, *,
       tv_scale=tv_scale, range_scale=range_scale)
   if inputs.masks is None:
     return targets
-  shapes = jax.eval_shape(lambda x: _features(model, params, x,
+  shapes = jax.eval_shape(lambda x: features(model, params, x,
                                               tuple(style_w)), content)
   nonempty = (inputs.masks.reshape(len(blend), -1).max(axis=1) > 0)
   return targets.replace(style_masks=_layer_masks(inputs.masks, shapes),

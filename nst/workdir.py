@@ -463,8 +463,7 @@ def _together(action: Callable[[], Any], refused: str) -> None:
     action()
   except UserError as e:
     error = e
-  # pylint: disable-next=protected-access
-  if engine._any_process(error is not None) and error is None:
+  if engine.any_process(error is not None) and error is None:
     error = UserError(refused)
   if error is not None:
     raise error

@@ -59,7 +59,7 @@ def main(argv=None) -> int:
   for size in args.sizes:
     program, params, tgt, hp, image = setup(size, args.optimizer)
     update = step.make_update(program.update)
-    fns = {'unbatched': jax.jit(engine._over_members(  # pylint: disable=protected-access
+    fns = {'unbatched': jax.jit(engine.over_members(
                update, single=True, shared_first=True), donate_argnums=(3, 4)),
            'vmapped': jax.jit(jax.vmap(update, in_axes=(None, 0, 0, 0, 0)),
                               donate_argnums=(3, 4))}

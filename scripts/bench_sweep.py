@@ -62,7 +62,7 @@ def batched(config) -> tuple[float, float]:
   every member in one chunk)."""
   jax.clear_caches()  # each path compiles what it runs, as a new process
   engine.compiled.cache_clear()
-  step._jitted_update.cache_clear()  # pylint: disable=protected-access
+  step.clear_cache()
   start = time.perf_counter()
   loader = engine.Loader()
   _, members = sweep.expand(config, loader.images_for)

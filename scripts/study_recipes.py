@@ -134,7 +134,7 @@ def recipe_config(name: str, content: str, style: str, size: int):
 def run_one(config, params) -> tuple[np.ndarray, float]:
   """The output (RGB uint8) and the wall time of one run, from cold caches."""
   jax.clear_caches()
-  step._jitted_update.cache_clear()  # pylint: disable=protected-access
+  step.clear_cache()
   engine.compiled.cache_clear()
   start = time.perf_counter()
   image, _ = engine.stylize(config, params=params)

@@ -32,7 +32,7 @@ def test_trimmed_style_targets_are_the_typical_positions_moments():
   trimmed = nst_targets.make_targets(config, model, PARAMS, inputs).style
   config.style_layer_trims = ()
   whole = nst_targets.make_targets(config, model, PARAMS, inputs).style
-  feats = nst_targets._features(model, PARAMS, jnp.asarray(inputs.styles[0]),
+  feats = nst_targets.features(model, PARAMS, jnp.asarray(inputs.styles[0]),
                                 ('relu5_1',))['relu5_1']
   mask = losses.typical_mask(feats, 0.25)
   assert 0 < float(mask.sum()) < mask.size

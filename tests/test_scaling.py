@@ -71,7 +71,7 @@ def test_relative_content_term_of_the_photo_and_of_black():
     own = nst_step.objective(model, PARAMS, targets,
                             jnp.asarray(inputs.content))[1]
     assert float(own['content']) == 0.0
-    feats = nst_targets._features(model, PARAMS, jnp.asarray(inputs.content),
+    feats = nst_targets.features(model, PARAMS, jnp.asarray(inputs.content),
                               ('relu4_2',))['relu4_2']
     zero = losses.content_scale(feats, 'relative') * \
         losses.layer_content_loss(jnp.zeros_like(feats), feats)
