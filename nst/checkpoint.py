@@ -51,6 +51,11 @@ class Checkpoint:
   extra: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
+# What a user who cannot continue does instead (a plain rerun is refused:
+# the workdir holds the stopped run's files).
+RESTART = ('start the run again with --overwrite in place of --resume (it '
+           "replaces the stopped run's files)")
+
 def leaf_names(tree, prefix: str = '') -> dict[str, Any]:
   """{name: leaf} with ``/``-joined names built from field and key names:
   a dataclass's or named tuple's fields, a dict's keys, and for a tuple
@@ -117,21 +122,21 @@ def load(path: str | os.PathLike) -> Checkpoint:
     if int(arrays.pop('format', 1)) != FORMAT:
       raise UserError(f'checkpoint {str(path)!r} was written by an earlier '
                       'version of nst, whose checkpoints this one cannot '
-                      'continue; rerun without --resume')
+                      f'continue; {RESTART}')
     done, image = arrays.pop('done'), arrays.pop('image')
     config = arrays.pop('config')
   except FileNotFoundError:
     raise UserError(f'no checkpoint at {str(path)!r}') from None
   except EOFError:  # np.load of an empty file
     raise UserError(f'cannot read checkpoint {str(path)!r}: it is empty; '
-                    'rerun without --resume') from None
+                    f'{RESTART}') from None
   except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
-    raise UserError(f'cannot read checkpoint {str(path)!r}: {e}; rerun '
-                    'without --resume') from None
+    raise UserError(f'cannot read checkpoint {str(path)!r}: {e}; '
+                    f'{RESTART}') from None
   config = _json_object(config)
   if problem := _malformed(done, image, config):
     raise UserError(f'checkpoint {str(path)!r} is malformed: {problem}; '
-                    'rerun without --resume')
+                    f'{RESTART}')
   done = int(done)
   state = {k[len('state/'):]: v for k, v in arrays.items()
            if k.startswith('state/')}

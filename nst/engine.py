@@ -321,7 +321,7 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
         raise UserError(
             f'the checkpoint is of step {resumed.done}; this run has '
             f'{total_steps} steps, so it can continue after step 1 to '
-            f'{total_steps - 1} only; rerun without --resume')
+            f'{total_steps - 1} only; {checkpoint.RESTART}')
       kept_finite = resumed.extra.get('finite')
       if kept_finite is None or np.shape(kept_finite) != (size,):
         raise UserError('the checkpoint is malformed: it does not say which '

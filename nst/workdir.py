@@ -315,7 +315,7 @@ class Workdir:
       return ckpt
     if not self.sweep:
       raise UserError(f'the input images of the run in {str(self.path)!r} '
-                      'changed since it was stopped; rerun without --resume')
+                      f'changed since it was stopped; {checkpoint.RESTART}')
     print(f'note: {path} was made from other inputs or members; its chunk '
           'runs again from the start', flush=True)
     return None

@@ -109,8 +109,8 @@ def test_unreadable_checkpoints_are_user_errors(tmp_path):
   # key strings) is refused by name.
   np.savez(tmp_path / 'old.npz', done=np.int64(1), image=np.zeros((2, 2, 3)),
            config=np.array('{}'), **{"state['average']['count']": np.int32(1)})
-  with pytest.raises(UserError, match='earlier version of nst.*without '
-                     '--resume'):
+  with pytest.raises(UserError, match='earlier version of nst.*again with '
+                     '--overwrite in place of --resume'):
     checkpoint.load(tmp_path / 'old.npz')
 
 
@@ -146,7 +146,8 @@ def test_malformed_checkpoints_are_one_error(tmp_path):
                    'checkpoint {} is malformed: ' + problem))
   for path, message in cases:
     with pytest.raises(UserError, match='^' + message.format(
-        repr(str(path))) + '; rerun without --resume$'):
+        repr(str(path))) + '; start the run again with --overwrite in place '
+        'of --resume'):
       checkpoint.load(path)
   assert checkpoint.load(_saved(tmp_path / 'ok.npz')).done == 1
 
@@ -158,7 +159,7 @@ def test_a_checkpoint_outside_the_run_is_refused(tmp_path):
                                   done=np.int64(done)))
     with pytest.raises(UserError, match=f'^the checkpoint is of step {done}; '
                        'this run has 3 steps, so it can continue after step '
-                       '1 to 2 only; rerun without --resume$'):
+                       '1 to 2 only; start the run again with --overwrite'):
       run_one(config, PARAMS, resume=ckpt)
 
 
