@@ -38,7 +38,9 @@ from nst import files, images
 from nst.errors import UserError
 
 NAME = 'checkpoint.npz'
-FORMAT = 2
+# 3: the state counts its objective evaluations; 'lbfgs' is the fixed-step
+# L-BFGS (2's L-BFGS state is now lbfgs_zoom's).
+FORMAT = 3
 
 
 @dataclasses.dataclass
