@@ -129,6 +129,7 @@ def test_the_table_names_every_optimiser_and_refuses_others():
     assert jax.tree.leaves(state)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('optimizer', ['lbfgs', 'lbfgs_zoom'])
 def test_each_log_row_counts_the_evaluations_per_step(optimizer):
   # lbfgs: exactly one per step; lbfgs_zoom: its search's trials (at

@@ -49,6 +49,7 @@ def test_stops_at_deepest_requested_layer():
   assert jaxpr.count('conv_general_dilated') == 3
 
 
+@pytest.mark.slow
 def test_prepared_params_stop_at_the_deepest_requested_layer():
   x = jnp.zeros((1, 32, 32, 3))
   full = vgg.VGG().init(jax.random.key(0), x)
