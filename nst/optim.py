@@ -63,8 +63,7 @@ class Optimizer:
   build(hparams, memory, size): the optax transformation for an image of
     ``size`` values (``memory``: the config's ``lbfgs_memory``).
   linesearch: its update takes ``value``, ``grad`` and ``value_fn`` (the
-    objective); ``nst.step`` then passes them and keeps pixels in range by
-    a penalty in that objective rather than by projecting after the step.
+    objective), which ``nst.step`` then passes.
   evals(state): objective evaluations (value and gradient) the step that
     produced ``state`` made, an int32 array.
   state_images(memory): image-sized buffers in its state (``nst.memory``).
@@ -189,11 +188,19 @@ class FixedLbfgsState(NamedTuple):
 
 def fixed_lbfgs(memory: int, first_norm: float
                 ) -> optax.GradientTransformation:
-  """L-BFGS with a unit step: ``-H g`` (H from the last ``memory`` pairs,
-  two-loop recursion), the first step ``-g`` scaled to norm
-  ``first_norm``. A pair with ``s.y <= CURVATURE_EPS |s| |y|`` (not convex
-  along the step) is not stored, so H stays positive definite. One array
-  leaf (the image) is supported."""
+  """L-BFGS with a unit step: ``-H g`` (``scale_by_fixed_lbfgs``), the
+  first step ``-g`` scaled to norm ``first_norm`` (``first_step_norm``, as
+  in ``lbfgs_zoom``'s chain)."""
+  return optax.chain(scale_by_fixed_lbfgs(memory), first_step_norm(first_norm),
+                     optax.scale(-1.0))
+
+
+def scale_by_fixed_lbfgs(memory: int) -> optax.GradientTransformation:
+  """``H g``, H from the last ``memory`` pairs of point and gradient
+  differences (two-loop recursion), scaled by ``gamma = s.y / y.y`` of the
+  newest; with no pairs yet, ``g``. A pair with ``s.y <= CURVATURE_EPS |s|
+  |y|`` (not convex along the step) is not stored, so H stays positive
+  definite. One array leaf (the image) is supported."""
 
   def init(params):
     zeros = jnp.zeros((memory,) + params.shape, params.dtype)
@@ -221,18 +228,14 @@ def fixed_lbfgs(memory: int, first_norm: float
       return q - a * y_ring[i], a
 
     q, a = jax.lax.scan(back, grad, newest_first)
-    r = gamma * q
 
     def forward(r, ia):
       i, a = ia
       b = rho[i] * jnp.vdot(y_ring[i], r)
       return r + (a - b) * s_ring[i], None
 
-    r, _ = jax.lax.scan(forward, r, (newest_first[::-1], a[::-1]))
-    length = jnp.sqrt(jnp.vdot(grad, grad))  # 0 at a converged start
-    first = first_norm / jnp.where(length > 0, length, 1.0)
-    direction = jnp.where(state.count == 0, first * grad, r)
-    return -direction, FixedLbfgsState(
+    r, _ = jax.lax.scan(forward, gamma * q, (newest_first[::-1], a[::-1]))
+    return r, FixedLbfgsState(
         count=optax.safe_increment(state.count), params=params, grad=grad,
         s=s_ring, y=y_ring, rho=rho, kept=kept, gamma=gamma)
 

@@ -67,8 +67,8 @@ def make_update(program: Program | Update) -> Callable:
 
   ``update(params, targets, hparams, image, state) -> (image, state,
   metrics)``, ``metrics['loss']`` being the total loss of the image that went
-  in (with L-BFGS and ``clip_pixels``, plus the range penalty), and
-  ``metrics['evals']`` the objective evaluations the step made.
+  in (with L-BFGS and ``clip_pixels``, plus the range penalty); the
+  state counts the objective evaluations (``State.evals``).
 
   ``clip_pixels`` keeps the image within valid pixel values: Adam's by
   projecting it after each step; L-BFGS's by adding
@@ -105,9 +105,8 @@ def make_update(program: Program | Update) -> Callable:
     if project:
       image = jnp.clip(image, lo, hi)
     average = optim.average_update(state.average, image, hparams.avg_decay)
-    evals = kind.evals(opt_state)
-    return image, State(opt_state, average, state.evals + evals), {
-        'loss': value, 'evals': evals}
+    evals = state.evals + kind.evals(opt_state)
+    return image, State(opt_state, average, evals), {'loss': value}
 
   return update
 

@@ -75,7 +75,8 @@ def test_a_pair_of_negative_curvature_is_not_kept():
   opt = optim.fixed_lbfgs(5, first_norm=0.1)
   x = jnp.array([1.0, 0.0])
   points, state = _steps(opt, f, x, 2)
-  assert int(state.kept) == 0 and float(jnp.abs(state.rho).max()) == 0.0
+  history = state[0]  # fixed_lbfgs's chain: the L-BFGS state first
+  assert int(history.kept) == 0 and float(jnp.abs(history.rho).max()) == 0.0
   g = jax.grad(f)(points[1])
   np.testing.assert_allclose(points[2] - points[1], -g, rtol=1e-6)
   assert f(points[2]) < f(points[1]) < f(points[0])
