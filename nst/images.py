@@ -169,6 +169,9 @@ def read_rgb(spec: str, *, max_pixels: int = DEFAULT_MAX_PIXELS,
   """
   if is_builtin(spec):
     return _builtin(spec)
+  if '://' in spec:
+    raise UserError(f'image {spec!r} is a URL; images are read from files: '
+                    'download it and give its path')
   path = files.check_regular(Path(spec).expanduser(), 'image')
   with _PIL_LIMIT:
     rgb = _decode(spec, path, max_pixels, background)

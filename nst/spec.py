@@ -26,6 +26,7 @@ from nst import colour, images, losses, optim, vgg
 from nst.errors import UserError
 
 INITS = ('content', 'noise')
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # a weight above: inf
 COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
@@ -164,8 +165,16 @@ def min_image_side(config) -> int:
 
 
 def style_specs(config) -> list[str]:
-  """The style image sources: ``style_image`` split at commas."""
-  return [s.strip() for s in config.style_image.split(',')]
+  """The style image sources: ``style_image`` split at commas (a file
+  whose own name has a comma is refused, saying so)."""
+  specs = [s.strip() for s in config.style_image.split(',')]
+  whole = Path(config.style_image).expanduser()
+  if len(specs) > 1 and whole.is_file() and not all(
+      images.is_builtin(s) or Path(s).expanduser().exists() for s in specs):
+    raise UserError(f'style_image {config.style_image!r} is one file whose '
+                    'name has a comma, and commas separate style images: '
+                    'rename or link it without the comma')
+  return specs
 
 
 def mask_specs(config) -> list[str]:
@@ -215,8 +224,12 @@ def check_content_shape(config, shape, size: int | None = None) -> None:
     final = size in (None, config.image_size)
     where = (f'image_size={config.image_size}' if final else
              f'the coarse scale of {size} px (scales={tuple(config.scales)})')
-    fix = ('raise image_size' if final else 'raise image_size or leave '
-           'out the smaller scales (scales=() for one scale)')
+    # The shorter side grows with the longer one: the size that gives it
+    # ``needed`` px (at this scale's fraction of image_size).
+    works = math.ceil(config.image_size * needed / min(h, w))
+    fix = (f'raise image_size (to {works} or more)' if final else
+           f'raise image_size (to {works} or more) or leave out the smaller '
+           'scales (scales=() for one scale)')
     raise UserError(f'at {where} the content image is '
                     f'{w}x{h} px; the requested layers need a shorter side of '
                     f'at least {needed} px: {fix}')
@@ -267,14 +280,16 @@ def _check(config) -> None:
       raise UserError(f'{kind}_layers {layers} names a layer twice')
     _check_per_layer(config, kind)
     for w in weights:
-      if not (math.isfinite(w) and w >= 0):
+      if not (math.isfinite(w) and 0 <= w <= FLOAT32_MAX):
         raise UserError(f'{kind}_layer_weights {weights}: each must be a '
-                        'finite number >= 0')
+                        f'finite number >= 0 and at most {FLOAT32_MAX:.3g} '
+                        '(float32)')
   for field in ('content_weight', 'style_weight', 'tv_weight',
                 'learning_rate', 'init_noise_std'):
     value = config[field]
-    if not (math.isfinite(value) and value >= 0):
-      raise UserError(f'{field}={value!r}: accepted is a finite number >= 0')
+    if not (math.isfinite(value) and 0 <= value <= FLOAT32_MAX):
+      raise UserError(f'{field}={value!r}: accepted is a finite number >= 0 '
+                      f'and at most {FLOAT32_MAX:.3g} (float32)')
   if config.image_size < min_image_side(config):
     raise UserError(f'image_size={config.image_size} is too small for the '
                     f'requested layers; accepted: >= {min_image_side(config)}')
@@ -381,7 +396,7 @@ def _check_controls(config) -> None:
                     f'px from {needed} (the layers\' minimum) or a fraction '
                     'of image_size between 0 and 1 (e.g. (0.25, 0.5)), or () '
                     'for one scale')
-  if steps and (len(steps) != len(scales) or
+  if steps and scales and (len(steps) != len(scales) or
                 any(isinstance(s, bool) or not isinstance(s, int) or s < 0
                     for s in steps)):
     raise UserError(f'scale_steps={steps}: accepted is () (num_steps at '

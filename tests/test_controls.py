@@ -272,11 +272,30 @@ def test_mean_cov_style_loss_is_optimised():
     ({'scales': (24, 16)}, 'increasing'),
     ({'scales': (8,)}, r'scales=\(8,\).* from 16'),
     ({'scales': (16, 24), 'scale_steps': (5,)}, r'scale_steps=\(5,\)'),
+    ({'style_weight': 1e300}, r'style_weight=1e\+300: accepted is a finite '
+     r'number >= 0 and at most 3.4e\+38 \(float32\)'),
+    ({'style_layer_weights': (1.0, 1.0, 1.0, 1.0, 1e39)},
+     r'style_layer_weights .* at most 3.4e\+38'),
 ])
 def test_bad_control_values_are_named(overrides, message):
   from nst.errors import UserError
   with pytest.raises(UserError, match=message):
     spec.check(tiny_config(**overrides))
+
+
+def test_one_scale_needs_no_scale_steps():
+  # scales=() leaves the default's scale_steps nothing to count.
+  config = tiny_config(scales=(), scale_steps=(150, 150))
+  spec.check(config)
+  assert spec.scale_plan(config) == [(32, 2)]
+
+
+def test_too_thin_a_photo_names_the_size_that_works():
+  from nst.errors import UserError
+  config = tiny_config(image_size=256, scales=())
+  with pytest.raises(UserError, match=r'content image is 256x8 px; .* '
+                     r'at least 16 px: raise image_size \(to 512 or more\)'):
+    spec.check_content_shape(config, (8, 256, 3), 256)
 
 
 def test_too_small_a_style_scale_is_a_user_error():

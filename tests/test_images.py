@@ -223,3 +223,17 @@ def test_a_colour_key_at_16_or_2_bits_is_composited(tmp_path):
   got = images.read_rgb(grey2, background=green)
   assert got[0, :, 0].tolist() == [0, 85, 170, 0]
   assert got[0, 3].tolist() == list(green)
+
+
+def test_a_url_or_a_comma_in_a_file_name_is_one_clear_error(tmp_path):
+  with pytest.raises(UserError, match="^image 'http://example.com/a.jpg' is "
+                     'a URL; images are read from files'):
+    images.read_rgb('http://example.com/a.jpg')
+  odd = tmp_path / 'a,b.png'
+  Image.new('RGB', (8, 8)).save(odd)
+  config = type('C', (), {'style_image': str(odd)})()
+  with pytest.raises(UserError, match='is one file whose name has a comma'):
+    spec.style_specs(config)
+  config.style_image = f'{odd.parent / "a.png"},nst:swirls'
+  assert spec.style_specs(config) == [str(odd.parent / 'a.png'),
+                                      'nst:swirls']
