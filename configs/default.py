@@ -26,9 +26,9 @@ def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
 
   # --- Images: a path, 'skimage:NAME' (bundled sample) or 'nst:swirls'.
-  c.content_image = 'skimage:chelsea'
-  c.style_image = 'nst:swirls'  # several: 'a.jpg,b.jpg' (blended, or one
-                                # per mask region)
+  c.content_image = 'skimage:chelsea'  # the photo
+  c.style_image = 'nst:swirls'  # the painting; several: 'a.jpg,b.jpg'
+                                # (blended, or one per mask region)
   c.image_size = 256            # longer side of the output, px
   c.alpha_background = (255, 255, 255)  # transparent pixels are composited
                                 # on this colour (R, G, B)
@@ -83,8 +83,9 @@ def get_config() -> ml_collections.ConfigDict:
                                 # the same at any size and aspect ratio, for
                                 # any style image and network | 'paper': the
                                 # paper's formulas (configs/paper.py)
-  c.content_layers = ('relu4_2',)
+  c.content_layers = ('relu4_2',)  # whose features the result keeps
   c.content_layer_weights = ()  # () = 1.0 per layer
+  # Whose statistics (Gram matrices) the result matches to the painting's.
   c.style_layers = ('relu1_1', 'relu2_1', 'relu3_1', 'relu4_1', 'relu5_1')
   # w_l per style layer; () = 1/len(style_layers) each (the paper's choice).
   # relu4_1 carries a painting's large strokes and is the hardest to match
@@ -107,13 +108,13 @@ def get_config() -> ml_collections.ConfigDict:
                                 # step) | 'lbfgs_zoom' (line search) |
                                 # 'adam'
   c.learning_rate = 2.0         # Adam, on the 0-255 pixel scale
-  c.lr_decay_steps = 100        # x lr_decay_rate every lr_decay_steps,
-  c.lr_decay_rate = 0.94        # staircase
-  c.lbfgs_memory = 10
+  c.lr_decay_steps = 100        # Adam: the rate falls every this many steps
+  c.lr_decay_rate = 0.94        # ... by this factor (staircase)
+  c.lbfgs_memory = 10           # L-BFGS: curvature pairs kept
   c.num_steps = 70              # at image_size (after the coarser scales)
   c.init = 'content'            # 'content' | 'noise' | an image path
   c.init_noise_std = 1.0        # std of the white noise (0-255 scale)
-  c.seed = 0
+  c.seed = 0                    # of init='noise'
   c.avg_decay = 0.0             # iterate averaging: the output is the
                                 # bias-corrected EMA of the image with this
                                 # decay (e.g. 0.99); 0 = the last iterate

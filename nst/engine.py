@@ -31,7 +31,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from nst import checkpoint, colour, images, optim, step, targets, vgg, weights
-from nst import memory, spec
+from nst import memory, progress, spec
 from nst.errors import Diverged, Stopped, UserError
 from nst.spec import Member, largest_side
 
@@ -61,7 +61,9 @@ class Callbacks:
 
   def log(self, row: dict[str, Any]) -> None:
     """One member's losses at a log step (process 0): member, step, size,
-    loss, content, style, tv, steps_per_s."""
+    loss, content, style, tv, evals_per_step (after step 0), steps_per_s,
+    time_s (since the chunk started) and left_s (the run's estimated time
+    left; None until a scale's rate is measured)."""
 
   def save(self, member: Member, step_: int, image: np.ndarray) -> None:
     """The output after ``step_`` steps (every ``save_every`` steps, and
@@ -265,7 +267,8 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
               callbacks: Callbacks | None = None,
               should_stop: Callable[[], bool] | None = None,
               resume: checkpoint.Checkpoint | None = None,
-              kept: dict[int, Result] | None = None) -> list[Result]:
+              kept: dict[int, Result] | None = None,
+              chunks_after: int = 0) -> list[Result]:
   """Optimises every member of one group (one ``Program``); returns their
   results. A chunk whose members all have a result in ``kept`` (finished
   by an earlier, stopped run) is not run again: its kept results are
@@ -276,7 +279,8 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
   so far, and raises ``Stopped``. ``resume``, a checkpoint of such a chunk
   (``extra['members']``: its member indices), continues that chunk from
   its step. A member whose loss becomes non-finite is marked 'diverged';
-  a chunk whose members all diverged ends early.
+  a chunk whose members all diverged ends early. ``chunks_after``: the
+  chunks of later groups still to run (the time left counts them).
   """
   cb = callbacks or Callbacks()
   program = members[0].program
@@ -331,7 +335,7 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
     first_step = resumed.done if resumed else 0
     last, last_finite, last_out = {}, {}, []
     clock = {'start': time.perf_counter(), 'first': None, 'log': None,
-             'log_step': first_step, 'evals': (-1, None)}
+             'log_step': first_step, 'evals': (-1, None), 'history': []}
     image = state = hparams = chunk_targets = None
     done, scale = 0, 0
 
@@ -353,12 +357,23 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
             last_finite[j] = (at_step, restored(j, value, at_inputs))
       finite[:] &= now_finite
 
-    def row(j, i, total, parts, rate=0.0, evals=None):
+    def row(j, i, total, parts, rate=0.0, evals=None, times=(None, None)):
       return {'member': chunk[j].index, 'step': i,
               'size': max(plan[scale][0][:2]), 'loss': float(total[j]),
               **{k: float(v[j]) for k, v in parts.items()},
               **({} if evals is None else {'evals_per_step': evals[j]}),
-              'steps_per_s': rate}
+              'steps_per_s': rate, 'time_s': times[0], 'left_s': times[1]}
+
+    def times(i, now):
+      """Seconds since the chunk started, and the estimated seconds left
+      in the run (``progress.estimate``: this chunk's, and its steps'
+      time again for each chunk after it; None until measured)."""
+      clock['history'].append((i, now - clock['start']))
+      guess = progress.estimate(plan, clock['history'])
+      if guess is None:
+        return now - clock['start'], None
+      later = len(chunks) - chunk_index - 1 + chunks_after
+      return now - clock['start'], guess[0] + later * guess[1]
 
     def evals_per_step(i, evals):
       """Objective evaluations per step since the last log row of this
@@ -379,13 +394,19 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
       clock['log'], clock['log_step'] = now, i
       mark(np.isfinite(total))
       last_out[:] = [(i, finish(hparams, image, state), inputs)]
+      elapsed = times(i, now)
       for j in range(len(chunk)):
-        last[j] = row(j, i, total, parts, rate, per_step if i else None)
+        last[j] = row(j, i, total, parts, rate, per_step if i else None,
+                      elapsed)
         if lead:
           cb.log(last[j])
       if lead:
-        cb.progress(_progress_line(program, chunk, chunk_index, len(chunks),
-                                   group_index, last, total, rate))
+        cb.progress(progress.line(
+            total_steps=total_steps, scales=len(plan),
+            chunk_size=len(chunk), named=bool(chunk[0].values),
+            rows=[last[j] for j in range(len(chunk))], totals=total,
+            rate=rate, left_s=elapsed[1], group=group_index,
+            chunk=chunk_index, chunks=len(chunks)))
 
     def save(i):
       for j, value in outputs().items():
@@ -544,7 +565,7 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
       cb.image(chunk[j], restored(j, value))
     for j, m in enumerate(chunk):
       metrics = {k: v for k, v in last[j].items()
-                 if k not in ('member', 'steps_per_s')}
+                 if k not in ('member', 'steps_per_s', 'time_s', 'left_s')}
       results.append(Result(
           m, metrics, 'ok' if finite[j] else 'diverged',
           end - clock['start'], speed, group_index, chunk_index,
@@ -587,26 +608,6 @@ def _first_call(fn, args, should_stop):
   return out[0]
 
 
-def _progress_line(program, chunk, chunk_index, chunks, group_index, last,
-                   total, rate) -> str:
-  """One console line per log step: a single member's losses, or a
-  chunk's median, min and max."""
-  first = last[0]
-  where = f'  ({first["size"]} px)' if len(program.plan) > 1 else ''
-  speed = f'  {rate:.2f} steps/s' if rate else ''
-  head = f'step {first["step"]:5d}/{program.total_steps}'
-  if len(chunk) == 1 and not chunk[0].values:
-    return (f'{head}  loss {first["loss"]:.4e}  content '
-            f'{first["content"]:.4e}  style {first["style"]:.4e}  tv '
-            f'{first["tv"]:.3e}{speed}{where}')
-  real = np.asarray(total[:len(chunk)])
-  ok = real[np.isfinite(real)]
-  summary = (f'loss median {np.median(ok):.4e} (min {ok.min():.4e}, max '
-             f'{ok.max():.4e})' if ok.size else 'no finite loss')
-  return (f'group {group_index + 1} chunk {chunk_index + 1}/{chunks} '
-          f'({len(chunk)} members) {head}{where}  {summary}{speed}')
-
-
 def run(groups: list[list[Member]], *, loader: Loader | None = None,
         devices=None, chunk_size: int = 0,
         callbacks: Callbacks | None = None,
@@ -617,15 +618,20 @@ def run(groups: list[list[Member]], *, loader: Loader | None = None,
   them, on every process); the results in group order."""
   loader = loader or Loader()
   mesh = member_mesh(devices)
+  kept = kept or {}
+  to_run = [sum(not all(m.index in kept for m in chunk) for chunk in
+                chunk_members(group, chunk_size, mesh.devices.size)[0])
+            for group in groups]
   results = []
   for g, group in enumerate(groups):
-    if kept and all(m.index in kept for m in group):
+    if all(m.index in kept for m in group):
       results += [kept[m.index] for m in group]
       continue
     results += run_group(group, loader=loader, mesh=mesh,
                          chunk_size=chunk_size, group_index=g,
                          callbacks=callbacks, should_stop=should_stop,
-                         resume=resume, kept=kept)
+                         resume=resume, kept=kept,
+                         chunks_after=sum(to_run[g + 1:]))
   return results
 
 

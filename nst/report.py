@@ -37,6 +37,13 @@ def text(value: Any, sep: str = ' ') -> str:
   return str(value)
 
 
+def corner(rows: str, cols: str) -> str:
+  """A grid's top-left label: ``rows \\ cols``, or the one axis it has."""
+  if rows and cols:
+    return f'{rows} \\ {cols}'
+  return rows or cols
+
+
 def csv_value(value: Any) -> str:
   """An axis value for results.csv, exact: repr of floats, paths whole."""
   if isinstance(value, (tuple, list)):
@@ -180,7 +187,7 @@ def write_all(workdir: Path, axes: dict[str, tuple], results, *,
     rows = next(iter(axes))
   write_csv(workdir / 'results.csv', axes, results)
   grids = sheets(axes, results, rows, cols, zipped)
-  corner = f'{rows or "-"} \\ {cols or "-"}'
+  label = corner(rows, cols)
   for k, g in enumerate(grids):
     g['file'] = ('contact_sheet.png' if len(grids) == 1 else
                  f'contact_sheet_{k + 1:02d}.png')
@@ -188,7 +195,7 @@ def write_all(workdir: Path, axes: dict[str, tuple], results, *,
                  for r in row]
                 for row in g['cells']]
     sheet, _ = contact_sheet(pictures, g['row_labels'], g['col_labels'],
-                             corner=corner, title=g['title'])
+                             corner=label, title=g['title'])
     save_png(workdir / g['file'], sheet)
   images.write_atomic(workdir / 'index.html',
                       index_html(grids, rows, cols).encode())
@@ -207,7 +214,7 @@ def index_html(grids, rows: str, cols: str) -> str:
       parts.append(f'<h2>{e(g["title"])}</h2>')
     parts.append(f'<p><a href="{e(g["file"])}"><img src="{e(g["file"])}" '
                  'style="max-width:100%"></a></p>')
-    parts.append(f'<table><tr><th>{e(rows or "")} \\ {e(cols or "")}</th>')
+    parts.append(f'<table><tr><th>{e(corner(rows, cols))}</th>')
     parts += [f'<th>{e(l)}</th>' for l in g['col_labels']]
     parts.append('</tr>')
     for label, row in zip(g['row_labels'], g['cells']):

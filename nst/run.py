@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import textwrap
 import threading
 import traceback
 from pathlib import Path
@@ -23,22 +24,14 @@ if __name__ == '__main__':  # a Ctrl-C while JAX loads: one line, no traceback
 
 # pylint: disable=wrong-import-position
 from absl import app, flags, logging
+import ml_collections
 from ml_collections import config_flags
 
-from nst import engine, files, sweep, workdir
+from nst import engine, fields, files, sweep, workdir
 from nst.errors import DiskFull, Stopped, UserError
 
 
-def default_config() -> str:
-  """configs/default.py of the working directory, or else the one of the
-  repository this package is in (an editable install run from elsewhere)."""
-  here = 'configs/default.py'
-  beside = Path(__file__).resolve().parents[1] / here
-  return (here if os.path.lexists(here) or not beside.is_file() else
-          str(beside))
-
-
-_DEFAULT_CONFIG = default_config()
+_DEFAULT_CONFIG = fields.default_path()
 _CONFIG = config_flags.DEFINE_config_file(
     'config', _DEFAULT_CONFIG, 'Path to a config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string(
@@ -60,11 +53,20 @@ _DISTRIBUTED = flags.DEFINE_enum(
     'a TPU pod or JAX_COORDINATOR_ADDRESS describes several processes).')
 
 
+HELP = ('--help', '-help', '-h', '--helpshort', '--helpfull', '-?')
+FLAGS_SHOWN = ('config', 'workdir', 'overwrite', 'resume', 'memory_check',
+               'distributed')
+
+
 def parse_flags(argv):
   """absl's parser, with mistakes in the config file or the command line
   (a missing or broken config file, a misspelt field, a value of the wrong
   type, a stray argument) reported as one line and exit status 2 instead of
-  a traceback or the usage text."""
+  a traceback or the usage text. ``--help``: ``usage`` (with the config
+  the other flags give), exit 0."""
+  end = argv.index('--') if '--' in argv else len(argv)
+  wants_help = any(a in HELP for a in argv[1:end])
+  argv = [a for k, a in enumerate(argv) if k >= end or a not in HELP]
   path = config_path(argv)
   try:
     # Before ml_collections opens it: a named pipe would block for ever.
@@ -72,7 +74,10 @@ def parse_flags(argv):
     rest = flags.FLAGS(argv)
     # A config file that failed to load is reported only when the config is
     # first used: use it here.
-    'content_image' in _CONFIG.value  # pylint: disable=pointless-statement
+    if not isinstance(_CONFIG.value, ml_collections.ConfigDict):
+      raise UserError(f'config file {path!r}: get_config() returned '
+                      f'{type(_CONFIG.value).__name__}; accepted is an '
+                      'ml_collections.ConfigDict')
   except UserError as e:
     _fail(str(e))
   except Exception as e:  # pylint: disable=broad-except
@@ -82,7 +87,29 @@ def parse_flags(argv):
     _fail(message)
   if len(rest) > 1:
     _fail(unexpected_argument(rest[1], argv))
+  if wants_help:
+    print(usage(_CONFIG.value), end='')
+    sys.exit(0)
   return rest
+
+
+def usage(config) -> str:
+  """``--help``: how to run, the flags, then every config field with its
+  value in ``config`` and its meaning (``nst.fields``)."""
+  lines = ['usage: python -m nst.run [--config=FILE] '
+           '[--config.FIELD=VALUE ...]', '                         '
+           '[--workdir=DIR] [--overwrite | --resume]', '',
+           'Neural style transfer: one run, or a sweep when the config has a '
+           'sweep section.', '', 'flags:']
+  for name in FLAGS_SHOWN:
+    flag = flags.FLAGS[name]
+    default = '' if flag.default in (None, '') or name == 'config' else (
+        f' (default: {flag.default_as_str})')
+    lines.append(textwrap.fill(f'--{name}: {flag.help}{default}', 79,
+                               initial_indent='  ',
+                               subsequent_indent='      '))
+  lines.append(f'  (--config defaults to {_DEFAULT_CONFIG})')
+  return '\n'.join(lines) + '\n\n' + fields.help_text(config)
 
 
 def _fail(message: str):
@@ -107,7 +134,7 @@ def unexpected_argument(arg: str, argv) -> str:
   """The line for an argument left over after the flags."""
   at = argv.index(arg, 1) if arg in argv[1:] else 0
   before = argv[at - 1] if at > 1 else ''
-  if before.startswith('-') and '=' not in before:
+  if before.startswith('-') and '=' not in before and before != '--':
     # A boolean flag (--config.clip_pixels, --overwrite) takes no value
     # after a space.
     return (f"unexpected argument {arg!r}: a flag's value follows '=' "

@@ -4,7 +4,10 @@
 A single run writes
   config.json      the resolved config
   metrics.jsonl    one row per log step: member, step, size, loss, content,
-                   style, tv, steps_per_s
+                   style, tv, evals_per_step, steps_per_s, time_s (since
+                   the chunk started), left_s (estimated, of the run)
+  report.html      the page to watch the run on (``nst.page``), from the
+                   first log step on
   step_00050.png   the output every ``save_every`` steps, and when stopped
   final.png        the result
   last_finite_NNNNN.png  instead, if the loss became non-finite: the output
@@ -17,6 +20,7 @@ A sweep writes config.json, metrics.jsonl and checkpoint.npz likewise, and
                              .result.json: its losses and fingerprint;
                              .step_SSSSS.png, .last_finite_SSSSS.png)
   results.csv, contact_sheet*.png, index.html   (``nst.report``)
+  report.html                (``nst.page``)
 
 Guarantees: a workdir holding files is refused unless ``--overwrite``
 (which first deletes what an earlier run wrote there: ``OUTPUTS``, and
@@ -45,15 +49,16 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from nst import (checkpoint, engine, files, images, memory, report, spec,
-                 sweep, targets)
-from nst.errors import UserError, cannot_write
+from nst import (checkpoint, engine, files, images, memory, page, report,
+                 spec, sweep, targets)
+from nst.errors import Stopped, UserError, cannot_write
 
 LOCK = '.lock'
 # What runs write here (``--overwrite`` deletes these, and nothing else).
 OUTPUTS = ('config.json', 'metrics.jsonl', 'final.png', 'step_*.png',
            'last_finite_*.png', checkpoint.NAME, 'members', 'results.csv',
-           'contact_sheet*.png', 'index.html', 'figure*.png', '.*.tmp')
+           'contact_sheet*.png', 'index.html', page.NAME, 'figure*.png',
+           '.*.tmp')
 
 
 # What a run writes before it keeps a checkpoint or a result (a restart
@@ -207,6 +212,25 @@ class Workdir:
         images.write_atomic(self.path / 'config.json', config_json.encode())
     return self
 
+  def check_inputs_survive(self, configs) -> None:
+    """With ``--overwrite``: a UserError if an input file of ``configs``
+    (an image, a mask, an init image, weights) is one of the earlier
+    outputs that ``--overwrite`` would delete."""
+    doomed = {p.resolve() for p in _own_files(self.path, OUTPUTS)}
+    for old in list(doomed):
+      if old.name == 'members' and old.is_dir():
+        doomed |= {f.resolve() for f in old.iterdir()}
+    for config in configs:
+      for field in ('content_image', 'style_image', 'style_masks', 'init',
+                    'weights'):
+        for source in str(config[field]).split(','):
+          source = source.strip()
+          if source and Path(source).expanduser().resolve() in doomed:
+            raise UserError(
+                f'{field} {source!r} is an output of the earlier run in '
+                f'{str(self.path)!r}, which --overwrite would delete: copy '
+                'it elsewhere first, or choose another --workdir')
+
   def _delete_outputs(self, patterns=OUTPUTS) -> None:
     """What an earlier run wrote here (``patterns``; in members/, only
     NNNN.* files); nothing else."""
@@ -353,11 +377,13 @@ class Writer(engine.Callbacks):
   """Writes what the engine hands out into a ``Workdir``."""
 
   def __init__(self, workdir: Workdir, config_json: str,
-               members: list[spec.Member], *, quiet: bool = False):
+               members: list[spec.Member], *, quiet: bool = False,
+               report_page: page.Page | None = None):
     self.workdir, self.config_json, self.quiet = workdir, config_json, quiet
     self.members = {m.index: m for m in members}
     self.results: list[engine.Result] = []
     self._metrics = self._open_metrics() if workdir.lead else None
+    self.page = report_page if workdir.lead else None
 
   def _open_metrics(self):
     path = self.workdir.path / 'metrics.jsonl'
@@ -380,8 +406,23 @@ class Writer(engine.Callbacks):
   def progress(self, line):
     if not self.quiet:
       print(line, flush=True)
+    self._page(lambda p: p.write())
+
+  def _page(self, action) -> None:
+    """``action(page)`` if this process writes the page. The page is for
+    watching: a write that fails (a full disk) costs the run nothing; the
+    run's own files report the disk."""
+    if self.page is not None:
+      with contextlib.suppress(OSError, UserError):  # (cannot_write's)
+        action(self.page)
+
+  def end(self, state: str, note: str = '') -> None:
+    """The page's last word: 'finished', 'stopped', 'diverged' or
+    'failed'."""
+    self._page(lambda p: p.end(state, note))
 
   def log(self, row):
+    self._page(lambda p: p.log(row))
     if self._metrics:
       try:
         self._metrics.write(json.dumps(row) + '\n')
@@ -393,7 +434,10 @@ class Writer(engine.Callbacks):
         raise cannot_write(self.workdir.path / 'metrics.jsonl', e) from None
 
   def save(self, member, step_, image):
-    images.save(self.workdir.step_path(member, step_), image)
+    path = self.workdir.step_path(member, step_)
+    images.save(path, image)
+    self._page(lambda p: p.save(member.index, step_, str(
+        path.relative_to(self.workdir.path))))
 
   def checkpoint(self, ckpt):
     if self.workdir.lead:
@@ -417,6 +461,7 @@ class Writer(engine.Callbacks):
     result.image = (str(name.relative_to(self.workdir.path))
                     if result.status == 'ok' else '')
     self.results.append(result)
+    self._page(lambda p: (p.result(result), p.write(force=True)))
     if self.workdir.sweep and self.workdir.lead and result.status != 'ok':
       kept = (f'; its output of step {result.last_finite[0]} is '
               + str(self.workdir.step_path(result.member, result.last_finite[
@@ -487,6 +532,12 @@ def run(config, path: Path, *, overwrite: bool = False,
   loader = engine.Loader()
   entries = sweep.member_configs(config)[1] if is_sweep else []
   configs = [cfg for _, _, cfg in entries] if is_sweep else [config]
+  if overwrite:
+    folder.check_inputs_survive(configs)
+  final = path / 'final.png'
+  if not is_sweep and final.is_dir() and not final.is_symlink():
+    raise UserError(f'{str(final)!r} is a directory, where the result is '
+                    'to be written: move it or choose another --workdir')
   chunking = _chunking(config, configs, devices, memory_check)
   if memory_check:  # before resolving: that reads the images at size
     _together(lambda: memory.check(
@@ -574,9 +625,12 @@ def _run_members(config, folder, members, loader, *, resume, pending,
       print(f'note: {folder.checkpoint_path} holds a chunk this run does '
             'not make; it runs again from the start', flush=True)
       pending = None
-  writer = Writer(folder, config.to_json(indent=2), members)
+  writer = Writer(folder, config.to_json(indent=2), members,
+                  report_page=_report_page(config, folder, members) if lead
+                  else None)
   if resume and lead:
     writer.keep_rows(set(kept), pending)
+    _seed_page(writer.page, folder, members, kept)
   program = members[0].program
   if lead:
     if is_sweep:
@@ -599,7 +653,16 @@ def _run_members(config, folder, members, loader, *, resume, pending,
     results = engine.run(
         groups, loader=loader, devices=devices if is_sweep else (
             devices or jax.devices())[:1],
-        chunk_size=chunk_size, callbacks=writer, should_stop=should_stop, resume=pending, kept=kept)
+        chunk_size=chunk_size, callbacks=writer, should_stop=should_stop,
+        resume=pending, kept=kept)
+  except Stopped as e:
+    writer.end('stopped', f'after step {e.step}; continue with the same '
+               f'command and --resume --workdir {path}')
+    raise
+  except Exception as e:
+    writer.end('failed', str(e) if isinstance(e, UserError) else
+               f'{type(e).__name__}: {e}')
+    raise
   finally:
     writer.close()
   if jax.process_count() > 1:  # every image is written before the sheets
@@ -607,9 +670,12 @@ def _run_members(config, folder, members, loader, *, resume, pending,
   if is_sweep:
     if lead:
       finish_sweep(folder, sweep.axes(config), results,
-                           sweep.settings(config))
-      print(f'wrote {path / "results.csv"} and {path / "index.html"}',
-            flush=True)
+                   sweep.settings(config))
+      bad = sum(r.status != 'ok' for r in results)
+      writer.end('finished', f'{len(results) - bad} of {len(results)} '
+                 'members finished' + (f', {bad} diverged' if bad else ''))
+      print(f'wrote {path / "results.csv"}, {path / "index.html"} and '
+            f'{path / page.NAME}', flush=True)
   else:
     [result] = results
     if result.status != 'ok':
@@ -617,9 +683,37 @@ def _run_members(config, folder, members, loader, *, resume, pending,
       if result.last_finite:
         kept_file = folder.step_path(result.member, result.last_finite[0],
                                      'last_finite')
-        raise UserError(f'{error}; the output of step '
-                        f'{result.last_finite[0]} is in {kept_file}')
+        error = UserError(f'{error}; the output of step '
+                          f'{result.last_finite[0]} is in {kept_file}')
+      writer.end('diverged', f'{error}')
       raise error
     folder.checkpoint_path.unlink(missing_ok=True)
+    writer.end('finished', f'wrote {result.image}')
     print(f'wrote {folder.image_path(result.member)}', flush=True)
   return results
+
+
+def _report_page(config, folder: Workdir, members) -> page.Page:
+  """The report page of a run or a sweep in ``folder``."""
+  is_sweep = 'sweep' in config
+  return page.Page(folder.path, members, config,
+                   axes=sweep.axes(config) if is_sweep else None,
+                   settings=sweep.settings(config) if is_sweep else None,
+                   options=targets.image_options(config))
+
+
+def _seed_page(report_page: page.Page, folder: Workdir, members,
+               kept: dict) -> None:
+  """A resumed run's page starts with what the stopped run left: its
+  metrics rows, saved steps and kept results."""
+  for row in page.read_rows(folder.path / 'metrics.jsonl'):
+    report_page.log(row)
+  for m in members:
+    first = folder.step_path(m, 0)
+    for step_path in sorted(first.parent.glob(
+        first.name.replace('00000', '[0-9]' * 5))):
+      step_ = int(step_path.stem.rsplit('_', 1)[1])
+      report_page.save(m.index, step_, str(step_path.relative_to(
+          folder.path)))
+    if m.index in kept:
+      report_page.result(kept[m.index])

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from helpers import tiny_config, tiny_flags
-from nst import images
+from nst import fields, images
 from nst import workdir as nst_workdir
 from nst.errors import UserError
 
@@ -125,6 +125,9 @@ def _config_files(tmp):
     cases.append((tmp / name, "config file '{}', " + problem))
   (tmp / 'none.py').write_text('c = 1\n')
   cases.append((tmp / 'none.py', "config file '{}' defines no get_config()"))
+  (tmp / 'int.py').write_text('def get_config():\n  return 3\n')
+  cases.append((tmp / 'int.py', "config file '{}': get_config() returned "
+                'int; accepted is an ml_collections.ConfigDict'))
   return cases
 
 
@@ -139,6 +142,10 @@ def test_a_config_file_that_cannot_be_used_is_one_line(tmp_path, cli):
 def test_a_stray_argument_is_one_line(cli):
   config = f'--config={ROOT / "configs" / "default.py"}'
   assert cli(config, 'extra') == (2, [
+      "error: unexpected argument 'extra': only flags are accepted "
+      '(--config=FILE, --config.FIELD=VALUE, --workdir=DIR, ...)'])
+  # After '--', nothing is a flag's value.
+  assert cli(config, '--', 'extra') == (2, [
       "error: unexpected argument 'extra': only flags are accepted "
       '(--config=FILE, --config.FIELD=VALUE, --workdir=DIR, ...)'])
   # A boolean flag takes no value after a space: False is left over.
@@ -188,12 +195,12 @@ def test_a_full_disk_exits_1_other_write_errors_2(tmp_path, cli):
 def test_the_default_config_is_the_repositorys_from_elsewhere(tmp_path,
                                                              monkeypatch):
   from nst import run
-  assert run.default_config() == 'configs/default.py'  # tests run in ROOT
+  assert fields.default_path() == 'configs/default.py'  # tests run in ROOT
   monkeypatch.chdir(tmp_path)
-  assert run.default_config() == str(ROOT / 'configs' / 'default.py')
+  assert fields.default_path() == str(ROOT / 'configs' / 'default.py')
   (tmp_path / 'configs').mkdir()
   (tmp_path / 'configs' / 'default.py').write_text('')
-  assert run.default_config() == 'configs/default.py'  # this folder's own
+  assert fields.default_path() == 'configs/default.py'  # this folder's own
 
 
 @pytest.mark.slow

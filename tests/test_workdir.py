@@ -29,7 +29,7 @@ def test_overwrite_leaves_nothing_of_the_earlier_run(tmp_path):
   workdir.run(tiny_config(num_steps=1, save_every=1), out, overwrite=True)
   assert sorted(p.name for p in out.iterdir()) == [
       '.lock', 'config.json', 'final.png', 'metrics.jsonl', 'notes.txt',
-      'step_00001.png']
+      'report.html', 'step_00001.png']
   rows = (out / 'metrics.jsonl').read_text().splitlines()
   assert len(rows) == 2  # steps 0 and 1 of the new run only
   assert (out / 'notes.txt').read_text() == 'mine'
@@ -191,8 +191,11 @@ def test_a_run_that_crashed_before_a_checkpoint_reruns_with_the_same_command(
   with pytest.raises(MemoryError):
     workdir.run(config, out, should_stop=_crash_after(2))
   assert {p.name for p in out.iterdir()} == {
-      '.lock', 'config.json', 'metrics.jsonl', 'step_00001.png',
-      'step_00002.png'}  # no checkpoint: nothing to continue from
+      '.lock', 'config.json', 'metrics.jsonl', 'report.html',
+      'step_00001.png', 'step_00002.png'}  # no checkpoint: nothing to
+                                           # continue from
+  text = (out / 'report.html').read_text()
+  assert '<b>Failed</b>' in text and 'MemoryError: out of memory' in text
   # The same command starts it again there; so does --resume.
   for resume in (False, True):
     results = workdir.run(config, out, resume=resume)
@@ -384,3 +387,46 @@ def test_a_restart_is_decided_again_under_the_lock_and_keeps_user_files(
   workdir.run(config, out)
   assert (out / 'figure1.png').read_bytes() == b'mine'
   assert (out / 'final.png').is_file()
+
+
+def test_overwrite_refuses_to_delete_an_input(tmp_path):
+  out = tmp_path / 'o'
+  workdir.run(tiny_config(num_steps=1), out)
+  before = (out / 'final.png').read_bytes()
+  with pytest.raises(UserError, match="^content_image '.*final.png' is an "
+                     'output of the earlier run in .*, which --overwrite '
+                     'would delete: copy it elsewhere first'):
+    workdir.run(tiny_config(num_steps=1, content_image=str(out /
+                                                           'final.png')),
+                out, overwrite=True)
+  assert (out / 'final.png').read_bytes() == before
+
+
+def test_a_directory_where_the_result_goes_is_refused_first(tmp_path):
+  out = tmp_path / 'o'
+  (out / 'final.png').mkdir(parents=True)
+  with pytest.raises(UserError, match='final.png.* is a directory, where the '
+                     'result is to be written'):
+    workdir.run(tiny_config(num_steps=1), out, overwrite=True)
+  assert sorted(p.name for p in out.iterdir()) == ['final.png']
+
+
+def test_a_stopped_sweep_resumes_with_smaller_chunks(tmp_path):
+  c = tiny_sweep(num_steps=3)
+  c.sweep.chunk_size = 2
+  whole, out = tmp_path / 'whole', tmp_path / 'o'
+  workdir.run(c, whole)
+  with pytest.raises(Stopped):  # in the second chunk
+    workdir.run(c, out, should_stop=stop_after(4))
+  changed = tiny_sweep(num_steps=4)
+  changed.sweep.chunk_size = 1
+  with pytest.raises(UserError, match=r"these fields differ: num_steps \(3 "
+                     r'there, 4 now\)$'):
+    workdir.run(changed, out, resume=True)
+  c.sweep.chunk_size = 1  # after running out of memory, say
+  workdir.run(c, out, resume=True)
+  assert _rows(out) == _rows(whole)
+  for name in sorted(p.name for p in (whole / 'members').iterdir()):
+    if name.endswith('.png'):
+      assert (out / 'members' / name).read_bytes() == (
+          whole / 'members' / name).read_bytes(), name
