@@ -196,13 +196,29 @@ def fit_state(checkpoint: Checkpoint, template):
                             [got[k] for k in want])
 
 
+# Fields a resumed run may change: how a sweep is cut into chunks changes
+# no result (a chunk stopped half way then runs again from its start).
+MAY_CHANGE = ('sweep.chunk_size',)
+
+
+def _flat(tree: dict[str, Any], prefix: str = '') -> dict[str, Any]:
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict) and v:
+      out.update(_flat(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
 def check_same_config(saved: dict[str, Any], config, workdir) -> None:
-  """A UserError naming each field where ``config`` differs from the
-  stopped run's ``saved`` (parsed JSON) config."""
-  now = json.loads(config.to_json())
+  """A UserError naming each field (``sweep.axes.style_weight``, not the
+  whole section) where ``config`` differs from the stopped run's ``saved``
+  (parsed JSON) config; ``MAY_CHANGE`` may."""
+  now, saved = _flat(json.loads(config.to_json())), _flat(saved)
   differ = [f'{k} ({saved.get(k)!r} there, {now.get(k)!r} now)'
             for k in sorted(set(now) | set(saved))
-            if saved.get(k) != now.get(k)]
+            if saved.get(k) != now.get(k) and k not in MAY_CHANGE]
   if differ:
     raise UserError(f'--resume needs the config of the run in '
                     f'{str(workdir)!r}; these fields differ: '

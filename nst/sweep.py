@@ -281,6 +281,13 @@ def initialize_distributed(mode: str = 'auto') -> bool:
     kwargs['num_processes'] = int(env['JAX_NUM_PROCESSES'])
   if env.get('JAX_PROCESS_ID'):
     kwargs['process_id'] = int(env['JAX_PROCESS_ID'])
+  where = env.get('JAX_COORDINATOR_ADDRESS', '')
+  # Joining waits (minutes, by JAX's timeout) for every process to start:
+  # say so, or a process that never comes looks like a hang.
+  print(f'joining a job of {kwargs.get("num_processes", "all its")} '
+        f'processes as process {kwargs.get("process_id", "?")}'
+        + (f' (coordinator {where})' if where else '') + '; waiting until '
+        'every one has started', flush=True)
   try:
     jax.distributed.initialize(**kwargs)
   except (ValueError, RuntimeError) as e:
