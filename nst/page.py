@@ -242,6 +242,7 @@ class Page:
         m.index: [] for m in members}
     self.results: dict[int, Any] = {}
     self.state, self.note = 'running', ''
+    self.last: dict | None = None   # the latest row logged
     self.started, self.written, self.spent_s = time.time(), 0.0, 0.0
     specs = []
     for m in members:
@@ -255,6 +256,7 @@ class Page:
   # What the run hands out.
   def log(self, row: dict) -> None:
     self.rows.setdefault(row.get('member', 0), []).append(row)
+    self.last = row
 
   def save(self, index: int, step_: int, relative: str) -> None:
     self.saved.setdefault(index, []).append((step_, relative))
@@ -278,17 +280,13 @@ class Page:
     self.spent_s += self.written - start
 
   # What it shows.
-  def latest(self) -> dict | None:
-    rows = [r[-1] for r in self.rows.values() if r]
-    return max(rows, key=lambda r: r['step']) if rows else None
-
   def state_line(self) -> str:
     e = html.escape
     elapsed = progress.clock(time.time() - self.started)
     if self.state != 'running':
       return (f'<p class="state {self.state}"><b>{self.state.capitalize()}'
               f'</b> ({elapsed} in this process): {e(self.note)}</p>')
-    last = self.latest()
+    last = self.last
     total = self.members[0].program.total_steps
     if last is None:
       return (f'<p class="state running"><b>Running</b>: starting '
@@ -308,7 +306,7 @@ class Page:
   def stale_s(self) -> float:
     """How long without a rewrite counts as a dead run: ten log intervals
     (compiling a new scale takes some), at least two minutes."""
-    last = self.latest()
+    last = self.last
     rate = last.get('steps_per_s') if last else None
     every = self.members[0].program.log_every or 10
     return max(120.0, 10 * every / rate) if rate else 600.0

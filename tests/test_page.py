@@ -249,3 +249,26 @@ def test_help_lists_every_field_with_its_value_and_exits_0():
   assert '  style_weight = 7.0\n      beta: the strength.' in text
   assert '--workdir' in text and '--resume' in text
   assert text.index('Images') < text.index('Optimisation')
+
+
+def test_a_sweep_page_names_the_member_running_now(tmp_path):
+  config = tiny_config(num_steps=3)
+  config.sweep = ml_collections.ConfigDict(
+      {'axes': {'style_weight': (1.0, 2.0)}, 'chunk_size': 1})
+  members = [type('M', (), {'index': k, 'config': config,
+                            'values': {'style_weight': w},
+                            'coords': {'style_weight': k},
+                            'program': type('P', (), {
+                                'total_steps': 3, 'log_every': 1,
+                                'plan': [((21, 32, 3), 3)]})()})()
+             for k, w in enumerate((1.0, 2.0))]
+  report_page = page.Page(tmp_path, members, config,
+                          axes={'style_weight': (1.0, 2.0)})
+  row = {'size': 32, 'loss': 2.0, 'content': 1.0, 'style': 0.5, 'tv': 1.0,
+         'steps_per_s': 5.0, 'left_s': 4.0}
+  report_page.log({**row, 'member': 0, 'step': 3, 'left_s': 9.0})
+  report_page.log({**row, 'member': 1, 'step': 1})
+  report_page.write(force=True)
+  text = (tmp_path / page.NAME).read_text()
+  assert 'step 1/3' in text and 'about 0:04 left' in text
+  assert '#1 running: step 1' in text
