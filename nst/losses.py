@@ -19,8 +19,8 @@ style image has another size (a style scale, another aspect ratio). Moments,
 unlike covariances, blend linearly: the moments of several style images
 weighted w_s are the weighted sums of theirs.
 
-Style distances per layer (``STYLE_LOSSES``; the config's ``style_loss``,
-or ``style_layer_losses`` for one per layer):
+Style distances per layer (a table, ``STYLE_DISTANCES``; the config's
+``style_loss``, or ``style_layer_losses`` for one per layer):
   ``gram``     the paper's E_l above;
   ``mean_cov`` the squared 2-Wasserstein distance between Gaussians with the
                two means and covariances, divided by N:
@@ -67,18 +67,23 @@ Scaling (``SCALINGS``, the config's ``loss_scaling``):
   The factors are computed once with the targets (``content_scale``,
   ``style_target``'s ``scale``, ``tv_scale``); the losses multiply by them.
 
+The objective is a table of terms (``TERMS``: content, style, tv), each a
+weight field of the config, a pure function and the making of its target;
+``total_loss`` adds them up.
+
 Feature maps are (H, W, C) arrays (one image, no batch axis); ``vmap`` adds
-batches. Nothing here knows about files, configs or networks.
+batches. Nothing here knows about files or networks.
 """
 from __future__ import annotations
 
-from typing import Mapping
+import dataclasses
+import math
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 
 Features = Mapping[str, jnp.ndarray]
-STYLE_LOSSES = ('gram', 'mean_cov', 'mean')
 SCALINGS = ('relative', 'paper')
 EPS = 1e-4  # added to the generated covariance's diagonal (mean_cov)
 # ``relative``: a target's mean squared value below this counts as this (a
@@ -144,56 +149,26 @@ def sqrtm(matrix: jnp.ndarray) -> jnp.ndarray:
   return (vectors * jnp.sqrt(jnp.maximum(values, 0.0))) @ vectors.T
 
 
-def style_target(mean: jnp.ndarray, srm: jnp.ndarray, kind: str,
-                 scaling: str = 'paper') -> dict[str, jnp.ndarray]:
-  """What ``style_distance`` of ``kind`` compares against, from moments,
-  with the ``scale`` its distance is multiplied by (``SCALINGS``)."""
+def _gram_distance(mean, srm, target):
+  """E_l = 1/(4 N^2) sum (S - S_A)^2."""
   n = srm.shape[-1]
-  if kind == 'gram':
-    target = {'srm': srm}
-    zero = jnp.sum(srm * srm) / (4.0 * n * n)   # E_l of all-zero features
-    tiny = TINY / 4.0
-  elif kind == 'mean':
-    target = {'mean': mean}
-    zero = jnp.sum(mean * mean) / n             # |mu_A|^2, over N
-    tiny = TINY
-  elif kind == 'mean_cov':
-    cov = covariance(mean, srm)
-    target = {'mean': mean, 'cov': cov, 'cov_sqrt': sqrtm(cov)}
-    zero = jnp.trace(srm) / n                   # |mu_A|^2 + tr C_A, over N
-    tiny = TINY
-  else:
-    raise ValueError(f'style distance {kind!r}; accepted: {STYLE_LOSSES}')
-  target['scale'] = (jnp.float32(1.0) if scaling == 'paper' else
-                     1.0 / jnp.maximum(zero, tiny).astype(jnp.float32))
-  return target
+  diff = srm - target['srm']
+  return jnp.sum(diff * diff) / (4.0 * n * n)
 
 
-def style_distance(mean: jnp.ndarray, srm: jnp.ndarray,
-                   target: Mapping[str, jnp.ndarray]) -> jnp.ndarray:
-  """One layer's style loss from the generated moments, times the target's
-  ``scale`` (1 if it has none); the kind is the target's (see
-  ``style_target``)."""
-  return target.get('scale', 1.0) * _style_distance(mean, srm, target)
+def _mean_distance(mean, srm, target):
+  """|mu - mu_A|^2 / N."""
+  return jnp.sum((mean - target['mean']) ** 2) / srm.shape[-1]
 
 
-def style_kind(target: Mapping[str, jnp.ndarray]) -> str:
-  """The distance (``STYLE_LOSSES``) a ``style_target`` is for, from its
-  keys (static: a pytree's keys are part of its structure)."""
-  keys = set(target) - {'scale'}
-  if 'srm' in keys:
-    return 'gram'
-  return 'mean_cov' if 'cov' in keys else 'mean'
+def _mean_cov_target(mean, srm):
+  cov = covariance(mean, srm)
+  return {'mean': mean, 'cov': cov, 'cov_sqrt': sqrtm(cov)}
 
 
-def _style_distance(mean, srm, target):
+def _mean_cov_distance(mean, srm, target):
+  """The squared 2-Wasserstein distance between Gaussian fits, over N."""
   n = srm.shape[-1]
-  kind = style_kind(target)
-  if kind == 'gram':  # E_l = 1/(4 N^2) sum (S - S_A)^2
-    diff = srm - target['srm']
-    return jnp.sum(diff * diff) / (4.0 * n * n)
-  if kind == 'mean':
-    return jnp.sum((mean - target['mean']) ** 2) / n
   cov = covariance(mean, srm) + EPS * jnp.eye(n, dtype=srm.dtype)
   root = target['cov_sqrt']
   cross = root @ cov @ root
@@ -203,6 +178,83 @@ def _style_distance(mean, srm, target):
   mean_term = jnp.sum((mean - target['mean']) ** 2)
   cov_term = jnp.trace(target['cov']) + jnp.trace(cov) - 2.0 * trace_sqrt
   return (mean_term + cov_term) / n
+
+
+@dataclasses.dataclass(frozen=True)
+class StyleDistance:
+  """One way to compare a layer's moments with the style's.
+
+  ``target(mean, srm)``: what it compares against (a dict of arrays whose
+  keys, ``keys``, tell the distances apart); ``distance(mean, srm,
+  target)``; ``zero(mean, srm)``: its value for all-zero generated
+  features (``relative`` scaling divides by it, floored at ``tiny``);
+  ``size(n)``: the target's values for N channels (the memory estimate).
+  """
+  keys: frozenset
+  target: Callable
+  distance: Callable
+  zero: Callable
+  tiny: float
+  size: Callable[[int], int]
+
+
+STYLE_DISTANCES: dict[str, StyleDistance] = {
+    'gram': StyleDistance(
+        frozenset({'srm'}), lambda mean, srm: {'srm': srm}, _gram_distance,
+        lambda mean, srm: jnp.sum(srm * srm) / (4.0 * srm.shape[-1] ** 2),
+        TINY / 4.0, lambda n: n * n),
+    'mean_cov': StyleDistance(
+        frozenset({'mean', 'cov', 'cov_sqrt'}), _mean_cov_target,
+        _mean_cov_distance,
+        lambda mean, srm: jnp.trace(srm) / srm.shape[-1],  # |mu|^2 + tr C
+        TINY, lambda n: n + 2 * n * n),
+    'mean': StyleDistance(
+        frozenset({'mean'}), lambda mean, srm: {'mean': mean},
+        _mean_distance,
+        lambda mean, srm: jnp.sum(mean * mean) / srm.shape[-1], TINY,
+        lambda n: n),
+}
+
+
+def style_distance_of(kind: str) -> StyleDistance:
+  """``STYLE_DISTANCES[kind]``; an unknown name is a ValueError naming the
+  accepted ones."""
+  if kind not in STYLE_DISTANCES:
+    raise ValueError(f'style distance {kind!r}; accepted: '
+                     f'{", ".join(STYLE_DISTANCES)}')
+  return STYLE_DISTANCES[kind]
+
+
+def style_target(mean: jnp.ndarray, srm: jnp.ndarray, kind: str,
+                 scaling: str = 'paper') -> dict[str, jnp.ndarray]:
+  """What ``style_distance`` of ``kind`` compares against, from moments,
+  with the ``scale`` its distance is multiplied by (``SCALINGS``)."""
+  d = style_distance_of(kind)
+  target = d.target(mean, srm)
+  zero = d.zero(mean, srm)
+  target['scale'] = (jnp.float32(1.0) if scaling == 'paper' else
+                     1.0 / jnp.maximum(zero, d.tiny).astype(jnp.float32))
+  return target
+
+
+def style_distance(mean: jnp.ndarray, srm: jnp.ndarray,
+                   target: Mapping[str, jnp.ndarray]) -> jnp.ndarray:
+  """One layer's style loss from the generated moments, times the target's
+  ``scale`` (1 if it has none); the kind is the target's (see
+  ``style_target``)."""
+  distance = STYLE_DISTANCES[style_kind(target)].distance
+  return target.get('scale', 1.0) * distance(mean, srm, target)
+
+
+def style_kind(target: Mapping[str, jnp.ndarray]) -> str:
+  """The distance (``STYLE_DISTANCES``) a ``style_target`` is for, from its
+  keys (static: a pytree's keys are part of its structure)."""
+  keys = frozenset(target) - {'scale'}
+  for name, d in STYLE_DISTANCES.items():
+    if d.keys == keys:
+      return name
+  raise ValueError(f'a style target with keys {sorted(keys)} is of no '
+                   f'distance; accepted: {", ".join(STYLE_DISTANCES)}')
 
 
 def layer_style_loss(features: jnp.ndarray, target: Mapping[str, jnp.ndarray],
@@ -289,25 +341,92 @@ def range_scale(image: jnp.ndarray, blank_content) -> jnp.ndarray:
   return jnp.where(blank > 0, blank, 1.0) / image.size
 
 
-def total_loss(*, feats: Features, image: jnp.ndarray, content_targets:
-               Features, style_targets: Mapping[str, Mapping],
-               content_weights: Mapping[str, float],
-               style_weights: Mapping[str, float], alpha, beta,
-               tv_weight=0.0, tv_scale=1.0,
-               style_masks: Features | None = None,
-               region_weights: jnp.ndarray | None = None,
+# --- The objective's terms ---------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Term:
+  """One term of the objective: ``weight * value(feats, image, target)``.
+
+  ``weight`` names the config field of its weight (alpha, beta...).
+  ``value(feats, image, target)`` is a pure function of the generated
+  image's features (layer -> (H, W, C)), the image and the term's
+  ``target``. ``target(config, context)`` builds that target once per
+  scale, outside the step (``context``: ``nst.targets.Context``, the
+  images and their features); a pytree of arrays whose structure must not
+  depend on a sweep member's values, so a group shares one step (a layer a
+  member leaves out gets weight 0). ``layers(target)``: the layers of the
+  generated image that ``value`` reads. ``area``: under ``paper`` scaling
+  the value grows with the pixel count, so a coarse scale multiplies the
+  weight by (final area / its area). ``nbytes(config, shapes)``: the
+  target's size for the memory estimate (``shapes``: layer -> (h, w, c)
+  at the output's size).
+  """
+  weight: str
+  value: Callable[[Features, jnp.ndarray, Any], jnp.ndarray]
+  target: Callable[[Any, Any], Any]
+  layers: Callable[[Any], tuple[str, ...]] = lambda target: ()
+  area: bool = False
+  nbytes: Callable[[Any, Mapping[str, tuple]], int] = (
+      lambda config, shapes: 0)
+
+
+def _content_bytes(config, shapes) -> int:
+  return 4 * sum(math.prod(shapes[l]) for l in config.content_layers
+                 if l in shapes)
+
+
+def _style_bytes(config, shapes) -> int:
+  """Moments per layer (one set per masked region) and the masks."""
+  kinds = dict(zip(config.style_layers, tuple(config.style_layer_losses)))
+  regions = len([m for m in config.style_masks.split(',') if m.strip()])
+  size = lambda l: STYLE_DISTANCES[kinds.get(l, config.style_loss)].size
+  return 4 * sum(size(l)(shapes[l][2])
+                 * max(1, regions) + regions * shapes[l][0] * shapes[l][1]
+                 for l in config.style_layers if l in shapes)
+
+
+# name -> Term, in the order the total adds them; the metrics, the progress
+# line, the report and the memory estimate go over these. A new term is an
+# entry here and its weight field in the config.
+TERMS: dict[str, Term] = {
+    'content': Term(
+        'content_weight',
+        lambda feats, image, t: content_loss(feats=feats, targets=t[
+            'features'], weights=t['weights']),
+        lambda config, context: context.content_target(),
+        layers=lambda t: tuple(t['features']), area=True,
+        nbytes=_content_bytes),
+    'style': Term(
+        'style_weight',
+        lambda feats, image, t: style_loss(
+            feats=feats, targets=t['targets'], weights=t['weights'],
+            masks=t['masks'], region_weights=t['region_weights']),
+        lambda config, context: context.style_target(),
+        layers=lambda t: tuple(t['targets']), nbytes=_style_bytes),
+    'tv': Term(
+        'tv_weight',
+        lambda feats, image, t: t['scale'] * tv_loss(image),
+        lambda config, context: {'scale': context.tv_scale()}),
+}
+
+
+def term_layers(targets: Mapping[str, Any]) -> tuple[str, ...]:
+  """The layers the terms read (``Term.layers``), each once, in order."""
+  out: list[str] = []
+  for name, target in targets.items():
+    out += [l for l in TERMS[name].layers(target) if l not in out]
+  return tuple(out)
+
+
+def total_loss(*, feats: Features, image: jnp.ndarray,
+               targets: Mapping[str, Any], weights: Mapping[str, Any]
                ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
-  """``alpha L_content + beta L_style + tv_weight L_tv`` and its parts
-  (``L_tv`` = ``tv_scale * tv_loss(image)``)."""
-  parts = {
-      'content': content_loss(feats=feats, targets=content_targets,
-                              weights=content_weights),
-      'style': style_loss(feats=feats, targets=style_targets,
-                          weights=style_weights, masks=style_masks,
-                          region_weights=region_weights),
-      'tv': tv_scale * tv_loss(image),
-  }
-  parts = {k: jnp.asarray(v, jnp.float32) for k, v in parts.items()}
-  total = alpha * parts['content'] + beta * parts['style']
-  total = total + tv_weight * parts['tv']
+  """``sum_t weights[t] * TERMS[t].value(feats, image, targets[t])`` over
+  the terms of ``targets``, and the parts (unweighted values)."""
+  parts = {name: jnp.asarray(TERMS[name].value(feats, image, target),
+                             jnp.float32)
+           for name, target in targets.items()}
+  total = 0.0
+  for name, part in parts.items():
+    total = total + weights[name] * part
   return total, parts

@@ -18,8 +18,8 @@ single run: n = 1) at the run's final, largest scale::
   X  a member's image, its iterate average and its optimiser's state
      (``optim.Optimizer.state_images``: Adam 2 images, L-BFGS 2
      ``lbfgs_memory`` + 2, + 3 with the line search)
-  T  its targets: content features, style moments (one per masked region),
-     masks at each style layer
+  T  its targets: each term's ``losses.Term.nbytes`` (content features,
+     style moments (one per masked region), masks at each style layer)
   W  the step's workspace: ``STORED`` A + ``WORKING`` L, A the values of
      every convolution's output up to the deepest layer used and L the
      largest of them, at the compute dtype's size (float32 on a CPU, whose
@@ -53,14 +53,13 @@ against runs that cannot fit, it does not promise that one will, and
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from nst import images, optim, spec, vgg
+from nst import images, losses, optim, spec, vgg
 from nst.errors import UserError
 
 STORED = 1.5      # activations kept for the backward pass, per output value
@@ -188,14 +187,7 @@ def _member(c, shapes: Shapes, layers, backend: str) -> dict:
   a = _activations(c.network, layers, h, w)
   feats = a['shapes']
   style_layers = [l for l in layers if l in c.style_layers]
-  moments = {'gram': lambda n: n * n, 'mean_cov': lambda n: n + 2 * n * n,
-             'mean': lambda n: n}
-  kind = functools.partial(spec.layer_distance, spec.style_distances(c))
-  targets = (sum(math.prod(feats[l]) for l in layers
-                 if l in c.content_layers)
-             + sum(moments[kind(l)](feats[l][2]) * max(1, regions)
-                   + regions * feats[l][0] * feats[l][1]
-                   for l in style_layers)) * F32
+  targets = sum(term.nbytes(c, feats) for term in losses.TERMS.values())
   stored = (a['inputs'] + STORED * a['block'] if c.remat and not cpu
             else STORED * a['total'])
   workspace = (stored + WORKING * a['largest']) * act

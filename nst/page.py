@@ -37,7 +37,6 @@ from nst import fields, images, progress, report
 NAME = 'report.html'
 INTERVAL_S = 1.0   # the least time between two rewrites while running
 RELOAD_S = 5       # the browser reloads a running run's page this often
-PARTS = ('loss', 'content', 'style', 'tv')
 COLOURS = ('#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e',
            '#8c564b', '#e377c2', '#17becf', '#7f7f7f', '#bcbd22')
 THUMB = 200        # px, the longer side of the input images shown
@@ -336,7 +335,7 @@ class Page:
 
   def curves(self, index: int) -> dict[str, list[tuple[int, float]]]:
     return {k: [(r['step'], r[k]) for r in self.rows.get(index, ())
-                if k in r] for k in PARTS}
+                if k in r] for k in report.loss_columns()}
 
   def run_html(self) -> str:
     e = html.escape
@@ -358,8 +357,8 @@ class Page:
     out.append('</div><h2>Losses</h2>')
     out.append(chart(self.curves(m.index), x_max=m.program.total_steps,
                      marks=scale_marks(m.program.plan),
-                     title='loss (total), content, style, tv; log scale, by '
-                     'step'))
+                     title=f'{", ".join(report.loss_columns())} (loss: the '
+                     'total); log scale, by step'))
     if len(saved) > 1:
       out.append('<h2>Saved steps</h2>')
       pick = sorted({round(k * (len(saved) - 1) / (STRIP - 1))
@@ -381,7 +380,7 @@ class Page:
            '</div><h2>Losses</h2><div class="charts">']
     colours = {self.member_label(m): COLOURS[k % len(COLOURS)]
                for k, m in enumerate(self.members)}
-    for part in ('loss', 'content', 'style'):
+    for part in report.loss_columns():
       out.append(chart(
           {self.member_label(m): self.curves(m.index)[part]
            for m in self.members},

@@ -15,6 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
+from nst import losses
+
 # A step's cost ~ pixels ** EXPONENT until two scales are measured (on a
 # 2-core CPU, the default run's 64 -> 128 -> 256 px steps: 0.63, then 0.78).
 EXPONENT = 0.75
@@ -100,9 +102,9 @@ def line(*, total_steps: int, scales: int, chunk_size: int, named: bool,
     speed += f'  {clock(left_s)} left'
   head = f'step {first["step"]:5d}/{total_steps}'
   if chunk_size == 1 and not named:
-    return (f'{head}  loss {first["loss"]:.4e}  content '
-            f'{first["content"]:.4e}  style {first["style"]:.4e}  tv '
-            f'{first["tv"]:.3e}{speed}{where}')
+    parts = ''.join(f'  {name} {first[name]:.4e}' for name in losses.TERMS
+                    if name in first)
+    return f'{head}  loss {first["loss"]:.4e}{parts}{speed}{where}'
   real = np.asarray(totals[:chunk_size])
   ok = real[np.isfinite(real)]
   bad = chunk_size - ok.size

@@ -21,9 +21,13 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from nst import images
+from nst import images, losses
 
-LOSSES = ('loss', 'content', 'style', 'tv')
+
+
+def loss_columns() -> tuple[str, ...]:
+  """The total and each term of the objective (``losses.TERMS``)."""
+  return ('loss', *losses.TERMS)
 
 
 def text(value: Any, sep: str = ' ') -> str:
@@ -120,7 +124,7 @@ def contact_sheet(grid: Sequence[Sequence[np.ndarray | None]],
 
 
 def write_csv(path: Path, axes: dict[str, tuple], results) -> None:
-  columns = ['member', *axes, 'status', 'steps', *LOSSES, 'wall_s',
+  columns = ['member', *axes, 'status', 'steps', *loss_columns(), 'wall_s',
              'steps_per_s', 'group', 'chunk', 'image']
   out = io.StringIO()
   writer = csv.writer(out, lineterminator='\n')
@@ -129,7 +133,8 @@ def write_csv(path: Path, axes: dict[str, tuple], results) -> None:
     m = r.metrics
     writer.writerow([r.member.index,
                      *(csv_value(r.member.values[a]) for a in axes),
-                     r.status, m['step'], *(f'{m[k]:.6e}' for k in LOSSES),
+                     r.status, m['step'],
+                     *(f'{m[k]:.6e}' for k in loss_columns()),
                      f'{r.wall_s:.2f}', f'{r.steps_per_s:.3f}', r.group,
                      r.chunk, r.image])
   images.write_atomic(path, out.getvalue().encode())

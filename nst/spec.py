@@ -141,7 +141,7 @@ def layer_weights(layers, weights, default) -> dict[str, float]:
 
 
 def style_distances(config) -> tuple[str, tuple[tuple[str, str], ...]]:
-  """Each style layer's distance (``losses.STYLE_LOSSES``): ``style_loss``,
+  """Each style layer's distance (``losses.STYLE_DISTANCES``): ``style_loss``,
   and the ``(layer, distance)`` pairs of ``style_layer_losses`` that differ
   from it. A layer named in neither (one that another member of a sweep
   uses) has ``style_loss``'s, so configs that differ only in their layer
@@ -284,7 +284,7 @@ def _check(config) -> None:
         raise UserError(f'{kind}_layer_weights {weights}: each must be a '
                         f'finite number >= 0 and at most {FLOAT32_MAX:.3g} '
                         '(float32)')
-  for field in ('content_weight', 'style_weight', 'tv_weight',
+  for field in (*(t.weight for t in losses.TERMS.values()),
                 'learning_rate', 'init_noise_std'):
     value = config[field]
     if not (math.isfinite(value) and 0 <= value <= FLOAT32_MAX):
@@ -367,9 +367,9 @@ def _check_controls(config) -> None:
   if config.loss_scaling not in losses.SCALINGS:
     raise UserError(f'loss_scaling={config.loss_scaling!r}; accepted: '
                     f'{", ".join(losses.SCALINGS)}')
-  if config.style_loss not in losses.STYLE_LOSSES:
+  if config.style_loss not in losses.STYLE_DISTANCES:
     raise UserError(f'style_loss={config.style_loss!r}; accepted: '
-                    f'{", ".join(losses.STYLE_LOSSES)}')
+                    f'{", ".join(losses.STYLE_DISTANCES)}')
   trims = tuple(config.style_layer_trims)
   if not all(isinstance(t, (int, float)) and not isinstance(t, bool)
              and 0 <= t < 1 for t in trims):
@@ -377,9 +377,9 @@ def _check_controls(config) -> None:
                     '[0, 1) (the fraction of positions left out)')
   per_layer = tuple(config.style_layer_losses)
   for kind in per_layer:
-    if kind not in losses.STYLE_LOSSES:
+    if kind not in losses.STYLE_DISTANCES:
       raise UserError(f'style_layer_losses={per_layer} has {kind!r}; '
-                      f'accepted: {", ".join(losses.STYLE_LOSSES)}')
+                      f'accepted: {", ".join(losses.STYLE_DISTANCES)}')
   if not (math.isfinite(config.avg_decay) and 0 <= config.avg_decay < 1):
     raise UserError(f'avg_decay={config.avg_decay!r}: accepted is a number '
                     'in [0, 1) (0 = no averaging)')

@@ -49,17 +49,11 @@ def prepare_params(program: Program, params, layers, max_side: int):
 
 
 def objective(model, params, targets: Targets, image):
-  """Total loss of one image and its parts (content, style, tv)."""
-  layers = tuple(targets.content) + tuple(
-      l for l in targets.style if l not in targets.content)
-  feats = features(model, params, image, layers)
-  return losses.total_loss(
-      feats=feats, image=image, content_targets=targets.content,
-      style_targets=targets.style, content_weights=targets.content_weights,
-      style_weights=targets.style_weights, alpha=targets.alpha,
-      beta=targets.beta, tv_weight=targets.tv_weight,
-      tv_scale=targets.tv_scale, style_masks=targets.style_masks,
-      region_weights=targets.region_weights)
+  """Total loss of one image and its parts, one per term
+  (``losses.TERMS``: content, style, tv)."""
+  feats = features(model, params, image, losses.term_layers(targets.terms))
+  return losses.total_loss(feats=feats, image=image, targets=targets.terms,
+                           weights=targets.weights)
 
 
 def make_update(program: Program | Update) -> Callable:

@@ -2,9 +2,10 @@
 
   1. ``load_inputs``: content, style images (at ``style_scale``), masks, and
      the colour preservation's conversions (``nst.colour``);
-  2. ``make_targets``: content features and style targets (moments, blended
-     or one per masked region) are computed once, together with the loss
-     weights, into one pytree (``Targets``);
+  2. ``make_targets``: each term of the objective (``losses.TERMS``) makes
+     its target from a ``Context`` (content features; style moments,
+     blended or one per masked region; ...), computed once, together with
+     the terms' weights, into one pytree (``Targets``);
   3. ``init_image``: the content image, white noise, or a given image; at a
      finer scale, the previous scale's output resized (``resize_image``)
      plus the photo's detail the coarser scale lacked (``scale_detail``).
@@ -29,18 +30,21 @@ from nst.spec import (blend_weights, check_content_shape, layer_distance,
 @struct.dataclass
 class Targets:
   """What the objective compares a member's image against, and its weights
-  (a pytree of arrays; ``nst.step.objective`` reads it)."""
-  content: dict           # layer -> content features (float32)
-  content_weights: dict   # layer -> weight x scale (0 = unused layer)
-  style: dict             # layer -> style target (``losses.style_target``)
-  style_weights: dict     # layer -> weight (0 = unused layer)
-  alpha: jnp.ndarray
-  beta: jnp.ndarray
-  tv_weight: jnp.ndarray
-  tv_scale: jnp.ndarray
+  (a pytree of arrays; ``nst.step.objective`` reads it).
+
+  ``terms``: term name (``losses.TERMS``) -> its target. The built-in ones:
+    content  {'features': layer -> content features (float32),
+              'weights': layer -> weight x scale (0 = unused layer)}
+    style    {'targets': layer -> style target (``losses.style_target``),
+              'weights': layer -> weight (0 = unused layer),
+              'masks': layer -> (S, h, w) masks, or None,
+              'region_weights': (S,) blend x non-empty, or None}
+    tv       {'scale': the TV's scale factor}
+  ``weights``: term name -> its weight (alpha, beta, tv_weight).
+  """
+  terms: dict
+  weights: dict
   range_scale: jnp.ndarray
-  style_masks: dict | None = None       # layer -> (S, h, w) masks
-  region_weights: jnp.ndarray | None = None  # (S,) blend x non-empty
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
@@ -171,9 +175,8 @@ def make_targets(config, model, params, inputs: Inputs, *,
                  area_ratio: float = 1.0) -> Targets:
   """Everything the objective compares against, and its weights.
 
-  Returns a pytree of arrays: content features, style targets, the
-  per-layer weights and alpha, beta, tv_weight. Computed once, outside the
-  step. ``content_layers`` / ``style_layers`` (default: the config's) may
+  Returns a pytree of arrays: each term's target (``losses.TERMS``; made
+  from a ``Context``) and its weight. Computed once, outside the step. ``content_layers`` / ``style_layers`` (default: the config's) may
   name more layers than the config uses: those get weight 0, so configs with
   different layer sets share one pytree structure (and one compiled step).
 
@@ -202,37 +205,80 @@ def make_targets(config, model, params, inputs: Inputs, *,
     content_w = {l: content_w.get(l, 0.0) for l in content_layers}
   if style_layers is not None:
     style_w = {l: style_w.get(l, 0.0) for l in style_layers}
-  content = jnp.asarray(inputs.content)
-  scaling = config.loss_scaling
-  # Forward passes only: XLA's own convolutions, which compile in a fraction
-  # of the time of the step's kernels (the same values up to rounding).
-  params = forward_params(params)
+  context = Context(config, model, forward_params(params), inputs,
+                    content_w, style_w)
   f32 = lambda v: jnp.asarray(v, jnp.float32)
-  content_feats, content_weights, tv_scale, range_scale = _content_targets(
-      model, params, content, jax.tree.map(f32, content_w), scaling)
-  trims = tuple(zip(config.style_layers, map(float,
-                                             config.style_layer_trims)))
-  per_style = [_moments(model, params, jnp.asarray(s), tuple(style_w), trims)
-               for s in inputs.styles] if style_w else []
-  blend = blend_weights(config)
-  targets = Targets(
-      content=content_feats, content_weights=content_weights,
-      style=_style_targets(per_style, blend, masked=inputs.masks is not None,
-                           distances=style_distances(config),
-                           scaling=scaling)
-      if style_w else {},
-      style_weights=jax.tree.map(f32, style_w),
-      alpha=f32(config.content_weight *
-                (area_ratio if scaling == 'paper' else 1.0)),
-      beta=f32(config.style_weight), tv_weight=f32(config.tv_weight),
-      tv_scale=tv_scale, range_scale=range_scale)
-  if inputs.masks is None:
-    return targets
-  shapes = jax.eval_shape(lambda x: features(model, params, x,
-                                              tuple(style_w)), content)
-  nonempty = (inputs.masks.reshape(len(blend), -1).max(axis=1) > 0)
-  return targets.replace(style_masks=_layer_masks(inputs.masks, shapes),
-                         region_weights=f32(blend * nonempty))
+  paper = config.loss_scaling == 'paper'
+  return Targets(
+      terms={name: term.target(config, context)
+             for name, term in losses.TERMS.items()},
+      weights={name: f32(config[term.weight] * (
+          area_ratio if paper and term.area else 1.0))
+               for name, term in losses.TERMS.items()},
+      range_scale=context.range_scale())
+
+
+class Context:
+  """What a term's target is made from (``losses.Term.target``): the
+  member's images at this scale (``inputs``), its config, and the network
+  (``features``). The built-in terms' targets are made here, each once.
+
+  Forward passes only: XLA's own convolutions (``forward_params``), which
+  compile in a fraction of the time of the step's kernels (the same values
+  up to rounding)."""
+
+  def __init__(self, config, model, params, inputs: Inputs,
+               content_weights: dict, style_weights: dict):
+    self.config, self.model, self.params, self.inputs = (
+        config, model, params, inputs)
+    self.content_weights, self.style_weights = content_weights, style_weights
+
+  def features(self, image, layers) -> dict:
+    """Features of one (H, W, 3) image (Caffe convention) at ``layers``."""
+    return features(self.model, self.params, jnp.asarray(image),
+                    tuple(layers))
+
+  @functools.cached_property
+  def _content(self):
+    f32 = lambda v: jnp.asarray(v, jnp.float32)
+    return _content_targets(
+        self.model, self.params, jnp.asarray(self.inputs.content),
+        jax.tree.map(f32, self.content_weights), self.config.loss_scaling)
+
+  def content_target(self) -> dict:
+    feats, weights, _, _ = self._content
+    return {'features': feats, 'weights': weights}
+
+  def tv_scale(self) -> jnp.ndarray:
+    return self._content[2]
+
+  def range_scale(self) -> jnp.ndarray:
+    return self._content[3]
+
+  def style_target(self) -> dict:
+    config, style_w = self.config, self.style_weights
+    f32 = lambda v: jnp.asarray(v, jnp.float32)
+    trims = tuple(zip(config.style_layers,
+                      map(float, config.style_layer_trims)))
+    per_style = [_moments(self.model, self.params, jnp.asarray(s),
+                          tuple(style_w), trims)
+                 for s in self.inputs.styles] if style_w else []
+    blend = blend_weights(config)
+    masks = self.inputs.masks
+    out = {'targets': _style_targets(
+        per_style, blend, masked=masks is not None,
+        distances=style_distances(config), scaling=config.loss_scaling)
+           if style_w else {},
+           'weights': jax.tree.map(f32, style_w), 'masks': None,
+           'region_weights': None}
+    if masks is None:
+      return out
+    content = jnp.asarray(self.inputs.content)
+    shapes = jax.eval_shape(lambda x: features(
+        self.model, self.params, x, tuple(style_w)), content)
+    nonempty = (masks.reshape(len(blend), -1).max(axis=1) > 0)
+    return {**out, 'masks': _layer_masks(masks, shapes),
+            'region_weights': f32(blend * nonempty)}
 
 
 def init_image(config, content: np.ndarray) -> np.ndarray:

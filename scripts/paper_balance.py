@@ -43,9 +43,9 @@ def balance(config, params, content: str, style: str, size: int):
   inputs = nst_targets.load_inputs(config, size)
   targets = nst_targets.make_targets(config, model, params, inputs)
   (layer,) = config.content_layers  # configs/paper.py: relu4_2 alone
-  c0 = 1.0 / float(targets.content_weights[layer])
-  per_layer = {l: float(targets.style_weights[l]) /
-               float(targets.style[l]['scale']) / c0
+  c0 = 1.0 / float(targets.terms['content']['weights'][layer])
+  per_layer = {l: float(targets.terms['style']['weights'][l]) /
+               float(targets.terms['style']['targets'][l]['scale']) / c0
                for l in config.style_layers}
   return per_layer, c0
 

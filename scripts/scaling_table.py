@@ -37,8 +37,8 @@ def terms(config, params, image_path: str, size: int, scaling: str):
                                    inputs.content.shape)
   _, parts = step.objective(model, nst_targets.forward_params(params),
                             targets, jnp.asarray(image))
-  return (float(targets.alpha * parts['content']),
-          float(targets.beta * parts['style']))
+  return (float(targets.weights['content'] * parts['content']),
+          float(targets.weights['style'] * parts['style']))
 
 
 def main(argv=None) -> int:

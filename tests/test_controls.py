@@ -29,9 +29,9 @@ def test_trimmed_style_targets_are_the_typical_positions_moments():
   config = tiny_config(image_size=64, style_layer_trims=(0.0,) * 4 + (0.25,))
   model = vgg.VGG(network=config.network, pooling=config.pooling)
   inputs = nst_targets.load_inputs(config, config.image_size)
-  trimmed = nst_targets.make_targets(config, model, PARAMS, inputs).style
+  trimmed = nst_targets.make_targets(config, model, PARAMS, inputs).terms['style']['targets']
   config.style_layer_trims = ()
-  whole = nst_targets.make_targets(config, model, PARAMS, inputs).style
+  whole = nst_targets.make_targets(config, model, PARAMS, inputs).terms['style']['targets']
   feats = nst_targets.features(model, PARAMS, jnp.asarray(inputs.styles[0]),
                                 ('relu5_1',))['relu5_1']
   mask = losses.typical_mask(feats, 0.25)
@@ -60,8 +60,8 @@ def _mask(tmp_path, name, value):
 @pytest.mark.slow
 def test_blend_targets_are_weighted_moments_and_1_0_is_the_first_style():
   config = tiny_config(style_image=TWO_STYLES, style_blend_weights=(1., 3.))
-  blended = _targets(config).style
-  one, two = (_targets(tiny_config(style_image=s)).style
+  blended = _targets(config).terms['style']['targets']
+  one, two = (_targets(tiny_config(style_image=s)).terms['style']['targets']
               for s in TWO_STYLES.split(','))
   for l in config.style_layers:
     np.testing.assert_allclose(blended[l]['srm'],
@@ -79,14 +79,14 @@ def test_style_scale_reads_the_style_at_that_fraction_of_the_size():
   inputs = nst_targets.load_inputs(config, 64)
   assert inputs.styles[0].shape == (32, 32, 3)   # swirls is square
   assert inputs.content.shape == (64, 64, 3)
-  got = _targets(config).style
+  got = _targets(config).terms['style']['targets']
   # As resizing predicts: the moments of the style's features at 32 px.
   model = vgg.VGG(network='vgg19')
   half = model.apply(PARAMS, images.load('nst:swirls', 32)[None],
                      ('conv1_1', 'conv2_1'))
   full = _targets(tiny_config(image_size=64, style_layers=('conv1_1',
                                                            'conv2_1'),
-                              style_layer_weights=())).style
+                              style_layer_weights=())).terms['style']['targets']
   for l in ('conv1_1', 'conv2_1'):
     assert half[l].shape[1:3] == {'conv1_1': (32, 32), 'conv2_1': (16, 16)}[l]
     np.testing.assert_allclose(got[l]['srm'], losses.moments(half[l][0])[1],
@@ -226,13 +226,13 @@ def test_masked_targets_downsample_masks_to_each_layer(tmp_path):
   config = tiny_config(style_image=TWO_STYLES, style_masks=f'{left},{zeros}',
                        style_blend_weights=(2.0, 3.0))
   targets = _targets(config)
-  masks = targets.style_masks
+  masks = targets.terms['style']['masks']
   assert masks['relu1_1'].shape == (2, 32, 32)
   assert masks['relu3_1'].shape == (2, 8, 8)
   np.testing.assert_allclose(masks['relu3_1'][0, :, :4], 1.0, atol=1e-6)
   np.testing.assert_allclose(masks['relu3_1'][0, :, 4:], 0.0, atol=1e-6)
-  np.testing.assert_allclose(targets.region_weights, [2.0, 0.0])
-  assert targets.style['relu3_1']['srm'].shape == (2, 256, 256)
+  np.testing.assert_allclose(targets.terms['style']['region_weights'], [2.0, 0.0])
+  assert targets.terms['style']['targets']['relu3_1']['srm'].shape == (2, 256, 256)
 
 
 @pytest.mark.slow

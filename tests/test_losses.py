@@ -55,10 +55,14 @@ def test_tv_loss():
 def test_total_loss_combines_parts():
   image = jnp.array([[0., 1.], [3., 5.]])[..., None]
   total, parts = losses.total_loss(
-      feats={'a': F}, image=image, content_targets={'a': jnp.zeros_like(F)},
-      style_targets={'a': {'srm': jnp.zeros((2, 2))}},
-      content_weights={'a': 1.0},
-      style_weights={'a': 1.0}, alpha=2.0, beta=3.0, tv_weight=0.5)
+      feats={'a': F}, image=image, targets={
+          'content': {'features': {'a': jnp.zeros_like(F)},
+                      'weights': {'a': 1.0}},
+          'style': {'targets': {'a': {'srm': jnp.zeros((2, 2))}},
+                    'weights': {'a': 1.0}, 'masks': None,
+                    'region_weights': None},
+          'tv': {'scale': 1.0}},
+      weights={'content': 2.0, 'style': 3.0, 'tv': 0.5})
   np.testing.assert_allclose(parts['content'], 45.5)
   np.testing.assert_allclose(parts['style'], 8233 / 144, rtol=1e-6)
   np.testing.assert_allclose(parts['tv'], 30.0)
@@ -236,18 +240,38 @@ def test_typical_mask_of_a_constant_map_keeps_the_quantile():
 
 
 def test_style_kind_of_each_target():
-  for kind in losses.STYLE_LOSSES:
+  for kind in losses.STYLE_DISTANCES:
     target = losses.style_target(*losses.moments(P), kind, 'relative')
     assert losses.style_kind(target) == kind
-  with pytest.raises(ValueError, match="'w2'"):
+  with pytest.raises(ValueError, match="'w2'; accepted: gram, mean_cov, "
+                     'mean'):
     losses.style_target(*losses.moments(P), 'w2')
+  with pytest.raises(ValueError, match=r"keys \['cov'\] is of no distance"):
+    losses.style_kind({'cov': 1.0, 'scale': 1.0})
+
+
+def test_a_style_distance_added_to_the_table_is_used(monkeypatch):
+  # |mu - mu_A|_1 / N: a table entry, nothing else.
+  l1 = losses.StyleDistance(
+      frozenset({'mean_l1'}), lambda mean, srm: {'mean_l1': mean},
+      lambda mean, srm, t: jnp.sum(jnp.abs(mean - t['mean_l1'])) / srm.shape[-1],
+      lambda mean, srm: jnp.sum(jnp.abs(mean)) / srm.shape[-1], 1e-8,
+      lambda n: n)
+  monkeypatch.setitem(losses.STYLE_DISTANCES, 'mean_l1', l1)
+  target = losses.style_target(*losses.moments(P), 'mean_l1', 'relative')
+  assert losses.style_kind(target) == 'mean_l1'
+  mean, srm = losses.moments(F)
+  got = losses.style_distance(mean, srm, target)
+  expected = (np.abs(np.asarray(mean) - np.asarray(losses.moments(P)[0]))
+              .sum() / np.abs(np.asarray(losses.moments(P)[0])).sum())
+  np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
 def test_relative_losses_do_not_depend_on_the_activation_scale():
   # A layer whose activations are 7x larger (another network, or another
   # normalisation) gives the same relative losses; the paper's grow as the
   # 2nd (content) and 4th (gram style) power.
-  for kind in losses.STYLE_LOSSES:
+  for kind in losses.STYLE_DISTANCES:
     one, seven = (losses.layer_style_loss(c * F, losses.style_target(
         *losses.moments(c * P), kind, 'relative')) for c in (1.0, 7.0))
     np.testing.assert_allclose(one, seven, rtol=1e-3)
@@ -262,7 +286,7 @@ def test_relative_losses_do_not_depend_on_the_activation_scale():
 def test_relative_scales_of_all_zero_targets_are_finite():
   zero = jnp.zeros((3, 1, 2))
   assert np.isfinite(float(losses.content_scale(zero, 'relative')))
-  for kind in losses.STYLE_LOSSES:
+  for kind in losses.STYLE_DISTANCES:
     target = losses.style_target(*losses.moments(zero), kind, 'relative')
     assert np.isfinite(float(losses.layer_style_loss(F, target)))
 

@@ -28,8 +28,8 @@ def _terms(scaling, size):
                                  nst_targets.load_inputs(config, size))
   x = jnp.asarray(images.preprocess(images.resize(BLEND, size)))
   _, parts = nst_step.objective(model, PARAMS, targets, x)
-  return (float(targets.alpha * parts['content']),
-          float(targets.beta * parts['style']))
+  return (float(targets.weights['content'] * parts['content']),
+          float(targets.weights['style'] * parts['style']))
 
 
 @pytest.mark.slow
@@ -54,8 +54,8 @@ def test_relative_alpha_is_not_rescaled_at_coarse_scales():
     inputs = nst_targets.load_inputs(config, 16)
     coarse = nst_targets.make_targets(config, model, PARAMS, inputs,
                                   area_ratio=(32 / 16) ** 2)
-    assert float(coarse.alpha) == factor * config.content_weight
-    assert float(coarse.beta) == config.style_weight
+    assert float(coarse.weights['content']) == factor * config.content_weight
+    assert float(coarse.weights['style']) == config.style_weight
 
 
 def test_relative_content_term_of_the_photo_and_of_black():
@@ -111,7 +111,7 @@ def test_lbfgs_range_penalty_keeps_pixels_in_range(scaling, beta):
                        style_weight=beta, num_steps=30, log_every=0)
   inputs = nst_targets.load_inputs(config, 32)
   targets = nst_targets.make_targets(config, vgg.VGG(), PARAMS, inputs)
-  photo = targets.content['relu4_2']
+  photo = targets.terms['content']['features']['relu4_2']
   blank = 1.0 if scaling == 'relative' else 0.5 * float(jnp.sum(photo ** 2))
   np.testing.assert_allclose(targets.range_scale,
                              blank / inputs.content.size, rtol=1e-5)

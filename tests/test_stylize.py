@@ -25,22 +25,22 @@ def _setup(config):
 def test_targets_hold_features_grams_and_weights():
   config = tiny_config(style_layer_weights=())  # () = 1/5 each
   _, _, _, targets = _setup(config)
-  assert sorted(targets.content) == ['relu4_2']
-  photo = targets.content['relu4_2']
+  assert sorted(targets.terms['content']['features']) == ['relu4_2']
+  photo = targets.terms['content']['features']['relu4_2']
   assert photo.shape == (4, 4, 512)
-  assert targets.style['relu3_1']['srm'].shape == (256, 256)
+  assert targets.terms['style']['targets']['relu3_1']['srm'].shape == (256, 256)
   np.testing.assert_allclose(
-      [targets.style_weights[l] for l in config.style_layers], [0.2] * 5)
+      [targets.terms['style']['weights'][l] for l in config.style_layers], [0.2] * 5)
   # Relative scaling divides the content weight by the photo's own
   # 1/2 |P|^2; the paper's formulas keep it.
-  np.testing.assert_allclose(targets.content_weights['relu4_2'],
+  np.testing.assert_allclose(targets.terms['content']['weights']['relu4_2'],
                              1.0 / (0.5 * np.sum(np.square(photo))),
                              rtol=1e-5)
   paper = _setup(tiny_config(style_layer_weights=(), loss_scaling='paper'))
-  assert float(paper[3].content_weights['relu4_2']) == 1.0
-  assert float(targets.beta) == config.style_weight
+  assert float(paper[3].terms['content']['weights']['relu4_2']) == 1.0
+  assert float(targets.weights['style']) == config.style_weight
   explicit = tiny_config(style_layer_weights=(1.0, 2.0, 3.0, 4.0, 5.0))
-  weights_ = _setup(explicit)[3].style_weights
+  weights_ = _setup(explicit)[3].terms['style']['weights']
   assert [float(weights_[l]) for l in explicit.style_layers] == [1, 2, 3, 4, 5]
 
 

@@ -296,9 +296,9 @@ def test_layer_set_as_weight_vector_equals_layer_list():
   as_list = nst_targets.make_targets(config, model, PARAMS, inputs)
   as_vector = nst_targets.make_targets(config, model, PARAMS, inputs,
                                    style_layers=union)
-  assert list(as_vector.style_weights) == list(union)
+  assert list(as_vector.terms['style']['weights']) == list(union)
   np.testing.assert_allclose(
-      [as_vector.style_weights[l] for l in union], [0.3, 0, 0.7, 0, 0])
+      [as_vector.terms['style']['weights'][l] for l in union], [0.3, 0, 0.7, 0, 0])
   x = nst_targets.init_image(tiny_config(init='noise', init_noise_std=30.0),
                          content)
   a = nst_step.objective(model, PARAMS, as_list, x)
