@@ -15,7 +15,7 @@ With this normalisation (not the paper's own file) the paper's alpha/beta
 give mostly the photo; its look came at about 1/100 of them
 (``--config.style_weight=1e5``; experiments/fig2 and fig3). In the paper's
 formulas alpha/beta is a different balance at every image size and for every
-painting: scripts/paper_balance.py measures it (README, Reproducing the
+painting: experiments/recipe/paper_balance.py measures it (README, Reproducing the
 paper). ``loss_scaling='paper'`` keeps those formulas here; the default's
 relative losses do not need the rescaling.
 

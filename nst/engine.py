@@ -13,7 +13,7 @@ a stopped chunk from its checkpoint, bit for bit.
 The update is ``nst.step.make_update`` under ``jax.vmap``; a chunk of one
 member on one device runs it unbatched (the same jitted function as a
 plain single run). Everything the loop hands out goes through
-``Callbacks`` (``nst.workdir.Writer`` writes it into a run's folder; the
+``Callbacks`` (``nst.runner.Writer`` writes it into a run's folder; the
 default keeps nothing), on the process that holds the data.
 """
 from __future__ import annotations
@@ -27,11 +27,10 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from nst import checkpoint, colour, images, optim, step, targets, vgg, weights
-from nst import memory, progress, spec
+from nst import memory, progress, sharding, spec
 from nst.errors import Diverged, Stopped, UserError
 from nst.spec import Member, largest_side
 
@@ -101,67 +100,6 @@ class Loader:
     if (spec, network) not in self._params:
       self._params[spec, network] = weights.load(spec, network)
     return self._params[spec, network]
-
-
-# --- Devices and processes ---------------------------------------------------
-
-def member_mesh(devices=None) -> Mesh:
-  """A one-axis mesh, ``member``, over every device of every process."""
-  return Mesh(np.asarray(devices or jax.devices()), ('member',))
-
-
-def _put(make: Callable[[int], Any], n: int, sharding: NamedSharding):
-  """A pytree of global arrays whose slot ``j`` is ``make(j)``.
-
-  Each process computes only the slots that live on its own devices.
-  """
-  local = sorted({j for index in
-                  sharding.addressable_devices_indices_map((n,)).values()
-                  for j in range(n)[index[0]]})
-  trees = {j: jax.device_get(make(j)) for j in local}
-  treedef = jax.tree.structure(trees[local[0]])
-  leaves = {j: jax.tree.leaves(t) for j, t in trees.items()}
-
-  def leaf(k):
-    shape = (n,) + np.shape(leaves[local[0]][k])
-    return jax.make_array_from_callback(
-        shape, sharding, lambda index: np.stack(
-            [np.asarray(leaves[j][k]) for j in range(n)[index[0]]]))
-
-  return jax.tree.unflatten(treedef,
-                            [leaf(k) for k in range(len(leaves[local[0]]))])
-
-
-def _replicate(tree, sharding: NamedSharding):
-  return jax.tree.map(lambda a: jax.make_array_from_callback(
-      np.shape(a), sharding, lambda index: np.asarray(a)[index]), tree)
-
-
-def _gather(tree):
-  """Every process gets the full (host) value of member-sharded arrays."""
-  if jax.process_count() == 1:
-    return jax.device_get(tree)
-  return multihost_utils.process_allgather(tree, tiled=True)
-
-
-def any_process(flag: bool) -> bool:
-  """``flag`` or'ed over the processes: all of them stop after the same
-  step, whichever was asked (one that stopped alone would leave the others
-  waiting in its checkpoint's collectives). Costs a collective, and so a
-  wait for the step in flight, per step of a multi-process sweep."""
-  if jax.process_count() == 1:
-    return flag
-  return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
-
-
-def _local_slots(array) -> dict[int, np.ndarray]:
-  """{slot: value} for the slots of ``array`` held by this process."""
-  out = {}
-  for shard in array.addressable_shards:
-    data = np.asarray(shard.data)
-    for j, value in zip(range(array.shape[0])[shard.index[0]], data):
-      out[j] = value
-  return out
 
 
 # --- Compiled functions ------------------------------------------------------
@@ -300,7 +238,7 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
   kept = kept or {}
   step_fn, init, evaluate, finish, per_member, replicated = compiled(
       program.update, mesh, size)
-  device_params = _replicate(params, replicated)
+  device_params = sharding.replicate(params, replicated)
   # Targets and logged losses: XLA's own convolutions (targets.forward_params)
   eval_params = targets.forward_params(device_params)
   plan, total_steps = program.plan, program.total_steps
@@ -344,7 +282,7 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
                             (at or inputs)(slots[j].index)[0].original)
 
     def outputs():
-      return _local_slots(finish(hparams, image, state))
+      return sharding.local_slots(finish(hparams, image, state))
 
     def mark(now_finite):
       """Updates ``finite``; a member that is no longer keeps the output
@@ -352,7 +290,7 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
       newly = finite & ~now_finite
       if newly[:len(chunk)].any() and last_out:
         at_step, out, at_inputs = last_out[0]
-        for j, value in _local_slots(out).items():
+        for j, value in sharding.local_slots(out).items():
           if j < len(chunk) and newly[j]:
             last_finite[j] = (at_step, restored(j, value, at_inputs))
       finite[:] &= now_finite
@@ -385,7 +323,7 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
               else np.zeros(len(evals))).tolist()
 
     def log(i):
-      (total, parts), evals = _gather((evaluate(
+      (total, parts), evals = sharding.gather((evaluate(
           eval_params, chunk_targets, hparams, image, state), state.evals))
       per_step = evals_per_step(i, np.asarray(evals))
       now = time.perf_counter()
@@ -418,14 +356,14 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
       member is finite any more (then the last checkpoint stays); whether
       it did."""
       if not logged:
-        total, parts = _gather(evaluate(eval_params, chunk_targets, hparams,
+        total, parts = sharding.gather(evaluate(eval_params, chunk_targets, hparams,
                                         image, state))
         now_finite = np.isfinite(total)
         for j in range(len(chunk)):  # its result names where it diverged
           if finite[j] and not now_finite[j]:
             last[j] = row(j, i, total, parts)
         mark(now_finite)
-      return hand_checkpoint(i, *_gather((image, state)))
+      return hand_checkpoint(i, *sharding.gather((image, state)))
 
     def hand_checkpoint(i, host_image, host_state) -> bool:
       # The image and its average decide; the optimiser's state may hold
@@ -448,9 +386,9 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
         return Stopped(first, checkpointed=resumed is not None,
                        saved=False)
       at, at_image, at_state, at_inputs = boundary
-      kept_state = hand_checkpoint(at, *_gather((at_image, at_state)))
+      kept_state = hand_checkpoint(at, *sharding.gather((at_image, at_state)))
       out = finish(hparams, at_image, at_state)
-      for j, value in _local_slots(out).items():
+      for j, value in sharding.local_slots(out).items():
         if j < len(chunk) and finite[j]:
           cb.save(chunk[j], at, restored(j, value, at_inputs))
       return Stopped(at, checkpointed=kept_state)
@@ -471,7 +409,7 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
             style_layers=style_layers, area_ratio=(m.image_size / px) ** 2)
         return loaded, made
 
-      chunk_targets, hparams = _put(lambda j: (
+      chunk_targets, hparams = sharding.put(lambda j: (
           inputs(slots[j].index)[1], optim.hyperparams(slots[j].config)),
                                     size, per_member)
       first = done
@@ -480,15 +418,15 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
           raise UserError(
               f'the checkpoint holds images of {resumed.image.shape[1:]} '
               f'at step {first_step}; this run has {shape} there')
-        image = _put(lambda j: resumed.image[j], size, per_member)
+        image = sharding.put(lambda j: resumed.image[j], size, per_member)
         host = checkpoint.fit_state(resumed, jax.eval_shape(init, hparams,
                                                             image))
-        state = _put(lambda j: jax.tree.map(lambda v: v[j], host), size,
+        state = sharding.put(lambda j: jax.tree.map(lambda v: v[j], host), size,
                      per_member)
         first = first_step
       else:
         if image is None:
-          image = _put(lambda j: targets.init_image(
+          image = sharding.put(lambda j: targets.init_image(
               slots[j].config, inputs(slots[j].index)[0].content), size,
                        per_member)
         else:
@@ -499,7 +437,7 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
           image = jax.jit(
               jax.vmap(lambda x: jax.image.resize(x, shape, 'cubic')),
               out_shardings=per_member)(finish(hparams, image, state))
-          image = image + _put(lambda j: targets.scale_detail(
+          image = image + sharding.put(lambda j: targets.scale_detail(
               slots[j].config, inputs(slots[j].index)[0].content,
               coarse(slots[j].index)[0].content), size, per_member)
         state = init(hparams, image)
@@ -541,7 +479,7 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
         if (program.checkpoint_every and i % program.checkpoint_every == 0
             and i < total_steps):
           keep_checkpoint(i, logged)
-        if i < total_steps and should_stop and any_process(should_stop()):
+        if i < total_steps and should_stop and sharding.any_process(should_stop()):
           kept_state = keep_checkpoint(i, logged)
           if not finite[:len(chunk)].any():
             stopped = True  # nothing finite to keep: it diverged
@@ -559,7 +497,7 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
     ran = (last[0]['step'] if last else total_steps) - first_step - 1
     speed = (ran / (end - clock['first']) if ran > 0 and clock['first']
              else float('nan'))
-    local = {j: v for j, v in _local_slots(out).items()
+    local = {j: v for j, v in sharding.local_slots(out).items()
              if j < len(chunk) and finite[j]}
     for j, value in local.items():
       cb.image(chunk[j], restored(j, value))
@@ -617,7 +555,7 @@ def run(groups: list[list[Member]], *, loader: Loader | None = None,
   """Every group in turn (``run_group``) on ``devices`` (default: all of
   them, on every process); the results in group order."""
   loader = loader or Loader()
-  mesh = member_mesh(devices)
+  mesh = sharding.member_mesh(devices)
   kept = kept or {}
   to_run = [sum(not all(m.index in kept for m in chunk) for chunk in
                 chunk_members(group, chunk_size, mesh.devices.size)[0])

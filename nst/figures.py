@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from nst import images, report
-from nst import workdir as nst_workdir
+from nst import runner
 from nst.errors import UserError
 
 IMAGES_DIR = 'data/paper'
@@ -217,7 +217,7 @@ def figure2(workdir: Path, results, images_dir: Path, size: int,
 
 def run(figure: int, config, images_dir: str | Path, workdir: Path,
         overwrite: bool = False):
-  """Runs figure ``figure`` (1 or 2) into ``workdir`` (``nst.workdir.run``,
+  """Runs figure ``figure`` (1 or 2) into ``workdir`` (``nst.runner.run``,
   which refuses a folder holding files unless ``overwrite``); returns the
   PNG path."""
   if figure not in (1, 2):
@@ -230,7 +230,7 @@ def run(figure: int, config, images_dir: str | Path, workdir: Path,
   for path in missing:
     print(f'missing {path}: its panel is left empty (fetch it with '
           'scripts/fetch_paper_images.py)', file=sys.stderr)
-  results = nst_workdir.run(config, workdir, overwrite=overwrite)
+  results = runner.run(config, workdir, overwrite=overwrite)
   if figure == 1:
     layers = config.sweep.axes.content_layers[:len(results) // 2]
     picture, _ = figure1(workdir, results, [l[0] for l in layers])

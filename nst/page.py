@@ -16,7 +16,7 @@ A sweep's page has one chart per loss with a line per member, and the
 members on the sweep's grid (rows x cols, one table per value of any other
 axis), each with its latest image, state and time.
 
-Nothing here runs JAX; ``Page`` is fed by ``nst.workdir.Writer``.
+Nothing here runs JAX; ``Page`` is fed by ``nst.runner.Writer``.
 """
 from __future__ import annotations
 

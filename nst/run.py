@@ -1,6 +1,6 @@
 """Command line: ``python -m nst.run --config configs/default.py``.
 
-Flags -> ``workdir.run`` (config -> members -> ``engine`` -> files) -> exit
+Flags -> ``runner.run`` (config -> members -> ``engine`` -> files) -> exit
 code, and the signals that stop a run. Any config field can be overridden (``--config.style_weight=1e4``); a misspelt field is
 an error. Writes into ``--workdir`` (default ``runs/<config>-<time>``); the
 layout, ``--overwrite`` and ``--resume`` are ``nst.workdir``'s. A run that
@@ -27,7 +27,7 @@ from absl import app, flags, logging
 import ml_collections
 from ml_collections import config_flags
 
-from nst import engine, fields, files, sweep, workdir
+from nst import engine, fields, files, runner, sweep, workdir
 from nst.errors import DiskFull, Stopped, UserError
 
 
@@ -260,7 +260,7 @@ def main(argv):
     if joined and not _WORKDIR.value:
       raise UserError('a sweep over several processes needs --workdir: '
                       'the same directory for every process')
-    workdir.run(config, path, overwrite=_OVERWRITE.value,
+    runner.run(config, path, overwrite=_OVERWRITE.value,
                 resume=_RESUME.value, should_stop=stop,
                 memory_check=_MEMORY_CHECK.value)
   except UserError as e:

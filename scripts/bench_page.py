@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nst import fields, page, workdir  # noqa: E402
+from nst import fields, page, runner  # noqa: E402
 
 
 def timed(method, spent):
@@ -61,7 +61,7 @@ def main():
   out = Path(tempfile.mkdtemp(prefix='nst-bench-page-')) / 'run'
   try:
     start = time.perf_counter()
-    workdir.run(config, out)
+    runner.run(config, out)
     wall = time.perf_counter() - start
     page_s = sum(spent)
     print(f'page: {page_s:.3f} s in {len(spent)} calls; run: {wall:.1f} s; '

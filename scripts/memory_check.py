@@ -34,7 +34,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from configs import default  # noqa: E402
-from nst import (engine, memory, optim, spec, step, targets,  # noqa: E402
+from nst import (engine, memory, optim, sharding, spec, step, targets,  # noqa: E402
                  weights)
 
 
@@ -53,7 +53,7 @@ def xla_plan(config, members: int = 1) -> dict[str, int]:
   anyway)."""
   member = spec.resolve(config, targets.image_loader(config))
   program = member.program
-  mesh = engine.member_mesh(jax.devices()[:1])
+  mesh = sharding.member_mesh(jax.devices()[:1])
   step_fn, init, _, _, per_member, replicated = engine.compiled(
       program.update, mesh, members)
   content = engine.union_layers([config.content_layers], program.network)
@@ -117,13 +117,13 @@ def short_run(size: int, optimizer: str, remat: bool):
 
 def _short_run(size: str, optimizer: str, remat: str) -> None:
   import resource  # pylint: disable=import-outside-toplevel
-  from nst import workdir  # pylint: disable=import-outside-toplevel
+  from nst import runner  # pylint: disable=import-outside-toplevel
   jax.devices()
   config = short_run(int(size), optimizer, remat == 'True')
   rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10
   before = rss()
   with tempfile.TemporaryDirectory() as folder:
-    workdir.run(config, Path(folder) / 'run', memory_check=False)
+    runner.run(config, Path(folder) / 'run', memory_check=False)
   print(rss() - before)
 
 

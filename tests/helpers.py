@@ -283,10 +283,11 @@ class _FullFile:
 
 def inject_full_disk(monkeypatch):
   """Every write of a file that ``images.write_atomic`` (os.fdopen) or a
-  workdir's metrics.jsonl (open) makes fails as on a full file system."""
+  run's metrics.jsonl (open, in ``nst.runner``) makes fails as on a full
+  file system."""
   import os
-  from nst import workdir
+  from nst import runner
   fdopen = os.fdopen
   monkeypatch.setattr(os, 'fdopen', lambda *a, **k: _FullFile(fdopen(*a, **k)))
-  monkeypatch.setattr(workdir, 'open', lambda *a, **k: _FullFile(open(*a, **k)),
+  monkeypatch.setattr(runner, 'open', lambda *a, **k: _FullFile(open(*a, **k)),
                       raising=False)

@@ -34,11 +34,11 @@ def main(argv):
 
 def multiprocess(out, workdir, stop='0', resume='0', short='0'):
   """One process of a jax.distributed job (env: JAX_COORDINATOR_ADDRESS,
-  JAX_NUM_PROCESSES, JAX_PROCESS_ID); runs the sweep with nst.workdir.run."""
+  JAX_NUM_PROCESSES, JAX_PROCESS_ID); runs the sweep with nst.runner.run."""
   import jax
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   from nst import memory, sweep
-  from nst import workdir as nst_workdir
+  from nst import runner
   from nst.errors import Stopped, UserError
   assert sweep.initialize_distributed('auto')
   import numpy as np
@@ -52,7 +52,7 @@ def multiprocess(out, workdir, stop='0', resume='0', short='0'):
     return jax.process_index() == 1 and len(asked) == int(stop)
 
   try:
-    results = nst_workdir.run(tiny_sweep('adam'), Path(workdir),
+    results = runner.run(tiny_sweep('adam'), Path(workdir),
                               resume=resume == '1',
                               should_stop=should_stop)
   except Stopped as e:

@@ -263,15 +263,15 @@ def test_stopped_sweep_resumes_only_its_unfinished_members(tmp_path,
                                                            monkeypatch):
   import csv
   from helpers import tiny_sweep
-  from nst import workdir
+  from nst import runner
   c = tiny_sweep(num_steps=2)
   c.sweep.chunk_size = 1  # four chunks of one member, two steps each
   whole, stopped = tmp_path / 'whole', tmp_path / 'stopped'
-  workdir.run(c, whole)
+  runner.run(c, whole)
   # Asked after each chunk's step 1 (not after its last step): the third
   # time is in the third chunk, member 2.
   with pytest.raises(Stopped) as e:
-    workdir.run(c, stopped, should_stop=helpers.stop_after(3))
+    runner.run(c, stopped, should_stop=helpers.stop_after(3))
   assert e.value.step == 1
   assert sorted(p.name for p in (stopped / 'members').glob('*.result.json')
                 ) == ['0000.result.json', '0001.result.json']
@@ -279,10 +279,10 @@ def test_stopped_sweep_resumes_only_its_unfinished_members(tmp_path,
   assert ckpt.done == 1 and ckpt.extra['members'].tolist() == [2]
   assert ckpt.image.shape == (1, 32, 32, 3)
 
-  ran, result = [], workdir.Writer.result
-  monkeypatch.setattr(workdir.Writer, 'result', lambda self, r: (
+  ran, result = [], runner.Writer.result
+  monkeypatch.setattr(runner.Writer, 'result', lambda self, r: (
       ran.append(r.member.index), result(self, r))[1])
-  results = workdir.run(c, stopped, resume=True)
+  results = runner.run(c, stopped, resume=True)
   assert ran == [2, 3]  # members 0 and 1 are not run again
   assert [r.member.index for r in sorted(results, key=lambda r:
                                          r.member.index)] == [0, 1, 2, 3]
@@ -303,7 +303,7 @@ def test_stopped_sweep_resumes_only_its_unfinished_members(tmp_path,
 @pytest.mark.slow
 def test_sigterm_stops_a_sweep_and_resume_finishes_it(tmp_path):
   from helpers import tiny_sweep
-  from nst import workdir
+  from nst import runner
   config_file = tiny_sweep_file(tmp_path / 'tiny_sweep.py',
                                 'c = tiny_sweep(num_steps=3, log_every=1)',
                                 'c.sweep.chunk_size = 1')
@@ -331,7 +331,7 @@ def test_sigterm_stops_a_sweep_and_resume_finishes_it(tmp_path):
   assert f'({len(kept)} finished before, kept)' in resumed.stdout
   c = tiny_sweep(num_steps=3, log_every=1)
   c.sweep.chunk_size = 1
-  workdir.run(c, tmp_path / 'whole')
+  runner.run(c, tmp_path / 'whole')
   for i in range(4):
     name = f'members/{i:04d}.png'
     assert (out / name).read_bytes() == (tmp_path / 'whole' / name).read_bytes()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from helpers import tiny_config
-from nst import fields, page, progress, report, workdir
+from nst import fields, page, progress, report, runner
 from nst.errors import Stopped
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +48,7 @@ def test_chart_paths_follow_the_values():
 def _finished(tmp_path, **overrides):
   config = tiny_config(num_steps=6, save_every=2, log_every=2, **overrides)
   out = tmp_path / 'run'
-  workdir.run(config, out)
+  runner.run(config, out)
   return out, (out / page.NAME).read_text()
 
 
@@ -81,12 +81,12 @@ def test_the_page_says_when_a_run_stopped_and_how_to_go_on(tmp_path,
   out = tmp_path / 'run'
   asked = iter(range(100))
   with pytest.raises(Stopped):
-    workdir.run(config, out, should_stop=lambda: next(asked) >= 3)
+    runner.run(config, out, should_stop=lambda: next(asked) >= 3)
   text = (out / page.NAME).read_text()
   assert '<b>Stopped</b>' in text and 'http-equiv="refresh"' not in text
   assert f'--resume --workdir {out}' in text
   # Resumed, the page starts with the stopped run's rows.
-  workdir.run(config, out, resume=True)
+  runner.run(config, out, resume=True)
   text = (out / page.NAME).read_text()
   assert '<b>Finished</b>' in text
   assert len(page.points(_paths(text)['loss'])) == 7   # steps 0..6
@@ -120,7 +120,7 @@ def test_odd_file_names_are_escaped(tmp_path):
   from PIL import Image
   Image.new('RGB', (40, 30), (200, 100, 50)).save(photo)
   config = tiny_config(num_steps=2, content_image=str(photo))
-  workdir.run(config, odd / 'run<1>')
+  runner.run(config, odd / 'run<1>')
   text = (odd / 'run<1>' / page.NAME).read_text()
   assert '<img src=x' not in text and 'onerror=alert(1)&gt;' in text
   assert 'run&lt;1&gt;' in text and '<h1>run<1>' not in text
@@ -131,7 +131,7 @@ def test_a_sweep_page_has_a_line_per_member_and_the_grid(tmp_path):
   config.sweep = ml_collections.ConfigDict(
       {'axes': {'style_weight': (1.0, 2.0, 4.0)}, 'cols': 'style_weight'})
   out = tmp_path / 'sweep'
-  workdir.run(config, out)
+  runner.run(config, out)
   text = (out / page.NAME).read_text()
   paths = _paths(text)
   for k, w in enumerate((1, 2, 4)):

@@ -11,7 +11,7 @@ from PIL import Image
 
 from helpers import tiny_config, tiny_flags
 from nst import fields, images
-from nst import workdir as nst_workdir
+from nst import runner
 from nst.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +75,7 @@ def test_misspelt_field_is_one_clear_error(tmp_path):
 @pytest.fixture
 def cli(monkeypatch, capsys):
   """``nst.run``'s flag parsing (and, given ``run``, its ``main`` with
-  ``workdir.run`` replaced by ``run``) in this process: returns the exit
+  ``runner.run`` replaced by ``run``) in this process: returns the exit
   status and the lines written to stderr."""
   from absl import flags
   from nst import run as nst_run_module
@@ -88,7 +88,7 @@ def cli(monkeypatch, capsys):
     # run it in the namespace of the one loaded before).
     sys.modules.pop('config_config', None)
     if run is not None:
-      monkeypatch.setattr(nst_workdir, 'run', run)
+      monkeypatch.setattr(runner, 'run', run)
     status = 0
     try:
       rest = nst_run_module.parse_flags(argv)
@@ -169,7 +169,7 @@ def test_named_pipes_are_refused_not_opened(tmp_path, cli):
       ({'init': str(pipe)}, f"^init='{pipe}'; accepted: content, noise, or "
        'the path of an existing image$')):
     with pytest.raises(UserError, match=message):
-      without_blocking(lambda: nst_workdir.run(tiny_config(**overrides),
+      without_blocking(lambda: runner.run(tiny_config(**overrides),
                                                tmp_path / 'o'), pipe)
     assert not (tmp_path / 'o').exists()
 
@@ -371,10 +371,10 @@ def test_bad_inputs_are_refused_before_anything_is_written(tmp_path):
   before = {p.name: p.read_bytes() for p in workdir.iterdir()}
   for overrides, message in _bad_inputs(tmp_path):
     with pytest.raises(UserError, match=message):
-      nst_workdir.run(tiny_config(**overrides), workdir, overwrite=True)
+      runner.run(tiny_config(**overrides), workdir, overwrite=True)
     assert {p.name: p.read_bytes() for p in workdir.iterdir()} == before
     with pytest.raises(UserError, match=message):
-      nst_workdir.run(tiny_config(**overrides), tmp_path / 'new')
+      runner.run(tiny_config(**overrides), tmp_path / 'new')
     assert not (tmp_path / 'new').exists()
 
 

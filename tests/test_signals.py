@@ -10,7 +10,7 @@ from PIL import Image
 
 import helpers
 from helpers import tiny_config
-from nst import checkpoint, engine, run, signals, workdir
+from nst import checkpoint, engine, run, runner, signals
 from nst.errors import Stopped
 
 
@@ -103,13 +103,13 @@ def test_a_stop_while_the_first_step_compiles_ends_at_once(monkeypatch,
   compiling = _slow_first_calls(monkeypatch, {32})
   config = tiny_config(num_steps=3, save_every=1)
   with pytest.raises(Stopped) as stop:
-    workdir.run(config, tmp_path, should_stop=lambda: compiling[0])
+    runner.run(config, tmp_path, should_stop=lambda: compiling[0])
   assert (stop.value.step, stop.value.checkpointed, stop.value.saved) == (
       0, False, False)
   assert not list(tmp_path.glob('*.png')) and not list(
       tmp_path.glob('checkpoint.npz'))
   # Nothing to continue from: the same command starts it again.
-  [result] = workdir.run(config, tmp_path)
+  [result] = runner.run(config, tmp_path)
   assert result.metrics['step'] == 3
 
 
@@ -117,16 +117,16 @@ def test_a_stop_while_a_finer_scale_compiles_keeps_the_coarser_scale(
     monkeypatch, tmp_path):
   config = tiny_config(image_size=64, scales=(0.5,), scale_steps=(2,),
                        num_steps=2, optimizer='lbfgs')
-  unstopped = workdir.run(config, tmp_path / 'a')[0]
+  unstopped = runner.run(config, tmp_path / 'a')[0]
   compiling = _slow_first_calls(monkeypatch, {64})
   out = tmp_path / 'b'
   with pytest.raises(Stopped) as stop:
-    workdir.run(config, out, should_stop=lambda: compiling[0])
+    runner.run(config, out, should_stop=lambda: compiling[0])
   # The coarse scale's last step is kept: checkpoint and image.
   assert (stop.value.step, stop.value.checkpointed) == (2, True)
   assert checkpoint.load(out / 'checkpoint.npz').done == 2
   assert np.asarray(Image.open(out / 'step_00002.png')).shape == (32, 32, 3)
-  resumed = workdir.run(config, out, resume=True)[0]
+  resumed = runner.run(config, out, resume=True)[0]
   assert resumed.metrics == unstopped.metrics
   assert (out / 'final.png').read_bytes() == (
       tmp_path / 'a' / 'final.png').read_bytes()
@@ -136,11 +136,11 @@ def test_a_resumed_run_stopped_while_compiling_keeps_its_checkpoint(
     monkeypatch, tmp_path):
   config = tiny_config(num_steps=4, checkpoint_every=2)
   with pytest.raises(MemoryError):  # a crash after step 2's checkpoint
-    workdir.run(config, tmp_path, should_stop=helpers.stop_after(
+    runner.run(config, tmp_path, should_stop=helpers.stop_after(
         3, MemoryError('injected')))
   compiling = _slow_first_calls(monkeypatch, {32})
   with pytest.raises(Stopped) as stop:
-    workdir.run(config, tmp_path, resume=True,
+    runner.run(config, tmp_path, resume=True,
                 should_stop=lambda: compiling[0])
   assert (stop.value.step, stop.value.checkpointed, stop.value.saved) == (
       2, True, False)

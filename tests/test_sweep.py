@@ -14,7 +14,8 @@ from PIL import Image
 
 from helpers import (random_vgg19, run_one, sweep_images, tiny_config,
                      tiny_inputs, tiny_sweep, tiny_sweep_file)
-from nst import engine, images, memory, report, sweep, vgg, workdir
+from nst import (engine, images, memory, report, runner, sharding, sweep,
+                 vgg)
 from nst import targets as nst_targets
 from nst import step as nst_step
 from nst.errors import UserError
@@ -415,7 +416,7 @@ def test_bad_sweeps_name_the_value(change, message):
 def test_outputs_grid_csv_and_index(tmp_path):
   c = tiny_sweep(num_steps=1)
   c.sweep.axes.seed = (0, 1)  # a third axis: one sheet per seed
-  results = workdir.run(c, tmp_path)
+  results = runner.run(c, tmp_path)
   assert len(results) == 8 and all(r.written for r in results)
   rows = list(csv.DictReader(open(tmp_path / 'results.csv')))
   assert len(rows) == 8
@@ -562,7 +563,7 @@ def test_a_diverging_member_leaves_the_others_alone(tmp_path, capsys):
   c = tiny_sweep(num_steps=2)
   c.sweep.axes.style_layers = (('conv1_1',),)
   c.sweep.axes.ratio = (1e-3, 1e-45)  # beta = 1e45: inf in float32
-  results = workdir.run(c, tmp_path)
+  results = runner.run(c, tmp_path)
   assert [r.status for r in results] == ['ok', 'diverged']
   # Named on the console when its chunk ends, with its axis values.
   said = [l for l in capsys.readouterr().out.splitlines() if 'diverged' in l]
@@ -603,11 +604,11 @@ def test_a_sweep_of_four_chunks_compiles_its_step_once(tmp_path):
   c = tiny_sweep(num_steps=2)
   c.sweep.chunk_size = 1  # four chunks of one member
   engine.compiled.cache_clear()
-  results = workdir.run(c, tmp_path)
+  results = runner.run(c, tmp_path)
   assert sorted(r.chunk for r in results) == [0, 1, 2, 3]
   (member, *_), = {r.member.program: r for r in results}.items()
   step, init, evaluate, finish, _, _ = engine.compiled(
-      member.update, engine.member_mesh(), 1)
+      member.update, sharding.member_mesh(), 1)
   assert engine.compiled.cache_info().currsize == 1
   assert step._cache_size() == 1  # pylint: disable=protected-access
   assert init._cache_size() == finish._cache_size() == 1
@@ -621,7 +622,7 @@ def test_every_members_images_are_checked_at_every_scale_first(tmp_path):
   c.sweep.axes = ml_collections.ConfigDict({'style_scale': (1.0, 0.3)})
   c.sweep.rows, c.sweep.cols = 'style_scale', ''
   with pytest.raises(UserError) as e:
-    workdir.run(c, tmp_path / 'o')
+    runner.run(c, tmp_path / 'o')
   assert str(e.value).startswith(
       "sweep member 1 (style_scale=0.3): style image 'nst:swirls' at "
       'style_scale=0.3 and size 32 is 10x10 px')

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import pytest
 
 from helpers import tiny_config
-from nst import images, losses, workdir
+from nst import images, losses, runner
 
 
 def _mean_colour_target(config, context):
@@ -43,8 +43,8 @@ def _rows(path):
 def test_a_term_added_to_the_table_is_optimised_logged_and_reported(
     tmp_path, colour_term):
   off, on = tmp_path / 'off', tmp_path / 'on'
-  workdir.run(_config(0.0), off)
-  workdir.run(_config(1.0), on)
+  runner.run(_config(0.0), off)
+  runner.run(_config(1.0), on)
   rows_off, rows_on = _rows(off), _rows(on)
   # The term's value is in every metrics row; its weight decides the total.
   for row in rows_off + rows_on:
@@ -65,4 +65,4 @@ def test_a_term_weight_out_of_range_is_refused(tmp_path, colour_term):
   from nst.errors import UserError
   with pytest.raises(UserError, match=r'colour_weight=-1.0: accepted is a '
                      'finite number >= 0'):
-    workdir.run(_config(-1.0), tmp_path / 'o')
+    runner.run(_config(-1.0), tmp_path / 'o')

@@ -15,7 +15,7 @@ from PIL import Image
 
 import helpers
 from helpers import stop_after, tiny_config, tiny_sweep
-from nst import images, memory, workdir
+from nst import images, memory, runner, workdir
 from nst.errors import DiskFull, Stopped, UserError
 from test_run import ROOT, TINY
 
@@ -24,9 +24,9 @@ from test_run import ROOT, TINY
 
 def test_overwrite_leaves_nothing_of_the_earlier_run(tmp_path):
   out = tmp_path / 'o'
-  workdir.run(tiny_config(num_steps=3, save_every=1), out)
+  runner.run(tiny_config(num_steps=3, save_every=1), out)
   (out / 'notes.txt').write_text('mine')  # not an output: kept
-  workdir.run(tiny_config(num_steps=1, save_every=1), out, overwrite=True)
+  runner.run(tiny_config(num_steps=1, save_every=1), out, overwrite=True)
   assert sorted(p.name for p in out.iterdir()) == [
       '.lock', 'config.json', 'final.png', 'metrics.jsonl', 'notes.txt',
       'report.html', 'step_00001.png']
@@ -45,10 +45,10 @@ def test_a_second_process_on_the_workdir_is_refused(tmp_path):
     lock.write('12345\n')
     lock.flush()
     with pytest.raises(UserError, match='in use by process 12345'):
-      workdir.run(tiny_config(), out)
+      runner.run(tiny_config(), out)
   assert [p.name for p in out.iterdir()] == [workdir.LOCK]
   # Released, the workdir can be used.
-  workdir.run(tiny_config(), out)
+  runner.run(tiny_config(), out)
   assert (out / 'final.png').is_file()
 
 
@@ -81,14 +81,14 @@ def test_resume_after_overwriting_another_sweep_keeps_none_of_it(tmp_path):
   b = tiny_sweep(num_steps=2, init='content')  # every member differs
   b.sweep.chunk_size = 1
   out, whole = tmp_path / 'o', tmp_path / 'whole'
-  workdir.run(b, whole)
-  workdir.run(a, out)
+  runner.run(b, whole)
+  runner.run(a, out)
   # Stopped after member 1's first step: members 2 and 3 still have
   # sweep a's files unless --overwrite removed them.
   with pytest.raises(Stopped):
-    workdir.run(b, out, overwrite=True, should_stop=stop_after(2))
+    runner.run(b, out, overwrite=True, should_stop=stop_after(2))
   assert not (out / 'members' / '0002.png').exists()
-  results = workdir.run(b, out, resume=True)
+  results = runner.run(b, out, resume=True)
   assert _rows(out) == _rows(whole)
   for r in results:
     name = f'members/{r.member.index:04d}.png'
@@ -108,12 +108,12 @@ def test_an_image_added_to_a_swept_folder_is_never_relabelled(tmp_path):
   c.sweep.chunk_size = 1
   out = tmp_path / 'o'
   with pytest.raises(Stopped):  # after b's two ratios, inside c's first
-    workdir.run(c, out, should_stop=stop_after(3))
+    runner.run(c, out, should_stop=stop_after(3))
   assert sorted(p.name for p in (out / 'members').glob('*.result.json')) == [
       '0000.result.json', '0001.result.json']
   _photo(tmp_path, 'a.png', seed=3).rename(photos / 'a.png')  # sorts first
-  results = workdir.run(c, out, resume=True)
-  workdir.run(c, tmp_path / 'whole')
+  results = runner.run(c, out, resume=True)
+  runner.run(c, tmp_path / 'whole')
   assert _rows(out) == _rows(tmp_path / 'whole')
   assert [r.member.values['content_image'][-5:] for r in sorted(
       results, key=lambda r: r.member.index)] == ['a.png'] * 2 + [
@@ -136,11 +136,11 @@ def test_a_single_run_refuses_to_resume_from_changed_inputs(tmp_path):
   config = tiny_config(content_image=str(photo), num_steps=3)
   out = tmp_path / 'o'
   with pytest.raises(Stopped):
-    workdir.run(config, out, should_stop=stop_after(1))
+    runner.run(config, out, should_stop=stop_after(1))
   _photo(tmp_path, 'p.png', seed=1)  # the same path, other pixels
   with pytest.raises(UserError, match='input images .* changed since it '
                      'was stopped'):
-    workdir.run(config, out, resume=True)
+    runner.run(config, out, resume=True)
 
 
 def test_atomic_writes_leave_no_temporary_files(tmp_path):
@@ -150,13 +150,13 @@ def test_atomic_writes_leave_no_temporary_files(tmp_path):
 
 def test_resume_and_overwrite_together_are_refused(tmp_path):
   with pytest.raises(UserError, match='--resume .* --overwrite'):
-    workdir.run(tiny_config(), tmp_path, overwrite=True, resume=True)
+    runner.run(tiny_config(), tmp_path, overwrite=True, resume=True)
 
 
 def test_overwrite_deletes_only_where_a_run_was_started(tmp_path):
   (tmp_path / 'index.html').write_text('my site')
   with pytest.raises(UserError, match='no config.json of a run'):
-    workdir.run(tiny_config(), tmp_path, overwrite=True)
+    runner.run(tiny_config(), tmp_path, overwrite=True)
   assert [p.name for p in tmp_path.iterdir()] == ['index.html']
 
 
@@ -164,11 +164,11 @@ def test_a_resumed_sweep_keeps_its_step_images_and_chunks(tmp_path):
   c = tiny_sweep(num_steps=3, save_every=1)
   c.sweep.chunk_size = 2  # two chunks of two members
   whole, out = tmp_path / 'whole', tmp_path / 'o'
-  workdir.run(c, whole)
+  runner.run(c, whole)
   with pytest.raises(Stopped) as e:  # the second chunk, after step 2
-    workdir.run(c, out, should_stop=stop_after(4))
+    runner.run(c, out, should_stop=stop_after(4))
   assert e.value.step == 2
-  workdir.run(c, out, resume=True)
+  runner.run(c, out, resume=True)
   names = sorted(p.name for p in (whole / 'members').iterdir())
   assert sorted(p.name for p in (out / 'members').iterdir()) == names
   assert '0002.step_00001.png' in names
@@ -189,7 +189,7 @@ def test_a_run_that_crashed_before_a_checkpoint_reruns_with_the_same_command(
   out = tmp_path / 'o'
   config = tiny_config(num_steps=3, save_every=1)
   with pytest.raises(MemoryError):
-    workdir.run(config, out, should_stop=_crash_after(2))
+    runner.run(config, out, should_stop=_crash_after(2))
   assert {p.name for p in out.iterdir()} == {
       '.lock', 'config.json', 'metrics.jsonl', 'report.html',
       'step_00001.png', 'step_00002.png'}  # no checkpoint: nothing to
@@ -198,29 +198,29 @@ def test_a_run_that_crashed_before_a_checkpoint_reruns_with_the_same_command(
   assert '<b>Failed</b>' in text and 'MemoryError: out of memory' in text
   # The same command starts it again there; so does --resume.
   for resume in (False, True):
-    results = workdir.run(config, out, resume=resume)
+    results = runner.run(config, out, resume=resume)
     rows = [json.loads(l) for l in open(out / 'metrics.jsonl')]
     assert [r['step'] for r in rows] == [0, 1, 2, 3]
     assert results[0].metrics['step'] == 3 and (out / 'final.png').is_file()
     (out / 'final.png').unlink()  # as if that rerun had crashed too
     with pytest.raises(MemoryError):
-      workdir.run(config, out, should_stop=_crash_after(1))
+      runner.run(config, out, should_stop=_crash_after(1))
   # Another config, or a folder holding a result, is still refused.
   with pytest.raises(UserError, match='already holds files'):
-    workdir.run(tiny_config(num_steps=2), out)
-  workdir.run(config, out)
+    runner.run(tiny_config(num_steps=2), out)
+  runner.run(config, out)
   with pytest.raises(UserError, match='already holds files'):
-    workdir.run(config, out)
+    runner.run(config, out)
 
 
 def test_a_crashed_run_with_a_checkpoint_points_to_resume(tmp_path):
   out = tmp_path / 'o'
   config = tiny_config(num_steps=4, checkpoint_every=2)
   with pytest.raises(MemoryError):
-    workdir.run(config, out, should_stop=_crash_after(3))
+    runner.run(config, out, should_stop=_crash_after(3))
   with pytest.raises(UserError, match='--resume to continue'):
-    workdir.run(config, out)
-  results = workdir.run(config, out, resume=True)
+    runner.run(config, out)
+  results = runner.run(config, out, resume=True)
   assert results[0].metrics['step'] == 4
 
 
@@ -235,7 +235,7 @@ def test_named_pipes_in_a_workdir_are_refused_not_opened(tmp_path):
     without_blocking(lambda: workdir.Workdir(out, sweep=False,
                                              overwrite=True), pipe)
   with pytest.raises(UserError, match=message):  # --resume too
-    without_blocking(lambda: workdir.run(tiny_config(), out, resume=True),
+    without_blocking(lambda: runner.run(tiny_config(), out, resume=True),
                      pipe)
   # A run's own folder, with the pipes where --resume reads.
   pipe.unlink()
@@ -244,14 +244,14 @@ def test_named_pipes_in_a_workdir_are_refused_not_opened(tmp_path):
     os.mkfifo(out / name)
   with pytest.raises(UserError, match=f"^checkpoint '{out}/checkpoint.npz' "
                      'is not a regular file$'):
-    without_blocking(lambda: workdir.run(tiny_config(), out, resume=True),
+    without_blocking(lambda: runner.run(tiny_config(), out, resume=True),
                      out / 'checkpoint.npz')
   (out / 'checkpoint.npz').unlink()
   sweep = tiny_sweep()
   (out / 'config.json').write_text(sweep.to_json())
   with pytest.raises(UserError, match=f"^workdir file '{out}/metrics.jsonl' "
                      'is not a regular file$'):
-    without_blocking(lambda: workdir.run(sweep, out, resume=True),
+    without_blocking(lambda: runner.run(sweep, out, resume=True),
                      out / 'metrics.jsonl')
 
 
@@ -259,7 +259,7 @@ def test_a_workdir_under_a_file_is_one_error(tmp_path):
   (tmp_path / 'file').write_text('mine')
   with pytest.raises(UserError, match=f"^cannot create '{tmp_path}/file/o': "
                      'Not a directory$'):
-    workdir.run(tiny_config(), tmp_path / 'file' / 'o')
+    runner.run(tiny_config(), tmp_path / 'file' / 'o')
   assert (tmp_path / 'file').read_text() == 'mine'
 
 
@@ -318,7 +318,7 @@ def test_a_full_disk_during_a_run_keeps_the_last_checkpoint(
 
     with pytest.raises(DiskFull, match=f"^cannot write '{out}/checkpoint.npz'"
                        ': No space left on device$'):
-      workdir.run(tiny_config(num_steps=3, checkpoint_every=1), out,
+      runner.run(tiny_config(num_steps=3, checkpoint_every=1), out,
                   should_stop=should_stop)
     assert (out / 'checkpoint.npz').read_bytes() == kept['checkpoint']
     assert not list(out.glob('.*.tmp'))
@@ -332,7 +332,7 @@ def test_a_full_disk_while_logging_is_one_error(tmp_path, monkeypatch, fs):
     folder = _file_system(stack, tmp_path, fs)
     if fs == 'injected':
       _refuse(folder, 'full', monkeypatch, fs)
-    writer = workdir.Writer(workdir.Workdir(folder, sweep=False), '{}', [])
+    writer = runner.Writer(workdir.Workdir(folder, sweep=False), '{}', [])
     if fs == 'tmpfs':
       _refuse(folder, 'full', monkeypatch, fs)
     with pytest.raises(DiskFull, match=f"^cannot write '{folder}/"
@@ -355,7 +355,7 @@ def test_a_run_too_large_for_memory_is_refused_before_reading_or_writing(
   with pytest.raises(UserError, match=r'^not enough memory: this run needs '
                      r'an estimated [\d.]+ EiB of RAM, where [\d.]+ GiB is '
                      r'available \(.*--nomemory_check') as e:
-    workdir.run(config, tmp_path / 'out')
+    runner.run(config, tmp_path / 'out')
   assert '\n' not in str(e.value)
   assert not (tmp_path / 'out').exists()
 
@@ -363,9 +363,9 @@ def test_a_run_too_large_for_memory_is_refused_before_reading_or_writing(
 def test_the_memory_check_can_be_skipped(tmp_path, monkeypatch):
   monkeypatch.setattr(memory, 'available', lambda: {'host': (1, 'a test')})
   with pytest.raises(UserError, match=r'where 1 B is available \(a test\)'):
-    workdir.run(tiny_config(), tmp_path / 'out')
+    runner.run(tiny_config(), tmp_path / 'out')
   assert not (tmp_path / 'out').exists()
-  workdir.run(tiny_config(), tmp_path / 'out', memory_check=False)
+  runner.run(tiny_config(), tmp_path / 'out', memory_check=False)
   assert (tmp_path / 'out' / 'final.png').is_file()
 
 
@@ -374,7 +374,7 @@ def test_a_restart_is_decided_again_under_the_lock_and_keeps_user_files(
   out = tmp_path / 'o'
   config = tiny_config(num_steps=2, save_every=1)
   with pytest.raises(MemoryError):
-    workdir.run(config, out, should_stop=_crash_after(1))
+    runner.run(config, out, should_stop=_crash_after(1))
   (out / 'figure1.png').write_bytes(b'mine')  # not what a run starts with
   # Another run of the same command finished meanwhile: refused.
   folder = workdir.Workdir(out, sweep=False, config=config)
@@ -384,19 +384,19 @@ def test_a_restart_is_decided_again_under_the_lock_and_keeps_user_files(
     folder.open(config.to_json(indent=2))
   folder.close()
   (out / 'final.png').unlink()
-  workdir.run(config, out)
+  runner.run(config, out)
   assert (out / 'figure1.png').read_bytes() == b'mine'
   assert (out / 'final.png').is_file()
 
 
 def test_overwrite_refuses_to_delete_an_input(tmp_path):
   out = tmp_path / 'o'
-  workdir.run(tiny_config(num_steps=1), out)
+  runner.run(tiny_config(num_steps=1), out)
   before = (out / 'final.png').read_bytes()
   with pytest.raises(UserError, match="^content_image '.*final.png' is an "
                      'output of the earlier run in .*, which --overwrite '
                      'would delete: copy it elsewhere first'):
-    workdir.run(tiny_config(num_steps=1, content_image=str(out /
+    runner.run(tiny_config(num_steps=1, content_image=str(out /
                                                            'final.png')),
                 out, overwrite=True)
   assert (out / 'final.png').read_bytes() == before
@@ -407,7 +407,7 @@ def test_a_directory_where_the_result_goes_is_refused_first(tmp_path):
   (out / 'final.png').mkdir(parents=True)
   with pytest.raises(UserError, match='final.png.* is a directory, where the '
                      'result is to be written'):
-    workdir.run(tiny_config(num_steps=1), out, overwrite=True)
+    runner.run(tiny_config(num_steps=1), out, overwrite=True)
   assert sorted(p.name for p in out.iterdir()) == ['final.png']
 
 
@@ -415,16 +415,16 @@ def test_a_stopped_sweep_resumes_with_smaller_chunks(tmp_path):
   c = tiny_sweep(num_steps=3)
   c.sweep.chunk_size = 2
   whole, out = tmp_path / 'whole', tmp_path / 'o'
-  workdir.run(c, whole)
+  runner.run(c, whole)
   with pytest.raises(Stopped):  # in the second chunk
-    workdir.run(c, out, should_stop=stop_after(4))
+    runner.run(c, out, should_stop=stop_after(4))
   changed = tiny_sweep(num_steps=4)
   changed.sweep.chunk_size = 1
   with pytest.raises(UserError, match=r"these fields differ: num_steps \(3 "
                      r'there, 4 now\)$'):
-    workdir.run(changed, out, resume=True)
+    runner.run(changed, out, resume=True)
   c.sweep.chunk_size = 1  # after running out of memory, say
-  workdir.run(c, out, resume=True)
+  runner.run(c, out, resume=True)
   assert _rows(out) == _rows(whole)
   for name in sorted(p.name for p in (whole / 'members').iterdir()):
     if name.endswith('.png'):

@@ -1,6 +1,6 @@
 """Better image for the same time: losses against wall time, per method.
 
-  python scripts/bench_quality.py --content tubingen.jpg \\
+  python experiments/quality/bench_quality.py --content tubingen.jpg \\
       --style starry_night.jpg --size 512 [--steps 500] [--only adam lbfgs]
 
 Runs one content/style pair with each method of ``METHODS`` -- Adam or
@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import jax  # noqa: E402
 import ml_collections  # noqa: E402

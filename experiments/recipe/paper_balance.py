@@ -1,6 +1,6 @@
 """What the paper's alpha/beta means in relative terms, per painting and size.
 
-  python scripts/paper_balance.py --content tubingen.jpg \\
+  python experiments/recipe/paper_balance.py --content tubingen.jpg \\
       --style starry_night.jpg shipwreck.jpg ... [--sizes 256 512]
 
 With the paper's formulas (``loss_scaling='paper'``) the total loss is
@@ -24,7 +24,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np  # noqa: E402
 

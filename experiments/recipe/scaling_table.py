@@ -1,6 +1,6 @@
 """Does a config's alpha/beta mean the same at every size? One image, scored.
 
-  python scripts/scaling_table.py --content photo.jpg --style painting.jpg \\
+  python experiments/recipe/scaling_table.py --content photo.jpg --style painting.jpg \\
       --image output.png [--sizes 128 256 512] [--config configs/default.py]
 
 Resizes ``--image`` (a stylised output, or any image) to each size and
@@ -18,7 +18,7 @@ import runpy
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import jax.numpy as jnp  # noqa: E402
 

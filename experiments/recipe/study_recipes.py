@@ -1,7 +1,7 @@
 """Which recipe paints a user's photo best with no tuning? Recipes x pairs.
 
   python scripts/fetch_paper_images.py          # data/paper/
-  python scripts/study_recipes.py --images data/paper --size 256 \\
+  python experiments/recipe/study_recipes.py --images data/paper --size 256 \\
       --out runs/recipes [--recipes default lbfgs ...] [--pairs ...]
 
 Runs every recipe of ``RECIPES`` (overrides of configs/default.py) on every
@@ -28,7 +28,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT), str(ROOT / 'scripts')]
 
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
