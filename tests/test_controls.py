@@ -313,3 +313,18 @@ def test_mean_cov_gradient_is_finite_on_a_real_layer():
   grad = jax.grad(lambda x: nst_step.objective(model, PARAMS, targets,
                                               x)[0])(x)
   assert bool(jnp.isfinite(grad).all()) and float(jnp.abs(grad).max()) > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('optimizer', ['lbfgs', 'lbfgs_zoom', 'adam'])
+def test_zero_gradient_siblings_finish_as_converged(tmp_path, optimizer):
+  # A mask that covers nothing (no style anywhere) from the content photo,
+  # and every weight 0: the gradient is exactly zero at the start.
+  black = _mask(tmp_path, 'black', 0)
+  for overrides in ({'style_masks': black}, {'content_weight': 0.0,
+                                             'style_weight': 0.0}):
+    config = tiny_config(optimizer=optimizer, num_steps=3, **overrides)
+    out, metrics = run_one(config, random_vgg19())
+    assert np.isfinite(out).all() and np.isfinite(metrics['loss'])
+    start = images.load(config.content_image, 32)
+    np.testing.assert_allclose(out, start, atol=1e-3)

@@ -627,3 +627,19 @@ def test_every_members_images_are_checked_at_every_scale_first(tmp_path):
       "sweep member 1 (style_scale=0.3): style image 'nst:swirls' at "
       'style_scale=0.3 and size 32 is 10x10 px')
   assert not (tmp_path / 'o').exists()
+
+
+def test_joining_a_job_says_it_waits_for_every_process(monkeypatch, capsys):
+  monkeypatch.setenv('JAX_COORDINATOR_ADDRESS', '10.0.0.1:1234')
+  monkeypatch.setenv('JAX_NUM_PROCESSES', '4')
+  monkeypatch.setenv('JAX_PROCESS_ID', '2')
+  import jax
+  def never(**kwargs):
+    raise RuntimeError('timed out waiting for the other processes')
+  monkeypatch.setattr(jax.distributed, 'initialize', never)
+  with pytest.raises(UserError, match='could not join a multi-process job '
+                     r'\(timed out waiting'):
+    sweep.initialize_distributed('auto')
+  assert capsys.readouterr().out == (
+      'joining a job of 4 processes as process 2 (coordinator '
+      '10.0.0.1:1234); waiting until every one has started\n')
