@@ -560,19 +560,25 @@ def test_bad_sweep_axis_on_the_command_line_is_one_line(tmp_path):
 @pytest.mark.slow
 @pytest.mark.filterwarnings('ignore:overflow encountered in cast')
 def test_a_diverging_member_leaves_the_others_alone(tmp_path, capsys):
-  c = tiny_sweep(num_steps=2)
+  c = tiny_sweep(num_steps=2, clip_pixels=False)
   c.sweep.axes.style_layers = (('conv1_1',),)
-  c.sweep.axes.ratio = (1e-3, 1e-45)  # beta = 1e45: inf in float32
+  c.sweep.axes.ratio = (1e-3,)
+  # Adam's first step moves every pixel by about the learning rate: 1e30
+  # overflows the features (a weight float32 cannot hold is refused).
+  c.sweep.axes.learning_rate = (2.0, 1e30)
+  c.sweep.cols = 'learning_rate'
   results = runner.run(c, tmp_path)
   assert [r.status for r in results] == ['ok', 'diverged']
   # Named on the console when its chunk ends, with its axis values.
   said = [l for l in capsys.readouterr().out.splitlines() if 'diverged' in l]
-  assert said == ["member 1 (style_layers=conv1_1, ratio=1e-45) diverged: "
-                  "the loss became nan by step 2 (last finite: none); the "
-                  "learning rate or a loss weight is likely too high"]
+  assert said == ["member 1 (style_layers=conv1_1, learning_rate=1e+30, "
+                  "ratio=0.001) diverged: the loss became nan by "
+                  "step 2 (last finite: step 0); the learning rate or a loss "
+                  "weight is likely too high; its output of step 0 is "
+                  "members/0001.last_finite_00000.png"]
   assert np.isfinite(results[0].metrics['loss'])
   assert not np.isfinite(results[1].metrics['loss'])
-  alone = sweep_images(tiny_sweep(num_steps=2))[0][1]  # same as member 0
+  alone = sweep_images(tiny_sweep(num_steps=2, clip_pixels=False))[0][1]
   np.testing.assert_allclose(results[0].metrics['loss'], alone['loss'],
                              rtol=1e-5)
   rows = list(csv.DictReader(open(tmp_path / 'results.csv')))
