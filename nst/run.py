@@ -32,8 +32,11 @@ from nst.errors import DiskFull, Stopped, UserError
 
 
 _DEFAULT_CONFIG = fields.default_path()
+# No default here: ml_collections would load it, and apply the command
+# line's overrides to it, while this module is imported, where a misspelt
+# field is a traceback. ``parse_flags`` names the default instead.
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', _DEFAULT_CONFIG, 'Path to a config file.', lock_config=True)
+    'config', None, 'Path to a config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Output directory (default: runs/<config>-<time>).')
 _OVERWRITE = flags.DEFINE_bool(
@@ -67,6 +70,9 @@ def parse_flags(argv):
   end = argv.index('--') if '--' in argv else len(argv)
   wants_help = any(a in HELP for a in argv[1:end])
   argv = [a for k, a in enumerate(argv) if k >= end or a not in HELP]
+  if not any(a.split('=', 1)[0] in ('--config', '-config')
+             for a in argv[1:end]):
+    argv = [argv[0], f'--config={_DEFAULT_CONFIG}', *argv[1:]]
   path = config_path(argv)
   try:
     # Before ml_collections opens it: a named pipe would block for ever.

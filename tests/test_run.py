@@ -72,6 +72,21 @@ def test_misspelt_field_is_one_clear_error(tmp_path):
   assert not (tmp_path / 'o').exists()
 
 
+def test_misspelt_field_without_config_is_one_clear_error(tmp_path):
+  # --config left out (its default, configs/default.py): the override is
+  # checked by the same parser, not while nst.run is imported.
+  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cpu')
+  result = subprocess.run(
+      [sys.executable, '-m', 'nst.run', '--config.style_wieght=3',
+       f'--workdir={tmp_path / "o"}'], cwd=ROOT, env=env,
+      capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2
+  assert result.stderr.splitlines() == [
+      "error: unknown or invalid config field: 'style_wieght' Did you mean "
+      '"style_weight" instead of "style_wieght"?']
+  assert not (tmp_path / 'o').exists()
+
+
 @pytest.fixture
 def cli(monkeypatch, capsys):
   """``nst.run``'s flag parsing (and, given ``run``, its ``main`` with
