@@ -98,12 +98,18 @@ def chart(series: dict[str, Sequence[tuple[float, float]]], *, x_max: float,
          f'role="img" aria-label="{e(title)}">',
          f'<rect x="{ax.margin}" y="12" width="{ax.width - ax.margin - 12}"'
          f' height="{ax.height - 36}" fill="none" stroke="#ccc"/>']
+  # Gridlines at the powers of 10, and at 2x and 5x them when the chart
+  # spans fewer than three.
+  steps = (1, 2, 5) if ax.hi - ax.lo < 3 else (1,)
   for power in range(math.floor(ax.lo), math.ceil(ax.hi) + 1):
-    if ax.lo - 1e-9 <= power <= ax.hi + 1e-9:
-      y = ax.y(10.0 ** power)
+    for factor in steps:
+      value = factor * 10.0 ** power
+      if not ax.lo - 1e-9 <= math.log10(value) <= ax.hi + 1e-9:
+        continue
+      y = ax.y(value)
       out.append(f'<line x1="{ax.margin}" x2="{ax.width - 12}" y1="{y:.1f}"'
                  f' y2="{y:.1f}" stroke="#eee"/><text x="{ax.margin - 4}" '
-                 f'y="{y + 4:.1f}" text-anchor="end">1e{power}</text>')
+                 f'y="{y + 4:.1f}" text-anchor="end">{value:g}</text>')
   for end, anchor in ((0, 'start'), (ax.x_max, 'end')):
     out.append(f'<text x="{ax.x(end):.1f}" y="{ax.height - 8}" '
                f'text-anchor="{anchor}">{int(end)}</text>')
@@ -346,6 +352,10 @@ class Page:
               saved[-1][1] if saved else '')
     caption = ('final' if result is not None and result.image else
                f'step {saved[-1][0]}' if saved else '')
+    if saved and not (result is not None and result.image):
+      sizes = [r['size'] for r in self.rows.get(m.index, ())
+               if r['step'] <= saved[-1][0] and 'size' in r]
+      caption += f' ({sizes[-1]} px, shown larger)' if sizes else ''
     out = ['<div class="inputs">', self.inputs_html()]
     if latest:
       out.append(f'<figure class="latest"><a href="{e(latest)}"><img '
@@ -357,8 +367,9 @@ class Page:
     out.append('</div><h2>Losses</h2>')
     out.append(chart(self.curves(m.index), x_max=m.program.total_steps,
                      marks=scale_marks(m.program.plan),
-                     title=f'{", ".join(report.loss_columns())} (loss: the '
-                     'total); log scale, by step'))
+                     title='loss: the weighted total; '
+                     f'{", ".join(report.loss_columns()[1:])}: each term '
+                     'unweighted; log scale, by step'))
     if len(saved) > 1:
       out.append('<h2>Saved steps</h2>')
       pick = sorted({round(k * (len(saved) - 1) / (STRIP - 1))
