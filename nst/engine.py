@@ -306,7 +306,8 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
       """Seconds since the chunk started, and the estimated seconds left
       in the run (``progress.estimate``: this chunk's, and its steps'
       time again for each chunk after it; None until measured)."""
-      clock['history'].append((i, now - clock['start']))
+      clock['history'] = progress.prune(
+          plan, clock['history'] + [(i, now - clock['start'])])
       guess = progress.estimate(plan, clock['history'])
       if guess is None:
         return now - clock['start'], None
@@ -356,8 +357,8 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
       member is finite any more (then the last checkpoint stays); whether
       it did."""
       if not logged:
-        total, parts = sharding.gather(evaluate(eval_params, chunk_targets, hparams,
-                                        image, state))
+        total, parts = sharding.gather(evaluate(
+            eval_params, chunk_targets, hparams, image, state))
         now_finite = np.isfinite(total)
         for j in range(len(chunk)):  # its result names where it diverged
           if finite[j] and not now_finite[j]:
@@ -386,7 +387,8 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
         return Stopped(first, checkpointed=resumed is not None,
                        saved=False)
       at, at_image, at_state, at_inputs = boundary
-      kept_state = hand_checkpoint(at, *sharding.gather((at_image, at_state)))
+      kept_state = hand_checkpoint(at,
+                                   *sharding.gather((at_image, at_state)))
       out = finish(hparams, at_image, at_state)
       for j, value in sharding.local_slots(out).items():
         if j < len(chunk) and finite[j]:
@@ -411,7 +413,7 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
 
       chunk_targets, hparams = sharding.put(lambda j: (
           inputs(slots[j].index)[1], optim.hyperparams(slots[j].config)),
-                                    size, per_member)
+          size, per_member)
       first = done
       if done < first_step:  # the checkpoint's step is in this scale
         if resumed.image.shape != (size, *shape):
@@ -421,14 +423,14 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
         image = sharding.put(lambda j: resumed.image[j], size, per_member)
         host = checkpoint.fit_state(resumed, jax.eval_shape(init, hparams,
                                                             image))
-        state = sharding.put(lambda j: jax.tree.map(lambda v: v[j], host), size,
-                     per_member)
+        state = sharding.put(lambda j: jax.tree.map(lambda v: v[j], host),
+                             size, per_member)
         first = first_step
       else:
         if image is None:
           image = sharding.put(lambda j: targets.init_image(
               slots[j].config, inputs(slots[j].index)[0].content), size,
-                       per_member)
+              per_member)
         else:
           if should_stop and jax.process_count() == 1:
             # Kept (not donated) until this scale's first step is under
@@ -479,7 +481,8 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
         if (program.checkpoint_every and i % program.checkpoint_every == 0
             and i < total_steps):
           keep_checkpoint(i, logged)
-        if i < total_steps and should_stop and sharding.any_process(should_stop()):
+        if (i < total_steps and should_stop
+            and sharding.any_process(should_stop())):
           kept_state = keep_checkpoint(i, logged)
           if not finite[:len(chunk)].any():
             stopped = True  # nothing finite to keep: it diverged

@@ -413,8 +413,9 @@ TERMS: dict[str, Term] = {
 def term_layers(targets: Mapping[str, Any]) -> tuple[str, ...]:
   """The layers the terms read (``Term.layers``), each once, in order."""
   out: list[str] = []
-  for name, target in targets.items():
-    out += [l for l in TERMS[name].layers(target) if l not in out]
+  for name in TERMS:
+    if name in targets:
+      out += [l for l in TERMS[name].layers(targets[name]) if l not in out]
   return tuple(out)
 
 
@@ -423,9 +424,10 @@ def total_loss(*, feats: Features, image: jnp.ndarray,
                ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
   """``sum_t weights[t] * TERMS[t].value(feats, image, targets[t])`` over
   the terms of ``targets``, and the parts (unweighted values)."""
-  parts = {name: jnp.asarray(TERMS[name].value(feats, image, target),
+  # In the table's order (a pytree's dict comes back from jit sorted).
+  parts = {name: jnp.asarray(TERMS[name].value(feats, image, targets[name]),
                              jnp.float32)
-           for name, target in targets.items()}
+           for name in TERMS if name in targets}
   total = 0.0
   for name, part in parts.items():
     total = total + weights[name] * part

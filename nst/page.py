@@ -30,12 +30,16 @@ import types
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import ml_collections
 from PIL import Image
 
 from nst import fields, images, progress, report
 
 NAME = 'report.html'
 INTERVAL_S = 1.0   # the least time between two rewrites while running
+SHARE = 0.02       # ... and at most this share of the time spent on them
+POINTS = 300       # a curve drawn with more log steps is thinned to this
+LEGEND = 24        # members named in a sweep chart's legend, at most
 RELOAD_S = 5       # the browser reloads a running run's page this often
 COLOURS = ('#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e',
            '#8c564b', '#e377c2', '#17becf', '#7f7f7f', '#bcbd22')
@@ -127,9 +131,12 @@ def chart(series: dict[str, Sequence[tuple[float, float]]], *, x_max: float,
     out.append(f'<path data-series="{e(name)}" d="{d}" fill="none" '
                f'stroke="{colour}" stroke-width="1.6"/>')
   out.append('</svg>')
+  named = [n for n in usable if usable[n]]
   legend = ''.join(
       f'<span><i style="background:{colours.get(n, COLOURS[k % len(COLOURS)])}'
-      f'"></i>{e(n)}</span>' for k, n in enumerate(usable) if usable[n])
+      f'"></i>{e(n)}</span>' for k, n in enumerate(named[:LEGEND]))
+  if len(named) > LEGEND:
+    legend += f'<span>and {len(named) - LEGEND} more</span>'
   return (f'<figure class="chart"><figcaption>{e(title)}</figcaption>'
           f'{"".join(out)}<div class="legend">{legend}</div></figure>')
 
@@ -241,7 +248,8 @@ class Page:
                settings=None, options: dict | None = None):
     self.folder, self.members, self.config = folder, members, config
     self.axes, self.settings = axes, settings
-    self.default = fields.load()
+    self.default = _default_config()
+    self.by_index = {m.index: m for m in members}
     self.rows: dict[int, list[dict]] = {m.index: [] for m in members}
     self.saved: dict[int, list[tuple[int, str]]] = {
         m.index: [] for m in members}
@@ -249,6 +257,7 @@ class Page:
     self.state, self.note = 'running', ''
     self.last: dict | None = None   # the latest row logged
     self.started, self.written, self.spent_s = time.time(), 0.0, 0.0
+    self.last_cost = 0.0
     specs = []
     for m in members:
       for field in ('content_image', 'style_image'):
@@ -275,14 +284,18 @@ class Page:
     self.write(force=True)
 
   def write(self, force: bool = False) -> None:
-    """Rewrites the page (at most every ``INTERVAL_S`` s unless ``force``)."""
+    """Rewrites the page unless ``force`` is False and it was rewritten
+    less than ``INTERVAL_S`` s ago, or less than ``SHARE`` of the time
+    since was spent rewriting it (a large sweep's page costs more)."""
     start = time.perf_counter()
-    if not force and start - self.written < INTERVAL_S:
+    wait = max(INTERVAL_S, self.last_cost / SHARE)
+    if not force and start - self.written < wait:
       return
     text = self.render()
     images.write_atomic(self.folder / NAME, text.encode())
     self.written = time.perf_counter()
-    self.spent_s += self.written - start
+    self.last_cost = self.written - start
+    self.spent_s += self.last_cost
 
   # What it shows.
   def state_line(self) -> str:
@@ -292,7 +305,9 @@ class Page:
       return (f'<p class="state {self.state}"><b>{self.state.capitalize()}'
               f'</b> ({elapsed} in this process): {e(self.note)}</p>')
     last = self.last
-    total = self.members[0].program.total_steps
+    running = self.by_index.get(last['member'] if last else None,
+                                self.members[0])
+    total = running.program.total_steps
     if last is None:
       return (f'<p class="state running"><b>Running</b>: starting '
               f'({elapsed} elapsed)</p>')
@@ -309,12 +324,13 @@ class Page:
             f'{" · ".join(bits)}</p>')
 
   def stale_s(self) -> float:
-    """How long without a rewrite counts as a dead run: ten log intervals
-    (compiling a new scale takes some), at least two minutes."""
+    """How long without a rewrite counts as a dead run: ten log intervals,
+    at least ten minutes (compiling a new scale of a large batch takes
+    minutes, and writes nothing meanwhile)."""
     last = self.last
     rate = last.get('steps_per_s') if last else None
     every = self.members[0].program.log_every or 10
-    return max(120.0, 10 * every / rate) if rate else 600.0
+    return max(600.0, 10 * every / rate) if rate else 600.0
 
   def render(self) -> str:
     e = html.escape
@@ -340,8 +356,8 @@ class Page:
         '</figure>' for field, spec, url in self.inputs if url)
 
   def curves(self, index: int) -> dict[str, list[tuple[int, float]]]:
-    return {k: [(r['step'], r[k]) for r in self.rows.get(index, ())
-                if k in r] for k in report.loss_columns()}
+    return {k: thin([(r['step'], r[k]) for r in self.rows.get(index, ())
+                     if k in r]) for k in report.loss_columns()}
 
   def run_html(self) -> str:
     e = html.escape
@@ -386,7 +402,12 @@ class Page:
         f'{a}={report.text(v)}' for a, v in m.values.items())
 
   def sweep_html(self) -> str:
-    m0 = self.members[0]
+    plans = {tuple(m.program.plan) for m in self.members}
+    # Groups with other plans: the longest sets the width, and no scale
+    # is marked unless every member has the same.
+    x_max = max(m.program.total_steps for m in self.members)
+    marks = scale_marks(self.members[0].program.plan) if len(plans) == 1 \
+        else []
     out = ['<h2>Inputs</h2><div class="inputs">', self.inputs_html(),
            '</div><h2>Losses</h2><div class="charts">']
     colours = {self.member_label(m): COLOURS[k % len(COLOURS)]
@@ -395,8 +416,8 @@ class Page:
       out.append(chart(
           {self.member_label(m): self.curves(m.index)[part]
            for m in self.members},
-          x_max=m0.program.total_steps, marks=scale_marks(m0.program.plan),
-          title=f'{part}, a line per member', colours=colours))
+          x_max=x_max, marks=marks, title=f'{part}, a line per member',
+          colours=colours))
     out.append('</div><h2>Members</h2>')
     out.append(self.grid_html())
     if self.state == 'finished':
@@ -447,6 +468,25 @@ class Page:
     return f'{img}#{m.index} {e(state)}{losses}'
 
 
+def _default_config():
+  """configs/default.py's config, to name the fields a run changed; an
+  empty one where it cannot be read (a package installed without the
+  repository): then every field counts as changed."""
+  try:
+    return fields.load()
+  except Exception:  # pylint: disable=broad-except
+    return ml_collections.ConfigDict()
+
+
+def thin(points: Sequence, most: int = POINTS) -> list:
+  """At most ``most`` of ``points``, evenly spaced, the first and last
+  kept (a chart of a long run needs no more)."""
+  if len(points) <= most:
+    return list(points)
+  return [points[round(k * (len(points) - 1) / (most - 1))]
+          for k in range(most)]
+
+
 def read_rows(path: Path) -> Iterable[dict]:
   """The rows of a metrics.jsonl that parse (a resumed run's page starts
   with them)."""
@@ -457,7 +497,9 @@ def read_rows(path: Path) -> Iterable[dict]:
   out = []
   for line in lines:
     try:
-      out.append(json.loads(line))
+      row = json.loads(line)
     except ValueError:
       continue
+    if isinstance(row, dict) and 'step' in row:
+      out.append(row)
   return out

@@ -80,6 +80,21 @@ def estimate(plan: Plan, history: Sequence[tuple[int, float]]
   return left, sum(plan[j][1] * cost[j] for j in range(len(plan)))
 
 
+def prune(plan: Plan, history: Sequence[tuple[int, float]]
+          ) -> list[tuple[int, float]]:
+  """The log steps of ``history`` that ``estimate`` reads: per scale its
+  first log step after its start, its last, and one at its start; so a
+  long run's history stays a few entries and ``estimate`` of it is the
+  same."""
+  keep: dict = {}
+  for s, t in history:
+    k = scale_of(plan, s)
+    start = sum(steps for _, steps in plan[:k])
+    keep.setdefault((k, 'first' if s > start else 'start'), (s, t))
+    keep[k, 'last'] = (s, t)
+  return sorted(set(keep.values()))
+
+
 def clock(seconds: float) -> str:
   """Seconds as ``m:ss``, or ``h:mm:ss`` from an hour."""
   seconds = max(0, int(round(seconds)))

@@ -36,6 +36,7 @@ class Writer(engine.Callbacks):
     self.results: list[engine.Result] = []
     self._metrics = self._open_metrics() if folder.lead else None
     self.page = report_page if folder.lead else None
+    self.ended = False
 
   def _open_metrics(self):
     path = self.workdir.path / 'metrics.jsonl'
@@ -58,23 +59,32 @@ class Writer(engine.Callbacks):
   def progress(self, line):
     if not self.quiet:
       print(line, flush=True)
-    self._page(lambda p: p.write())
+    self.with_page(lambda p: p.write())
 
-  def _page(self, action) -> None:
+  def with_page(self, action) -> None:
     """``action(page)`` if this process writes the page. The page is for
     watching: a write that fails (a full disk) costs the run nothing; the
     run's own files report the disk."""
-    if self.page is not None:
-      with contextlib.suppress(OSError, UserError):  # (cannot_write's)
-        action(self.page)
+    if self.page is None:
+      return
+    try:
+      action(self.page)
+    except (OSError, UserError):  # cannot_write's: the disk is reported
+      pass                        # by the run's own files
+    except Exception as e:  # pylint: disable=broad-except
+      self.page = None      # a bug of the page's: the run goes on
+      print(f'note: {page.NAME} is no longer written ({type(e).__name__}: '
+            f'{e})', flush=True)
 
   def end(self, state: str, note: str = '') -> None:
     """The page's last word: 'finished', 'stopped', 'diverged' or
-    'failed'."""
-    self._page(lambda p: p.end(state, note))
+    'failed' (the first said stays)."""
+    if not self.ended:
+      self.ended = True
+      self.with_page(lambda p: p.end(state, note))
 
   def log(self, row):
-    self._page(lambda p: p.log(row))
+    self.with_page(lambda p: p.log(row))
     if self._metrics:
       try:
         self._metrics.write(json.dumps(row) + '\n')
@@ -88,7 +98,7 @@ class Writer(engine.Callbacks):
   def save(self, member, step_, image):
     path = self.workdir.step_path(member, step_)
     images.save(path, image)
-    self._page(lambda p: p.save(member.index, step_, str(
+    self.with_page(lambda p: p.save(member.index, step_, str(
         path.relative_to(self.workdir.path))))
 
   def checkpoint(self, ckpt):
@@ -113,7 +123,7 @@ class Writer(engine.Callbacks):
     result.image = (str(name.relative_to(self.workdir.path))
                     if result.status == 'ok' else '')
     self.results.append(result)
-    self._page(lambda p: (p.result(result), p.write(force=True)))
+    self.with_page(lambda p: (p.result(result), p.write()))
     if self.workdir.sweep and self.workdir.lead and result.status != 'ok':
       kept = (f'; its output of step {result.last_finite[0]} is '
               + str(self.workdir.step_path(result.member, result.last_finite[
@@ -282,7 +292,7 @@ def _run_members(config, folder, members, loader, *, resume, pending,
                   else None)
   if resume and lead:
     writer.keep_rows(set(kept), pending)
-    _seed_page(writer.page, folder, members, kept)
+    writer.with_page(lambda p: _seed_page(p, folder, members, kept))
   program = members[0].program
   if lead:
     if is_sweep:
@@ -307,16 +317,25 @@ def _run_members(config, folder, members, loader, *, resume, pending,
             devices or jax.devices())[:1],
         chunk_size=chunk_size, callbacks=writer, should_stop=should_stop,
         resume=pending, kept=kept)
+    return _finish(config, folder, writer, results)
   except Stopped as e:
     writer.end('stopped', f'after step {e.step}; continue with the same '
                f'command and --resume --workdir {path}')
     raise
-  except Exception as e:
+  except Exception as e:  # (after 'diverged', the page keeps that)
     writer.end('failed', str(e) if isinstance(e, UserError) else
                f'{type(e).__name__}: {e}')
     raise
   finally:
     writer.close()
+
+
+def _finish(config, folder: workdir.Workdir, writer: Writer,
+            results: list[engine.Result]) -> list[engine.Result]:
+  """After the members ran: a sweep's results.csv, sheets and index.html;
+  a single run's error if it diverged; the checkpoint, now used,
+  deleted; the page's last word."""
+  is_sweep, lead, path = folder.sweep, folder.lead, folder.path
   if jax.process_count() > 1:  # every image is written before the sheets
     multihost_utils.sync_global_devices('nst.run: members written')
   if is_sweep:
@@ -345,13 +364,20 @@ def _run_members(config, folder, members, loader, *, resume, pending,
   return results
 
 
-def _report_page(config, folder: workdir.Workdir, members) -> page.Page:
-  """The report page of a run or a sweep in ``folder``."""
+def _report_page(config, folder: workdir.Workdir, members
+                 ) -> page.Page | None:
+  """The report page of a run or a sweep in ``folder``; None (and a
+  note) if it cannot be made: the run does not depend on it."""
   is_sweep = 'sweep' in config
-  return page.Page(folder.path, members, config,
-                   axes=sweep.axes(config) if is_sweep else None,
-                   settings=sweep.settings(config) if is_sweep else None,
-                   options=targets.image_options(config))
+  try:
+    return page.Page(folder.path, members, config,
+                     axes=sweep.axes(config) if is_sweep else None,
+                     settings=sweep.settings(config) if is_sweep else None,
+                     options=targets.image_options(config))
+  except Exception as e:  # pylint: disable=broad-except
+    print(f'note: no {page.NAME} for this run ({type(e).__name__}: {e})',
+          flush=True)
+    return None
 
 
 def _seed_page(report_page: page.Page, folder: workdir.Workdir, members,
@@ -362,8 +388,9 @@ def _seed_page(report_page: page.Page, folder: workdir.Workdir, members,
     report_page.log(row)
   for m in members:
     first = folder.step_path(m, 0)
-    for step_path in sorted(first.parent.glob(
-        first.name.replace('00000', '[0-9]' * 5))):
+    at = first.name.rfind('00000')  # the step's digits, not the member's
+    pattern = first.name[:at] + '[0-9]' * 5 + first.name[at + 5:]
+    for step_path in sorted(first.parent.glob(pattern)):
       step_ = int(step_path.stem.rsplit('_', 1)[1])
       report_page.save(m.index, step_, str(step_path.relative_to(
           folder.path)))

@@ -32,7 +32,7 @@ How it runs:
   3. ``nst.engine`` runs each group in chunks of ``chunk_size`` members
      (0: ``engine.choose_chunk``'s choice, said on the console),
      vmapped and sharded over every device of every process;
-     ``nst.workdir`` writes what it hands out.
+     ``nst.runner`` writes what it hands out.
 """
 from __future__ import annotations
 

@@ -41,6 +41,8 @@ class Targets:
               'region_weights': (S,) blend x non-empty, or None}
     tv       {'scale': the TV's scale factor}
   ``weights``: term name -> its weight (alpha, beta, tv_weight).
+  ``range_scale``: what L-BFGS's range penalty is multiplied by
+  (``losses.range_scale``).
   """
   terms: dict
   weights: dict
@@ -176,7 +178,8 @@ def make_targets(config, model, params, inputs: Inputs, *,
   """Everything the objective compares against, and its weights.
 
   Returns a pytree of arrays: each term's target (``losses.TERMS``; made
-  from a ``Context``) and its weight. Computed once, outside the step. ``content_layers`` / ``style_layers`` (default: the config's) may
+  from a ``Context``) and its weight. Computed once, outside the step.
+  ``content_layers`` / ``style_layers`` (default: the config's) may
   name more layers than the config uses: those get weight 0, so configs with
   different layer sets share one pytree structure (and one compiled step).
 

@@ -272,3 +272,57 @@ def test_a_sweep_page_names_the_member_running_now(tmp_path):
   text = (tmp_path / page.NAME).read_text()
   assert 'step 1/3' in text and 'about 0:04 left' in text
   assert '#1 running: step 1' in text
+
+
+def test_a_page_that_fails_costs_the_run_nothing(tmp_path, monkeypatch,
+                                                 capsys):
+  def broken(self):
+    raise KeyError('a bug of the page')
+  monkeypatch.setattr(page.Page, 'render', broken)
+  config = tiny_config(num_steps=3)
+  [result] = runner.run(config, tmp_path / 'run')
+  assert result.status == 'ok' and (tmp_path / 'run' / 'final.png').is_file()
+  notes = [l for l in capsys.readouterr().out.splitlines()
+           if l.startswith('note:')]
+  assert notes == ["note: report.html is no longer written (KeyError: 'a "
+                   "bug of the page')"]
+  # Without configs/default.py to compare with, every field is shown.
+  monkeypatch.undo()
+  monkeypatch.setattr(page.fields, 'default_path', lambda: '/nonexistent.py')
+  runner.run(config, tmp_path / 'elsewhere')
+  text = (tmp_path / 'elsewhere' / page.NAME).read_text()
+  assert '<b>Finished</b>' in text and '<th>style_weight</th>' in text
+
+
+def test_a_sweep_of_several_plans_spans_the_longest(tmp_path):
+  config = tiny_config(num_steps=2, log_every=1)
+  config.sweep = ml_collections.ConfigDict(
+      {'axes': {'num_steps': (2, 6)}})
+  runner.run(config, tmp_path / 'sweep')
+  text = (tmp_path / 'sweep' / page.NAME).read_text()
+  svg = text[text.index('<svg'):text.index('</svg>')]
+  drawn = _paths(svg)
+  ax_right = page.Axes(6, 1, 2).x(6)
+  assert max(x for x, _ in page.points(drawn['#1 num_steps=6'])) == (
+      pytest.approx(ax_right, abs=0.01))
+  assert max(x for x, _ in page.points(drawn['#0 num_steps=2'])) < ax_right
+  assert '>6</text>' in svg     # the axis ends at the longest plan
+
+
+def test_long_curves_are_thinned_keeping_both_ends():
+  points = [(k, 1.0 + k) for k in range(5000)]
+  thinned = page.thin(points)
+  assert len(thinned) == page.POINTS
+  assert thinned[0] == points[0] and thinned[-1] == points[-1]
+  assert page.thin(points[:10]) == points[:10]
+
+
+def test_a_pruned_history_gives_the_same_estimates():
+  rows = [json.loads(l) for l in RECORDED.read_text().splitlines()]
+  plan = [((43, 64, 3), 150), ((85, 128, 3), 150), ((170, 256, 3), 70)]
+  whole, pruned = [], []
+  for r in rows:
+    whole.append((r['step'], r['time_s']))
+    pruned = progress.prune(plan, pruned + [whole[-1]])
+    assert len(pruned) <= 8
+    assert progress.estimate(plan, pruned) == progress.estimate(plan, whole)

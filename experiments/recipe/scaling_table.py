@@ -48,7 +48,7 @@ def main(argv=None) -> int:
   parser.add_argument('--image', required=True)
   parser.add_argument('--sizes', nargs='+', type=int, default=[128, 256, 512])
   parser.add_argument('--config', default=str(
-      Path(__file__).resolve().parents[1] / 'configs' / 'default.py'))
+      Path(__file__).resolve().parents[2] / 'configs' / 'default.py'))
   args = parser.parse_args(argv)
   try:
     config = runpy.run_path(args.config)['get_config']()
