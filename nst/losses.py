@@ -378,7 +378,9 @@ def _content_bytes(config, shapes) -> int:
 def _style_bytes(config, shapes) -> int:
   """Moments per layer (one set per masked region) and the masks."""
   kinds = dict(zip(config.style_layers, tuple(config.style_layer_losses)))
-  regions = len([m for m in config.style_masks.split(',') if m.strip()])
+  # (As spec.regions and spec.layer_distance, which import this module.)
+  regions = (len(config.style_masks.split(','))
+             if config.style_masks.strip() else 0)
   size = lambda l: STYLE_DISTANCES[kinds.get(l, config.style_loss)].size
   return 4 * sum(size(l)(shapes[l][2])
                  * max(1, regions) + regions * shapes[l][0] * shapes[l][1]

@@ -80,12 +80,19 @@ def _file_hash(path: Path, cache={}) -> str:  # pylint: disable=dangerous-defaul
   return cache[key]
 
 
+def input_sources(config) -> list[tuple[str, str]]:
+  """(field, source) of every input a member reads: content, styles,
+  masks, init image."""
+  return ([('content_image', config.content_image)]
+          + [('style_image', s) for s in spec.style_specs(config)]
+          + [('style_masks', m) for m in spec.mask_specs(config)]
+          + [('init', config.init)])
+
+
 def fingerprint(config) -> str:
   """A hash of a member's resolved config and the bytes of every input
-  file it reads (content, styles, masks, init image): equal fingerprints,
-  equal runs."""
-  sources = [config.content_image, *spec.style_specs(config),
-             *spec.mask_specs(config), config.init]
+  file it reads (``input_sources``): equal fingerprints, equal runs."""
+  sources = [source for _, source in input_sources(config)]
   digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True,
                                      default=str).encode())
   for source in sources:
@@ -216,15 +223,13 @@ class Workdir:
       if old.name == 'members' and old.is_dir():
         doomed |= {f.resolve() for f in old.iterdir()}
     for config in configs:
-      for field in ('content_image', 'style_image', 'style_masks', 'init',
-                    'weights'):
-        for source in str(config[field]).split(','):
-          source = source.strip()
-          if source and Path(source).expanduser().resolve() in doomed:
-            raise UserError(
-                f'{field} {source!r} is an output of the earlier run in '
-                f'{str(self.path)!r}, which --overwrite would delete: copy '
-                'it elsewhere first, or choose another --workdir')
+      for field, source in [*input_sources(config),
+                            ('weights', config.weights)]:
+        if source and Path(source).expanduser().resolve() in doomed:
+          raise UserError(
+              f'{field} {source!r} is an output of the earlier run in '
+              f'{str(self.path)!r}, which --overwrite would delete: copy '
+              'it elsewhere first, or choose another --workdir')
 
   def _delete_outputs(self, patterns=OUTPUTS) -> None:
     """What an earlier run wrote here (``patterns``; in members/, only
