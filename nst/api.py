@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import PIL.Image
 
-from nst import engine, images, memory, targets
+from nst import backend, engine, images, memory, targets
 from nst.errors import UserError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / 'configs' / 'default.py'
@@ -92,6 +92,7 @@ def transfer(content: Image, style: Image | Sequence[Image], *,
   more memory than is available (``nst.memory.check``; ``memory_check=
   False`` skips that).
   """
+  backend.setup()  # when this is the process's first use of JAX
   if config is None or isinstance(config, (str, Path)):
     config = load_config(config or DEFAULT_CONFIG)
   else:
@@ -108,18 +109,17 @@ def transfer(content: Image, style: Image | Sequence[Image], *,
     except (TypeError, ValueError) as e:
       raise UserError(f'{name}={value!r} does not fit the field: {e}'
                       ) from None
-  arrays = {}
-
-  def source(image, name):
-    if isinstance(image, (str, Path)):
-      return str(image)
-    arrays[f'array:{name}'] = _rgb(image, config.alpha_background)
-    return f'array:{name}'
-
   styles = list(style) if isinstance(style, (list, tuple)) else [style]
-  config.content_image = source(content, 'content')
-  config.style_image = ','.join(source(s, f'style{k}')
-                                for k, s in enumerate(styles))
+  given = {'content': content,
+           **{f'style{k}': s for k, s in enumerate(styles)}}
+  arrays = {f'array:{name}': _rgb(image, config.alpha_background)
+            for name, image in given.items()
+            if not isinstance(image, (str, Path))}
+  source = lambda name: (str(given[name]) if isinstance(
+      given[name], (str, Path)) else f'array:{name}')
+  config.content_image = source('content')
+  config.style_image = ','.join(source(f'style{k}')
+                                for k in range(len(styles)))
 
   def load(spec, size):
     if spec in arrays:

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 from PIL import Image, ImageDraw
 
-from nst import images, report
+from nst import backend, images, report
 from nst import runner
 from nst.errors import UserError
 
@@ -251,6 +251,7 @@ def main(figure: int, config_path: str | Path) -> None:
   # defined (on importing nst.run), so the default goes there first.
   if not any(a == '--config' or a.startswith('--config=') for a in sys.argv):
     sys.argv.insert(1, f'--config={config_path}')
+  backend.setup()  # before JAX starts
   from absl import app, flags, logging
   from nst import run as cli
 
@@ -262,12 +263,12 @@ def main(figure: int, config_path: str | Path) -> None:
     logging.set_verbosity(logging.WARNING)  # as nst.run does
     if len(args) > 1:
       raise app.UsageError(f'unexpected arguments: {args[1:]}')
-    config = cli._CONFIG.value
-    workdir = (Path(cli._WORKDIR.value) if cli._WORKDIR.value
+    config = cli.CONFIG.value
+    workdir = (Path(cli.WORKDIR.value) if cli.WORKDIR.value
                else Path('runs') / f'fig{figure}')
     try:
       run(figure, config, images_flag.value, workdir,
-          overwrite=cli._OVERWRITE.value)
+          overwrite=cli.OVERWRITE.value)
     except UserError as e:
       print(f'error: {e}', file=sys.stderr)
       sys.exit(2)

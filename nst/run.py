@@ -17,6 +17,7 @@ import threading
 import traceback
 from pathlib import Path
 
+from nst import backend
 from nst import signals
 
 if __name__ == '__main__':  # a Ctrl-C while JAX loads: one line, no traceback
@@ -35,22 +36,22 @@ _DEFAULT_CONFIG = fields.default_path()
 # No default here: ml_collections would load it, and apply the command
 # line's overrides to it, while this module is imported, where a misspelt
 # field is a traceback. ``parse_flags`` names the default instead.
-_CONFIG = config_flags.DEFINE_config_file(
+CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Path to a config file.', lock_config=True)
-_WORKDIR = flags.DEFINE_string(
+WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Output directory (default: runs/<config>-<time>).')
-_OVERWRITE = flags.DEFINE_bool(
+OVERWRITE = flags.DEFINE_bool(
     'overwrite', False, 'Allow writing into an existing non-empty workdir.')
-_RESUME = flags.DEFINE_bool(
+RESUME = flags.DEFINE_bool(
     'resume', False, 'Continue the stopped run in --workdir from its '
     'checkpoint, or the stopped sweep with its unfinished members (same '
     'config).')
-_MEMORY_CHECK = flags.DEFINE_bool(
+MEMORY_CHECK = flags.DEFINE_bool(
     'memory_check', True, 'Refuse, before anything is read or written, a '
     'run whose estimated memory (nst.memory) is more than is available; '
     '--nomemory_check skips this where the estimate is wrong for the '
     'machine.')
-_DISTRIBUTED = flags.DEFINE_enum(
+DISTRIBUTED = flags.DEFINE_enum(
     'distributed', 'auto', ['auto', 'on', 'off'],
     'Sweeps: call jax.distributed.initialize() (auto: when Slurm, Open MPI, '
     'a TPU pod or JAX_COORDINATOR_ADDRESS describes several processes).')
@@ -80,9 +81,9 @@ def parse_flags(argv):
     rest = flags.FLAGS(argv)
     # A config file that failed to load is reported only when the config is
     # first used: use it here.
-    if not isinstance(_CONFIG.value, ml_collections.ConfigDict):
+    if not isinstance(CONFIG.value, ml_collections.ConfigDict):
       raise UserError(f'config file {path!r}: get_config() returned '
-                      f'{type(_CONFIG.value).__name__}; accepted is an '
+                      f'{type(CONFIG.value).__name__}; accepted is an '
                       'ml_collections.ConfigDict')
   except UserError as e:
     _fail(str(e))
@@ -94,7 +95,7 @@ def parse_flags(argv):
   if len(rest) > 1:
     _fail(unexpected_argument(rest[1], argv))
   if wants_help:
-    print(usage(_CONFIG.value), end='')
+    print(usage(CONFIG.value), end='')
     sys.exit(0)
   return rest
 
@@ -246,29 +247,29 @@ def main(argv):
   sys.stdout, sys.stderr = Console(sys.stdout), Console(sys.stderr)
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if _RESUME.value and not _WORKDIR.value:
+  if RESUME.value and not WORKDIR.value:
     print('error: --resume needs --workdir: the directory of the run to '
           'continue', file=sys.stderr)
     sys.exit(2)
-  path = (Path(_WORKDIR.value).expanduser() if _WORKDIR.value else
+  path = (Path(WORKDIR.value).expanduser() if WORKDIR.value else
           workdir.default_path(config_flags.get_config_filename(
               flags.FLAGS['config'])))
-  config = _CONFIG.value
+  config = CONFIG.value
   stop = signals.StopRequest()
   try:
     # Joining a multi-process job installs JAX's own SIGTERM handler (its
     # preemption notifier), which would take the signal from ours:
     # join first.
     joined = 'sweep' in config and sweep.initialize_distributed(
-        _DISTRIBUTED.value)
+        DISTRIBUTED.value)
     _check_backend()
     stop.install()  # until the process exits
-    if joined and not _WORKDIR.value:
+    if joined and not WORKDIR.value:
       raise UserError('a sweep over several processes needs --workdir: '
                       'the same directory for every process')
-    runner.run(config, path, overwrite=_OVERWRITE.value,
-                resume=_RESUME.value, should_stop=stop,
-                memory_check=_MEMORY_CHECK.value)
+    runner.run(config, path, overwrite=OVERWRITE.value,
+                resume=RESUME.value, should_stop=stop,
+                memory_check=MEMORY_CHECK.value)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr, flush=True)
     _exit(1 if isinstance(e, DiskFull) else 2)
@@ -331,4 +332,5 @@ def stopped_line(e: Stopped, path: Path, is_sweep: bool) -> str:
 
 
 if __name__ == '__main__':
+  backend.setup()  # before JAX starts
   app.run(main, flags_parser=parse_flags)

@@ -18,6 +18,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from configs import default  # noqa: E402
+from nst import backend  # noqa: E402
 from nst import engine, optim, spec, step, targets, weights  # noqa: E402
 
 
@@ -82,4 +83,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
+  backend.setup()  # before JAX starts
   sys.exit(main())

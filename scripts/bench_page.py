@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from nst import backend  # noqa: E402
 from nst import fields, page, runner  # noqa: E402
 
 
@@ -84,4 +85,5 @@ def main():
 
 
 if __name__ == '__main__':
+  backend.setup()  # before JAX starts
   main()

@@ -33,6 +33,7 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs import default  # noqa: E402
+from nst import backend  # noqa: E402
 from nst import engine, optim, step, sweep  # noqa: E402
 
 
@@ -117,4 +118,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
+  backend.setup()  # before JAX starts
   sys.exit(main())

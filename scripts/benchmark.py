@@ -72,6 +72,8 @@ class Ours:
   def __init__(self, size: int, content: str, style: str, dtype: str,
                remat: bool, convolution: str = 'auto'):
     sys.path.insert(0, str(ROOT))
+    from nst import backend
+    backend.setup()  # before JAX starts
     import jax
     from configs import default
     from nst import optim, spec, step, targets, weights

@@ -43,6 +43,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from nst import backend  # noqa: E402
 from nst import images, vgg, weights  # noqa: E402
 from nst.errors import UserError  # noqa: E402
 
@@ -216,4 +217,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
+  backend.setup()  # before JAX starts
   sys.exit(main())

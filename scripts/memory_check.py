@@ -34,6 +34,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from configs import default  # noqa: E402
+from nst import backend  # noqa: E402
 from nst import (engine, memory, optim, sharding, spec, step, targets,  # noqa: E402
                  weights)
 
@@ -171,4 +172,5 @@ def main():
 
 
 if __name__ == '__main__':
+  backend.setup()  # before JAX starts
   main()

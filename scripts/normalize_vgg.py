@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nst import backend
 from nst import images, normalize, vgg, weights
 from nst.errors import UserError
 
@@ -79,4 +80,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
+  backend.setup()  # before JAX starts
   sys.exit(main())

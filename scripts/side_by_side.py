@@ -13,6 +13,7 @@ import sys
 import numpy as np
 from PIL import Image
 
+from nst import backend
 from nst import images
 from nst.errors import UserError
 
@@ -50,4 +51,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
+  backend.setup()  # before JAX starts
   sys.exit(main())

@@ -6,3 +6,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / 'tests')]
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+from nst import backend  # noqa: E402
+
+backend.setup()  # the runs' CPU kernels, before JAX starts

@@ -16,6 +16,8 @@ sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]
 
 
 def main(argv):
+  from nst import backend
+  backend.setup()  # before JAX starts
   if argv[1] == '--multiprocess':
     return multiprocess(*argv[2:])
   out, optimizer = argv[1], argv[2]

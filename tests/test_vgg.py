@@ -173,8 +173,8 @@ def test_small_maps_are_convolved_as_a_matrix_product_with_the_same_result():
     x = jax.random.normal(key, shape)
     k = jax.random.normal(jax.random.fold_in(key, 1), (3, 3, 16, 8))
     assert shape[1] * shape[2] < vgg.SMALL_MAP
-    np.testing.assert_allclose(vgg._conv(x, k), lax_conv(x, k),  # pylint: disable=protected-access
+    np.testing.assert_allclose(vgg.conv(x, k), lax_conv(x, k),
                                rtol=1e-5, atol=1e-4)
     grad = lambda f: jax.grad(lambda x: jnp.sum(jnp.sin(f(x, k))))(x)
-    np.testing.assert_allclose(grad(vgg._conv), grad(lax_conv),  # pylint: disable=protected-access
+    np.testing.assert_allclose(grad(vgg.conv), grad(lax_conv),
                                rtol=1e-4, atol=1e-4)

@@ -37,6 +37,7 @@ import jax  # noqa: E402
 import ml_collections  # noqa: E402
 
 from configs import paper  # noqa: E402
+from nst import backend  # noqa: E402
 from nst import engine, images, step, targets, vgg, weights  # noqa: E402
 
 # name -> config overrides; {size} parts are filled in per run.
@@ -193,4 +194,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
+  backend.setup()  # before JAX starts
   sys.exit(main())

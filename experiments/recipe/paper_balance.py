@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import numpy as np  # noqa: E402
 
 from configs import default, paper  # noqa: E402
+from nst import backend  # noqa: E402
 from nst import targets as nst_targets  # noqa: E402
 from nst import vgg, weights  # noqa: E402
 from nst.errors import UserError  # noqa: E402
@@ -82,4 +83,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
+  backend.setup()  # before JAX starts
   sys.exit(main())

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import jax.numpy as jnp  # noqa: E402
 
+from nst import backend  # noqa: E402
 from nst import images, step, vgg, weights  # noqa: E402
 from nst import targets as nst_targets  # noqa: E402
 from nst.errors import UserError  # noqa: E402
@@ -70,4 +71,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
+  backend.setup()  # before JAX starts
   sys.exit(main())

@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from configs import default  # noqa: E402
+from nst import backend  # noqa: E402
 from nst import engine, images, step, weights  # noqa: E402
 from nst.errors import UserError  # noqa: E402
 import evaluate  # noqa: E402  (scripts/evaluate.py)
@@ -237,4 +238,5 @@ def study(args) -> int:
 
 
 if __name__ == '__main__':
+  backend.setup()  # before JAX starts
   sys.exit(main())
