@@ -23,7 +23,7 @@ import functools
 import itertools
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np
@@ -32,7 +32,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from nst import checkpoint, colour, images, optim, step, targets, vgg, weights
 from nst import memory, progress, sharding, spec
 from nst.errors import Diverged, Stopped, UserError
-from nst.spec import Member, largest_side
+from nst.spec import Member
 
 
 @dataclasses.dataclass
@@ -118,8 +118,19 @@ def over_members(fn: Callable, single: bool, shared_first: bool):
   return lambda *args: many(fn(*one(args)))
 
 
+class Compiled(NamedTuple):
+  """A chunk's jitted functions (``compiled``) and its two shardings."""
+  step: Callable       # (params, targets, hparams, image, state) -> (image,
+                       # state, metrics); donates image and state
+  init: Callable       # (hparams, image) -> optimiser state
+  evaluate: Callable   # (params, targets, hparams, image, state) -> losses
+  finish: Callable     # (hparams, image, state) -> the output image
+  per_member: NamedSharding
+  replicated: NamedSharding
+
+
 @functools.cache
-def compiled(update: spec.Update, mesh: Mesh, batch: int):
+def compiled(update: spec.Update, mesh: Mesh, batch: int) -> Compiled:
   """The chunk's step, state init, evaluation and output for ``batch``
   members on ``mesh``: jitted once per network and optimiser (``update``),
   mesh and batch, for every chunk and group that shares them."""
@@ -137,7 +148,7 @@ def compiled(update: spec.Update, mesh: Mesh, batch: int):
                           shared_first=True), out_shardings=per_member)
   finish = jax.jit(lift(step.output, shared_first=False),
                    out_shardings=per_member)
-  return step_, init, evaluate, finish, per_member, replicated
+  return Compiled(step_, init, evaluate, finish, per_member, replicated)
 
 
 def choose_chunk(configs, devices: int, *, memory_check: bool = True
@@ -200,6 +211,66 @@ def _finite(tree) -> bool:
 
 # --- The loop ----------------------------------------------------------------
 
+@dataclasses.dataclass
+class Group:
+  """What every chunk of one group shares; set once by ``run_group``."""
+  program: spec.Program
+  loader: Loader
+  model: Any
+  params: Any            # host params for the targets (``make_targets``)
+  device_params: Any     # replicated, for the step
+  eval_params: Any       # XLA's own convolutions: targets, logged losses
+  content_layers: tuple[str, ...]
+  style_layers: tuple[str, ...]
+  fns: Compiled
+  size: int              # slots per chunk
+  chunks: int            # chunks in this group
+  chunks_after: int      # chunks of later groups still to run
+  index: int
+  callbacks: Callbacks
+  should_stop: Callable[[], bool] | None
+  lead: bool             # process 0: logs and prints
+
+
+@dataclasses.dataclass
+class Clock:
+  """A chunk's timings: for the logged speeds and the time left."""
+  start: float
+  first: float | None = None   # when its first step (compiled) was done
+  log: float | None = None     # the latest log step's time ...
+  log_step: int = 0            # ... and number
+  evals: tuple = (-1, None)    # (log step, each slot's evaluations then)
+  history: list = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class Chunk:
+  """The state of the chunk being run: the loop's stages read and update
+  it, and nothing else."""
+  index: int
+  members: list[Member]        # in member order
+  slots: list[Member]          # ``members`` padded with copies to ``size``
+  finite: np.ndarray           # (size,): no non-finite loss seen yet
+  resumed: checkpoint.Checkpoint | None
+  first_step: int              # the step it starts after (resumed: > 0)
+  clock: Clock
+  scale: int = 0
+  done: int = 0                # steps of the scales before this one
+  image: Any = None            # (size, H, W, 3) on the mesh
+  state: Any = None            # the optimiser's state, on the mesh
+  hparams: Any = None
+  targets: Any = None
+  inputs: Callable | None = None   # member index -> (Inputs, Targets) here
+  coarse: Callable | None = None   # ... at the scale before
+  last: dict = dataclasses.field(default_factory=dict)   # slot -> log row
+  last_finite: dict = dataclasses.field(default_factory=dict)
+  last_out: tuple | None = None    # (step, output, inputs) of the last log
+  boundary: tuple | None = None    # a scale's start: (step, image, state,
+                                   # inputs) of the scale before, while the
+                                   # new one compiles
+  diverged: bool = False       # every member did: nothing left to run
+
+
 def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
               chunk_size: int = 0, group_index: int = 0,
               callbacks: Callbacks | None = None,
@@ -220,299 +291,373 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
   a chunk whose members all diverged ends early. ``chunks_after``: the
   chunks of later groups still to run (the time left counts them).
   """
-  cb = callbacks or Callbacks()
+  chunks, size = chunk_members(members, chunk_size, mesh.devices.size)
+  group = _group(members, loader, mesh, size, len(chunks), group_index,
+                 callbacks or Callbacks(), should_stop, chunks_after)
+  kept, results = kept or {}, []
+  for index, chunk_list in enumerate(chunks):
+    if all(m.index in kept for m in chunk_list):
+      results += [kept[m.index] for m in chunk_list]
+      continue
+    chunk = _start_chunk(group, index, chunk_list, resume)
+    for scale, (shape, steps) in enumerate(group.program.plan):
+      if chunk.done + steps >= chunk.first_step:  # else done before resume
+        _start_scale(group, chunk, scale, shape)
+        _run_steps(group, chunk, steps)
+        if chunk.diverged:
+          break
+      chunk.done += steps
+      chunk.coarse = chunk.inputs
+    results += _finish_chunk(group, chunk)
+  return results
+
+
+def _group(members, loader, mesh, size, chunks, index, callbacks,
+           should_stop, chunks_after) -> Group:
+  """The group's network, params and compiled functions."""
   program = members[0].program
   assert all(m.program == program for m in members), 'one program per group'
-  lead = jax.process_index() == 0
-  content_layers = union_layers([m.config.content_layers for m in members],
+  content_layers = union_layers([m.content_layers for m in members],
                                 program.network)
-  style_layers = union_layers([m.config.style_layers for m in members],
+  style_layers = union_layers([m.style_layers for m in members],
                               program.network)
-  model = step.make_model(program)
   params = step.prepare_params(
       program, loader.params(program.weights, program.network),
       content_layers + style_layers,
-      max(largest_side(m.config) for m in members))
-  devices = mesh.devices.size
-  chunks, size = chunk_members(members, chunk_size, devices)
-  kept = kept or {}
-  step_fn, init, evaluate, finish, per_member, replicated = compiled(
-      program.update, mesh, size)
-  device_params = sharding.replicate(params, replicated)
-  # Targets and logged losses: XLA's own convolutions (targets.forward_params)
-  eval_params = targets.forward_params(device_params)
-  plan, total_steps = program.plan, program.total_steps
+      max(m.largest_side for m in members))
+  fns = compiled(program.update, mesh, size)
+  device_params = sharding.replicate(params, fns.replicated)
+  return Group(program, loader, step.make_model(program), params,
+               device_params, targets.forward_params(device_params),
+               content_layers, style_layers, fns, size, chunks, chunks_after,
+               index, callbacks, should_stop, jax.process_index() == 0)
+
+
+def _start_chunk(group: Group, index: int, members: list[Member],
+                 resume: checkpoint.Checkpoint | None) -> Chunk:
+  """A chunk's state before its first scale: fresh, or from ``resume``
+  when that is this chunk's checkpoint (checked against this run)."""
+  size, total = group.size, group.program.total_steps
+  resumed = resume if resume is not None and list(
+      resume.extra.get('members', ())) == [m.index for m in members] else None
+  finite = np.ones(size, bool)
+  if resumed:
+    if resumed.image.shape[0] != size:
+      raise UserError(
+          f'the checkpoint holds a chunk of {resumed.image.shape[0]} slots; '
+          f'on {group.fns.per_member.mesh.devices.size} device(s) this run '
+          f'makes chunks of {size}: resume on as many devices as the '
+          'stopped run used')
+    # A run checkpoints after a step that has steps after it.
+    if not 0 < resumed.done < total:
+      raise UserError(
+          f'the checkpoint is of step {resumed.done}; this run has {total} '
+          f'steps, so it can continue after step 1 to {total - 1} only; '
+          f'{checkpoint.RESTART}')
+    kept_finite = resumed.extra.get('finite')
+    if kept_finite is None or np.shape(kept_finite) != (size,):
+      raise UserError('the checkpoint is malformed: it does not say which '
+                      f'of its {size} slots are finite; rerun without '
+                      '--resume')
+    finite[:] = kept_finite
+  first_step = resumed.done if resumed else 0
+  slots = members + [members[-1]] * (size - len(members))  # pad with copies
+  return Chunk(index, members, slots, finite, resumed, first_step,
+               Clock(time.perf_counter(), log_step=first_step))
+
+
+def _scale_inputs(group: Group, chunk: Chunk, px: int) -> Callable:
+  """member index -> (its ``Inputs``, its ``Targets``) at ``px``, each
+  made once (a padded slot reuses its member's)."""
+  by_index = {m.index: m for m in chunk.members}
+
+  @functools.cache
+  def inputs(index):
+    m = by_index[index].settings
+    loaded = targets.load_inputs(m, px, group.loader.images_for(m))
+    made = targets.make_targets(
+        m, group.model, group.params, loaded,
+        content_layers=group.content_layers,
+        style_layers=group.style_layers, area_ratio=(m.image_size / px) ** 2)
+    return loaded, made
+  return inputs
+
+
+def _start_scale(group: Group, chunk: Chunk, scale: int, shape) -> None:
+  """A scale's targets and its start: from the checkpoint when it was
+  taken in this scale, from each member's init image at the first scale
+  run, else from the coarser scale's output (``_start_from_coarser``)."""
+  chunk.scale, put = scale, functools.partial(
+      sharding.put, n=group.size, sharding=group.fns.per_member)
+  chunk.inputs = _scale_inputs(group, chunk, max(shape[:2]))
+  chunk.targets, chunk.hparams = put(lambda j: (
+      chunk.inputs(chunk.slots[j].index)[1],
+      chunk.slots[j].hparams))
+  if chunk.done < chunk.first_step:  # the checkpoint's step is in here
+    ckpt = chunk.resumed
+    if ckpt.image.shape != (group.size, *shape):
+      raise UserError(
+          f'the checkpoint holds images of {ckpt.image.shape[1:]} at step '
+          f'{chunk.first_step}; this run has {shape} there')
+    chunk.image = put(lambda j: ckpt.image[j])
+    host = checkpoint.fit_state(ckpt, jax.eval_shape(
+        group.fns.init, chunk.hparams, chunk.image))
+    chunk.state = put(lambda j: jax.tree.map(lambda v: v[j], host))
+    return
+  if chunk.image is None:
+    chunk.image = put(lambda j: targets.init_image(
+        chunk.slots[j].settings,
+        chunk.inputs(chunk.slots[j].index)[0].content))
+  else:
+    _start_from_coarser(group, chunk, shape)
+  chunk.state = group.fns.init(chunk.hparams, chunk.image)
+
+
+def _start_from_coarser(group: Group, chunk: Chunk, shape) -> None:
+  """The coarser scale's output resized to ``shape``, plus the photo's
+  finer detail (``targets.scale_detail``)."""
+  if group.should_stop and jax.process_count() == 1:
+    # Kept (not donated) until this scale's first step is under way: a
+    # stop while it compiles checkpoints them.
+    chunk.boundary = (chunk.done, chunk.image, chunk.state, chunk.coarse)
+  resized = jax.jit(jax.vmap(lambda x: jax.image.resize(x, shape, 'cubic')),
+                    out_shardings=group.fns.per_member)(group.fns.finish(
+                        chunk.hparams, chunk.image, chunk.state))
+  chunk.image = resized + sharding.put(lambda j: targets.scale_detail(
+      chunk.slots[j].settings, chunk.inputs(chunk.slots[j].index)[0].content,
+      chunk.coarse(chunk.slots[j].index)[0].content), group.size,
+                                       group.fns.per_member)
+
+
+def _run_steps(group: Group, chunk: Chunk, steps: int) -> None:
+  """The scale's steps after the one it starts from, each followed by
+  ``_after_step``; stops early when every member diverged."""
+  first = max(chunk.done, chunk.first_step)
+  if first == 0:
+    _log(group, chunk, 0)
+  in_flight = None
+  for i in range(first + 1, chunk.done + steps + 1):
+    args = (group.device_params, chunk.targets, chunk.hparams, chunk.image,
+            chunk.state)
+    if i == first + 1:  # compiles, once per shape: a stop need not wait
+      out = _first_call(group.fns.step, args, group.should_stop)
+      if out is None:
+        raise _stop_while_compiling(group, chunk, first)
+      chunk.boundary = None
+    else:
+      out = group.fns.step(*args)
+    chunk.image, chunk.state, metrics = out
+    # Dispatch runs ahead of the device: wait for the step before this
+    # one, so that at most this step is queued behind the one running and
+    # a stop (asked below) lands after at most the step in progress, not
+    # after every step queued up to the next log step. (The device never
+    # idles: this step is queued while it waits.)
+    if in_flight is not None:
+      jax.block_until_ready(in_flight)
+    in_flight = metrics
+    if i == first + 1:  # keep compilation out of the speeds
+      jax.block_until_ready(chunk.image)
+      chunk.clock.log, chunk.clock.log_step = time.perf_counter(), i
+      chunk.clock.first = chunk.clock.first or chunk.clock.log
+    _after_step(group, chunk, i, last=i == chunk.done + steps)
+    if chunk.diverged:
+      return
+
+
+def _after_step(group: Group, chunk: Chunk, i: int, last: bool) -> None:
+  """Step ``i``'s log row, saved image and checkpoint when their periods
+  say so, and the stop when asked (raises ``Stopped``)."""
+  program, total = group.program, group.program.total_steps
+  logged = bool(program.log_every and i % program.log_every == 0 or last)
+  if logged:
+    _log(group, chunk, i)
+    if not chunk.finite[:len(chunk.members)].any():
+      chunk.diverged = True  # every member diverged: nothing left to run
+      return
+  saved = bool(program.save_every and i % program.save_every == 0)
+  if saved:
+    _save(group, chunk, i)
+  # (At the chunk's last step there is nothing left to keep: finish.)
+  if program.checkpoint_every and i % program.checkpoint_every == 0 and (
+      i < total):
+    _keep_checkpoint(group, chunk, i, logged)
+  if i < total and group.should_stop and sharding.any_process(
+      group.should_stop()):
+    kept_state = _keep_checkpoint(group, chunk, i, logged)
+    if not chunk.finite[:len(chunk.members)].any():
+      chunk.diverged = True  # nothing finite to keep: it diverged
+      return
+    if not saved:
+      _save(group, chunk, i)
+    raise Stopped(i, checkpointed=kept_state)
+
+
+def _restored(chunk: Chunk, j: int, value, inputs=None) -> np.ndarray:
+  """Slot ``j``'s output with its colours restored (``inputs``: of the
+  scale it was made at; default this one)."""
+  index = chunk.slots[j].index
+  return colour.restore(chunk.slots[j].settings.preserve_colour, value,
+                        (inputs or chunk.inputs)(index)[0].original)
+
+
+def _mark(chunk: Chunk, now_finite: np.ndarray) -> None:
+  """Updates ``finite``; a member that is no longer keeps the output of
+  the latest log step where it was (``last_out``, on the device)."""
+  newly = chunk.finite & ~now_finite
+  if newly[:len(chunk.members)].any() and chunk.last_out:
+    at_step, out, at_inputs = chunk.last_out
+    for j, value in sharding.local_slots(out).items():
+      if j < len(chunk.members) and newly[j]:
+        chunk.last_finite[j] = (at_step,
+                                _restored(chunk, j, value, at_inputs))
+  chunk.finite &= now_finite
+
+
+def _row(group: Group, chunk: Chunk, j: int, i: int, total, parts,
+         rate=0.0, evals=None, times=(None, None)) -> dict:
+  return {'member': chunk.members[j].index, 'step': i,
+          'size': max(group.program.plan[chunk.scale][0][:2]),
+          'loss': float(total[j]),
+          **{k: float(v[j]) for k, v in parts.items()},
+          **({} if evals is None else {'evals_per_step': evals[j]}),
+          'steps_per_s': rate, 'time_s': times[0], 'left_s': times[1]}
+
+
+def _times(group: Group, chunk: Chunk, i: int, now: float):
+  """Seconds since the chunk started, and the estimated seconds left in
+  the run (``progress.estimate``: this chunk's, and its steps' time again
+  for each chunk after it; None until measured)."""
+  clock, plan = chunk.clock, group.program.plan
+  clock.history = progress.prune(plan, clock.history +
+                                 [(i, now - clock.start)])
+  guess = progress.estimate(plan, clock.history)
+  if guess is None:
+    return now - clock.start, None
+  later = group.chunks - chunk.index - 1 + group.chunks_after
+  return now - clock.start, guess[0] + later * guess[1]
+
+
+def _evals_per_step(chunk: Chunk, i: int, evals: np.ndarray) -> list:
+  """Objective evaluations per step since the last log row of this scale
+  (``evals``: each slot's count since the scale's start)."""
+  since, before = chunk.clock.evals if chunk.clock.evals[0] > chunk.done \
+      else (chunk.done, np.zeros_like(evals))
+  chunk.clock.evals = (i, evals)
+  return ((evals - before) / (i - since) if i > since
+          else np.zeros(len(evals))).tolist()
+
+
+def _log(group: Group, chunk: Chunk, i: int) -> None:
+  """Step ``i``'s losses: a row per member and a progress line."""
+  fns, clock, n = group.fns, chunk.clock, len(chunk.members)
+  (total, parts), evals = sharding.gather((fns.evaluate(
+      group.eval_params, chunk.targets, chunk.hparams, chunk.image,
+      chunk.state), chunk.state.evals))
+  per_step = _evals_per_step(chunk, i, np.asarray(evals))
+  now = time.perf_counter()
+  rate = ((i - clock.log_step) / max(now - clock.log, 1e-9)
+          if clock.log is not None and i > clock.log_step else 0.0)
+  clock.log, clock.log_step = now, i
+  _mark(chunk, np.isfinite(total))
+  chunk.last_out = (i, fns.finish(chunk.hparams, chunk.image, chunk.state),
+                    chunk.inputs)
+  elapsed = _times(group, chunk, i, now)
+  for j in range(n):
+    chunk.last[j] = _row(group, chunk, j, i, total, parts, rate,
+                         per_step if i else None, elapsed)
+    if group.lead:
+      group.callbacks.log(chunk.last[j])
+  if group.lead:
+    group.callbacks.progress(progress.line(
+        total_steps=group.program.total_steps, scales=len(group.program.plan),
+        chunk_size=n, named=bool(chunk.members[0].values),
+        rows=[chunk.last[j] for j in range(n)], totals=total, rate=rate,
+        left_s=elapsed[1], group=group.index, chunk=chunk.index,
+        chunks=group.chunks))
+
+
+def _save(group: Group, chunk: Chunk, i: int) -> None:
+  out = group.fns.finish(chunk.hparams, chunk.image, chunk.state)
+  for j, value in sharding.local_slots(out).items():
+    if j < len(chunk.members) and chunk.finite[j]:
+      group.callbacks.save(chunk.members[j], i, _restored(chunk, j, value))
+
+
+def _keep_checkpoint(group: Group, chunk: Chunk, i: int,
+                     logged: bool) -> bool:
+  """Hands the chunk's host arrays to ``Callbacks.checkpoint``, unless no
+  member is finite any more (then the last checkpoint stays); whether it
+  did."""
+  if not logged:
+    total, parts = sharding.gather(group.fns.evaluate(
+        group.eval_params, chunk.targets, chunk.hparams, chunk.image,
+        chunk.state))
+    now_finite = np.isfinite(total)
+    for j in range(len(chunk.members)):  # its result names where it diverged
+      if chunk.finite[j] and not now_finite[j]:
+        chunk.last[j] = _row(group, chunk, j, i, total, parts)
+    _mark(chunk, now_finite)
+  return _hand_checkpoint(group, chunk, i,
+                          *sharding.gather((chunk.image, chunk.state)))
+
+
+def _hand_checkpoint(group: Group, chunk: Chunk, i: int, host_image,
+                     host_state) -> bool:
+  # The image and its average decide; the optimiser's state may hold
+  # infinities by design (a line search's errors and initial value).
+  ok = chunk.finite & np.array([_finite((host_image[j], jax.tree.map(
+      lambda v: v[j], host_state.average))) for j in range(group.size)])
+  if not ok[:len(chunk.members)].any():
+    return False
+  group.callbacks.checkpoint(checkpoint.Checkpoint(
+      i, host_image, host_state, {}, {
+          'members': np.array([m.index for m in chunk.members]),
+          'finite': chunk.finite.copy()}))
+  return True
+
+
+def _stop_while_compiling(group: Group, chunk: Chunk, first: int) -> Stopped:
+  """A stop during a scale's compilation: the checkpoint and output of the
+  scale before (``chunk.boundary``), or nothing new when this run computed
+  none."""
+  if chunk.boundary is None:
+    return Stopped(first, checkpointed=chunk.resumed is not None,
+                   saved=False)
+  at, image, state, inputs = chunk.boundary
+  kept_state = _hand_checkpoint(group, chunk, at,
+                                *sharding.gather((image, state)))
+  out = group.fns.finish(chunk.hparams, image, state)
+  for j, value in sharding.local_slots(out).items():
+    if j < len(chunk.members) and chunk.finite[j]:
+      group.callbacks.save(chunk.members[j], at,
+                           _restored(chunk, j, value, inputs))
+  return Stopped(at, checkpointed=kept_state)
+
+
+def _finish_chunk(group: Group, chunk: Chunk) -> list[Result]:
+  """The chunk's outputs (``Callbacks.image``) and its members' results."""
+  out = group.fns.finish(chunk.hparams, chunk.image, chunk.state)
+  jax.block_until_ready(out)
+  end, clock = time.perf_counter(), chunk.clock
+  ran = (chunk.last[0]['step'] if chunk.last else
+         group.program.total_steps) - chunk.first_step - 1
+  speed = (ran / (end - clock.first) if ran > 0 and clock.first
+           else float('nan'))
+  n = len(chunk.members)
+  local = {j: v for j, v in sharding.local_slots(out).items()
+           if j < n and chunk.finite[j]}
+  for j, value in local.items():
+    group.callbacks.image(chunk.members[j], _restored(chunk, j, value))
   results = []
-  for chunk_index, chunk in enumerate(chunks):
-    if all(m.index in kept for m in chunk):
-      results += [kept[m.index] for m in chunk]
-      continue
-    slots = chunk + [chunk[-1]] * (size - len(chunk))  # pad with copies
-    by_index = {m.index: m for m in chunk}
-    resumed = resume if resume is not None and list(
-        resume.extra.get('members', ())) == [m.index for m in chunk] else None
-    finite = np.ones(size, bool)
-    if resumed:
-      if resumed.image.shape[0] != size:
-        raise UserError(
-            f'the checkpoint holds a chunk of {resumed.image.shape[0]} '
-            f'slots; on {devices} device(s) this run makes chunks of {size}: '
-            'resume on as many devices as the stopped run used')
-      # A run checkpoints after a step that has steps after it.
-      if not 0 < resumed.done < total_steps:
-        raise UserError(
-            f'the checkpoint is of step {resumed.done}; this run has '
-            f'{total_steps} steps, so it can continue after step 1 to '
-            f'{total_steps - 1} only; {checkpoint.RESTART}')
-      kept_finite = resumed.extra.get('finite')
-      if kept_finite is None or np.shape(kept_finite) != (size,):
-        raise UserError('the checkpoint is malformed: it does not say which '
-                        f'of its {size} slots are finite; rerun without '
-                        '--resume')
-      finite[:] = kept_finite
-    first_step = resumed.done if resumed else 0
-    last, last_finite, last_out = {}, {}, []
-    clock = {'start': time.perf_counter(), 'first': None, 'log': None,
-             'log_step': first_step, 'evals': (-1, None), 'history': []}
-    image = state = hparams = chunk_targets = None
-    done, scale = 0, 0
-
-    def restored(j, value, at=None):
-      return colour.restore(slots[j].config.preserve_colour, value,
-                            (at or inputs)(slots[j].index)[0].original)
-
-    def outputs():
-      return sharding.local_slots(finish(hparams, image, state))
-
-    def mark(now_finite):
-      """Updates ``finite``; a member that is no longer keeps the output
-      of the latest log step where it was (``last_out``, on the device)."""
-      newly = finite & ~now_finite
-      if newly[:len(chunk)].any() and last_out:
-        at_step, out, at_inputs = last_out[0]
-        for j, value in sharding.local_slots(out).items():
-          if j < len(chunk) and newly[j]:
-            last_finite[j] = (at_step, restored(j, value, at_inputs))
-      finite[:] &= now_finite
-
-    def row(j, i, total, parts, rate=0.0, evals=None, times=(None, None)):
-      return {'member': chunk[j].index, 'step': i,
-              'size': max(plan[scale][0][:2]), 'loss': float(total[j]),
-              **{k: float(v[j]) for k, v in parts.items()},
-              **({} if evals is None else {'evals_per_step': evals[j]}),
-              'steps_per_s': rate, 'time_s': times[0], 'left_s': times[1]}
-
-    def times(i, now):
-      """Seconds since the chunk started, and the estimated seconds left
-      in the run (``progress.estimate``: this chunk's, and its steps'
-      time again for each chunk after it; None until measured)."""
-      clock['history'] = progress.prune(
-          plan, clock['history'] + [(i, now - clock['start'])])
-      guess = progress.estimate(plan, clock['history'])
-      if guess is None:
-        return now - clock['start'], None
-      later = len(chunks) - chunk_index - 1 + chunks_after
-      return now - clock['start'], guess[0] + later * guess[1]
-
-    def evals_per_step(i, evals):
-      """Objective evaluations per step since the last log row of this
-      scale (``evals``: each slot's count since the scale's start)."""
-      since, before = clock['evals'] if clock['evals'][0] > done else (
-          done, np.zeros_like(evals))
-      clock['evals'] = (i, evals)
-      return ((evals - before) / (i - since) if i > since
-              else np.zeros(len(evals))).tolist()
-
-    def log(i):
-      (total, parts), evals = sharding.gather((evaluate(
-          eval_params, chunk_targets, hparams, image, state), state.evals))
-      per_step = evals_per_step(i, np.asarray(evals))
-      now = time.perf_counter()
-      rate = ((i - clock['log_step']) / max(now - clock['log'], 1e-9)
-              if clock['log'] is not None and i > clock['log_step'] else 0.0)
-      clock['log'], clock['log_step'] = now, i
-      mark(np.isfinite(total))
-      last_out[:] = [(i, finish(hparams, image, state), inputs)]
-      elapsed = times(i, now)
-      for j in range(len(chunk)):
-        last[j] = row(j, i, total, parts, rate, per_step if i else None,
-                      elapsed)
-        if lead:
-          cb.log(last[j])
-      if lead:
-        cb.progress(progress.line(
-            total_steps=total_steps, scales=len(plan),
-            chunk_size=len(chunk), named=bool(chunk[0].values),
-            rows=[last[j] for j in range(len(chunk))], totals=total,
-            rate=rate, left_s=elapsed[1], group=group_index,
-            chunk=chunk_index, chunks=len(chunks)))
-
-    def save(i):
-      for j, value in outputs().items():
-        if j < len(chunk) and finite[j]:
-          cb.save(chunk[j], i, restored(j, value))
-
-    def keep_checkpoint(i, logged: bool) -> bool:
-      """Hands the chunk's host arrays to ``cb.checkpoint``, unless no
-      member is finite any more (then the last checkpoint stays); whether
-      it did."""
-      if not logged:
-        total, parts = sharding.gather(evaluate(
-            eval_params, chunk_targets, hparams, image, state))
-        now_finite = np.isfinite(total)
-        for j in range(len(chunk)):  # its result names where it diverged
-          if finite[j] and not now_finite[j]:
-            last[j] = row(j, i, total, parts)
-        mark(now_finite)
-      return hand_checkpoint(i, *sharding.gather((image, state)))
-
-    def hand_checkpoint(i, host_image, host_state) -> bool:
-      # The image and its average decide; the optimiser's state may hold
-      # infinities by design (a line search's errors and initial value).
-      ok = finite & np.array([_finite((host_image[j], jax.tree.map(
-          lambda v: v[j], host_state.average))) for j in range(size)])
-      if not ok[:len(chunk)].any():
-        return False
-      cb.checkpoint(checkpoint.Checkpoint(
-          i, host_image, host_state, {}, {
-              'members': np.array([m.index for m in chunk]),
-              'finite': finite.copy()}))
-      return True
-
-    def stop_while_compiling(first, boundary):
-      """A stop during a scale's compilation: the checkpoint and output
-      of the scale before (``boundary``: its last step, image, state and
-      inputs), or nothing new when this run computed none."""
-      if boundary is None:
-        return Stopped(first, checkpointed=resumed is not None,
-                       saved=False)
-      at, at_image, at_state, at_inputs = boundary
-      kept_state = hand_checkpoint(at,
-                                   *sharding.gather((at_image, at_state)))
-      out = finish(hparams, at_image, at_state)
-      for j, value in sharding.local_slots(out).items():
-        if j < len(chunk) and finite[j]:
-          cb.save(chunk[j], at, restored(j, value, at_inputs))
-      return Stopped(at, checkpointed=kept_state)
-
-    stopped, boundary = False, None
-    for scale, ((shape, steps)) in enumerate(plan):
-      if done + steps < first_step:  # finished before the checkpoint
-        done += steps
-        continue
-      px = max(shape[:2])
-
-      @functools.cache  # a padded slot reuses its member's inputs
-      def inputs(index, px=px):
-        m = by_index[index].config
-        loaded = targets.load_inputs(m, px, loader.images_for(m))
-        made = targets.make_targets(
-            m, model, params, loaded, content_layers=content_layers,
-            style_layers=style_layers, area_ratio=(m.image_size / px) ** 2)
-        return loaded, made
-
-      chunk_targets, hparams = sharding.put(lambda j: (
-          inputs(slots[j].index)[1], optim.hyperparams(slots[j].config)),
-          size, per_member)
-      first = done
-      if done < first_step:  # the checkpoint's step is in this scale
-        if resumed.image.shape != (size, *shape):
-          raise UserError(
-              f'the checkpoint holds images of {resumed.image.shape[1:]} '
-              f'at step {first_step}; this run has {shape} there')
-        image = sharding.put(lambda j: resumed.image[j], size, per_member)
-        host = checkpoint.fit_state(resumed, jax.eval_shape(init, hparams,
-                                                            image))
-        state = sharding.put(lambda j: jax.tree.map(lambda v: v[j], host),
-                             size, per_member)
-        first = first_step
-      else:
-        if image is None:
-          image = sharding.put(lambda j: targets.init_image(
-              slots[j].config, inputs(slots[j].index)[0].content), size,
-              per_member)
-        else:
-          if should_stop and jax.process_count() == 1:
-            # Kept (not donated) until this scale's first step is under
-            # way: a stop while it compiles checkpoints them.
-            boundary = (done, image, state, coarse)
-          image = jax.jit(
-              jax.vmap(lambda x: jax.image.resize(x, shape, 'cubic')),
-              out_shardings=per_member)(finish(hparams, image, state))
-          image = image + sharding.put(lambda j: targets.scale_detail(
-              slots[j].config, inputs(slots[j].index)[0].content,
-              coarse(slots[j].index)[0].content), size, per_member)
-        state = init(hparams, image)
-      if first == 0:
-        log(0)
-      in_flight = None
-      for i in range(first + 1, done + steps + 1):
-        args = device_params, chunk_targets, hparams, image, state
-        if i == first + 1:  # compiles, once per shape: a stop need not wait
-          out = _first_call(step_fn, args, should_stop)
-          if out is None:
-            raise stop_while_compiling(first, boundary)
-          image, state, metrics = out
-          boundary = None
-        else:
-          image, state, metrics = step_fn(*args)
-        # Dispatch runs ahead of the device: wait for the step before this
-        # one, so that at most this step is queued behind the one running
-        # and a stop (asked below) lands after at most the step in
-        # progress, not after every step queued up to the next log step.
-        # (The device never idles: this step is queued while it waits.)
-        if in_flight is not None:
-          jax.block_until_ready(in_flight)
-        in_flight = metrics
-        if i == first + 1:  # keep compilation out of the speeds
-          jax.block_until_ready(image)
-          clock['log'], clock['log_step'] = time.perf_counter(), i
-          clock['first'] = clock['first'] or clock['log']
-        logged = (program.log_every and i % program.log_every == 0
-                  or i == done + steps)
-        if logged:
-          log(i)
-          if not finite[:len(chunk)].any():
-            stopped = True  # every member diverged: nothing left to run
-            break
-        if program.save_every and i % program.save_every == 0:
-          save(i)
-        # (At the chunk's last step there is nothing left to keep: finish.)
-        if (program.checkpoint_every and i % program.checkpoint_every == 0
-            and i < total_steps):
-          keep_checkpoint(i, logged)
-        if (i < total_steps and should_stop
-            and sharding.any_process(should_stop())):
-          kept_state = keep_checkpoint(i, logged)
-          if not finite[:len(chunk)].any():
-            stopped = True  # nothing finite to keep: it diverged
-            break
-          if not (program.save_every and i % program.save_every == 0):
-            save(i)
-          raise Stopped(i, checkpointed=kept_state)
-      if stopped:
-        break
-      done += steps
-      coarse = inputs  # the next scale adds the photo's finer detail
-    out = finish(hparams, image, state)
-    jax.block_until_ready(out)
-    end = time.perf_counter()
-    ran = (last[0]['step'] if last else total_steps) - first_step - 1
-    speed = (ran / (end - clock['first']) if ran > 0 and clock['first']
-             else float('nan'))
-    local = {j: v for j, v in sharding.local_slots(out).items()
-             if j < len(chunk) and finite[j]}
-    for j, value in local.items():
-      cb.image(chunk[j], restored(j, value))
-    for j, m in enumerate(chunk):
-      metrics = {k: v for k, v in last[j].items()
-                 if k not in ('member', 'steps_per_s', 'time_s', 'left_s')}
-      results.append(Result(
-          m, metrics, 'ok' if finite[j] else 'diverged',
-          end - clock['start'], speed, group_index, chunk_index,
-          written=j in local,
-          last_finite=None if finite[j] else last_finite.get(j)))
-      cb.result(results[-1])
+  for j, m in enumerate(chunk.members):
+    metrics = {k: v for k, v in chunk.last[j].items()
+               if k not in ('member', 'steps_per_s', 'time_s', 'left_s')}
+    results.append(Result(
+        m, metrics, 'ok' if chunk.finite[j] else 'diverged',
+        end - clock.start, speed, group.index, chunk.index,
+        written=j in local,
+        last_finite=None if chunk.finite[j] else chunk.last_finite.get(j)))
+    group.callbacks.result(results[-1])
   return results
 
 
@@ -530,23 +675,29 @@ def _first_call(fn, args, should_stop):
   stopped."""
   if should_stop is None or jax.process_count() > 1:
     return fn(*args)
-  out = []
-
-  def call():
-    try:
-      out.append(fn(*args))
-    except BaseException as e:  # pylint: disable=broad-except
-      out.append(e)
-
-  worker = threading.Thread(target=call, name=COMPILING)
-  worker.start()
-  while worker.is_alive():
-    worker.join(0.05)
-    if worker.is_alive() and should_stop():
+  call = _Call(fn, args)
+  call.start()
+  while call.is_alive():
+    call.join(0.05)
+    if call.is_alive() and should_stop():
       return None
-  if isinstance(out[0], BaseException):
-    raise out[0]
-  return out[0]
+  if call.error is not None:
+    raise call.error
+  return call.value
+
+
+class _Call(threading.Thread):
+  """``fn(*args)`` on the thread ``COMPILING``; its value or its error."""
+
+  def __init__(self, fn, args):
+    super().__init__(name=COMPILING)
+    self.fn, self.args, self.value, self.error = fn, args, None, None
+
+  def run(self):
+    try:
+      self.value = self.fn(*self.args)
+    except BaseException as e:  # pylint: disable=broad-except
+      self.error = e
 
 
 def run(groups: list[list[Member]], *, loader: Loader | None = None,

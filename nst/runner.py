@@ -161,19 +161,20 @@ def finish_sweep(folder: workdir.Workdir, axes: dict[str, tuple],
   folder.checkpoint_path.unlink(missing_ok=True)
 
 
-def _together(action: Callable[[], Any], refused: str) -> None:
-  """Runs ``action``; where it raises a UserError on any process, every
+def _together(action: Callable[[], Any], refused: str) -> Any:
+  """``action()``; where it raises a UserError on any process, every
   process raises (the others ``UserError(refused)``), so that none is left
   waiting for the rest."""
-  error = None
+  error = value = None
   try:
-    action()
+    value = action()
   except UserError as e:
     error = e
   if sharding.any_process(error is not None) and error is None:
     error = UserError(refused)
   if error is not None:
     raise error
+  return value
 
 
 def run(config, path: Path, *, overwrite: bool = False,
@@ -207,31 +208,10 @@ def run(config, path: Path, *, overwrite: bool = False,
         devices=len(devices or jax.devices()) if is_sweep else 1),
               'another process refused the run for its memory (its error '
               'says why)')
-  checked = {}
-
-  def check_inputs():
-    if is_sweep:
-      members = sweep.resolve_members(entries, loader.images_for)
-    else:
-      members = [spec.resolve(config, loader.images_for(config))]
-    checked['pending'] = folder.pending(members) if resume else None
-    for spec_, network in {(m.program.weights, m.program.network)
-                           for m in members}:
-      loader.params(spec_, network)  # a bad weights file or cache: now
-    for m in members:  # their images at every scale, before anything is
-      try:             # written (the loader keeps them for the run)
-        for px in sorted({max(shape[:2]) for shape, _ in m.program.plan}):
-          targets.load_inputs(m.config, px, loader.images_for(m.config))
-      except UserError as e:
-        raise UserError(f'sweep member {m.index} ('
-                        f'{sweep.describe(m.values)}): {e}' if is_sweep
-                        else str(e)) from None
-    checked['members'] = members
-
   # Nobody writes before everyone has checked; all stop if one refused.
-  _together(check_inputs, 'another process refused the run for its inputs '
-            '(its error says why)')
-  members, pending = checked['members'], checked['pending']
+  members, pending = _together(
+      lambda: _check_inputs(config, entries, loader, folder, resume),
+      'another process refused the run for its inputs (its error says why)')
   try:  # all stop if process 0 refused the folder
     _together(lambda: folder.open(config.to_json(indent=2),
                                   overwrite=overwrite),
@@ -251,6 +231,28 @@ def run(config, path: Path, *, overwrite: bool = False,
                         devices=devices, chunking=chunking)
   finally:
     folder.close()
+
+
+def _check_inputs(config, entries, loader, folder, resume: bool):
+  """The run's members, resolved, and with ``resume`` the checkpoint to
+  continue from; everything they read is checked now, before anything is
+  written: the checkpoint, the weights, and each member's images at every
+  scale (the loader keeps them for the run)."""
+  is_sweep = 'sweep' in config
+  members = (sweep.resolve_members(entries, loader.images_for) if is_sweep
+             else [spec.resolve(config, loader.images_for(config))])
+  pending = folder.pending(members) if resume else None
+  for spec_, network in {(m.program.weights, m.program.network)
+                         for m in members}:
+    loader.params(spec_, network)  # a bad weights file or cache: now
+  for m in members:
+    try:
+      for px in sorted({max(shape[:2]) for shape, _ in m.program.plan}):
+        targets.load_inputs(m.settings, px, loader.images_for(m.settings))
+    except UserError as e:
+      raise UserError(f'sweep member {m.index} ({sweep.describe(m.values)})'
+                      f': {e}' if is_sweep else str(e)) from None
+  return members, pending
 
 
 def _chunking(config, configs, devices, memory_check: bool

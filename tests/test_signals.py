@@ -23,13 +23,13 @@ def test_a_stop_is_asked_with_at_most_one_step_queued(monkeypatch):
   real, outputs = engine.compiled, []
 
   def compiled(*args):
-    step_fn, *rest = real(*args)
+    fns = real(*args)
 
     def counted(*a):
-      out = step_fn(*a)
+      out = fns.step(*a)
       outputs.append(out[2])
       return out
-    return (counted, *rest)
+    return fns._replace(step=counted)
 
   monkeypatch.setattr(engine, 'compiled', compiled)
   ready = []
@@ -81,7 +81,7 @@ def _slow_first_calls(monkeypatch, at_sizes):
   real, compiling = engine.compiled, [False]
 
   def compiled(*args):
-    step_fn, *rest = real(*args)
+    fns = real(*args)
     seen = set()
 
     def slow(*a):
@@ -91,8 +91,8 @@ def _slow_first_calls(monkeypatch, at_sizes):
         compiling[0] = True
         time.sleep(0.5)
         compiling[0] = False
-      return step_fn(*a)
-    return (slow, *rest)
+      return fns.step(*a)
+    return fns._replace(step=slow)
 
   monkeypatch.setattr(engine, 'compiled', compiled)
   return compiling

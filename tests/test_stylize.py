@@ -214,12 +214,12 @@ def test_the_engine_hands_the_step_device_params(monkeypatch):
   compiled = engine.compiled
 
   def spy(*args):
-    step, *rest = compiled(*args)
+    fns = compiled(*args)
 
     def wrapped(params, *more):
       seen.append({type(v) for v in jax.tree.leaves(params)})
-      return step(params, *more)
-    return (wrapped, *rest)
+      return fns.step(params, *more)
+    return fns._replace(step=wrapped)
 
   monkeypatch.setattr(engine, 'compiled', spy)
   host = jax.tree.map(np.asarray, PARAMS)
