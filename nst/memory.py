@@ -220,14 +220,11 @@ def _member(c, shapes: Shapes, layers, backend: str) -> dict:
 
 def _group_key(c, shapes: Shapes):
   """Members that share a compiled step (and so chunks) have equal keys:
-  the fields of ``spec.Program`` that the config decides and the content
-  image's shape. Coarser than ``Program``: grouping by it never splits a
+  ``spec.shared`` (every field of ``spec.Program`` but the plan), the
+  scale plan's sizes and steps and the content image's shape at
+  image_size. Coarser than ``Program``: grouping by it never splits a
   real group."""
-  fields = ('network', 'pooling', 'compute_dtype', 'remat', 'convolution',
-            'weights', 'optimizer', 'lbfgs_memory', 'clip_pixels',
-            'scales', 'scale_steps', 'num_steps', 'image_size')
-  return (tuple(str(getattr(c, f)) for f in fields),
-          spec.style_distances(c), spec.regions(c),
+  return (tuple(spec.shared(c).values()), tuple(spec.scale_plan(c)),
           shapes.at(c.content_image, c.image_size))
 
 

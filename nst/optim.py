@@ -37,6 +37,7 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
@@ -141,8 +142,8 @@ def uses_linesearch(name: str) -> bool:
 
 
 def hyperparams(config) -> Hparams:
-  """The config's numeric optimiser settings as float32 arrays."""
-  return Hparams(**{f.name: jnp.asarray(config[f.name], jnp.float32)
+  """The config's numeric optimiser settings as float32 (host) arrays."""
+  return Hparams(**{f.name: np.asarray(config[f.name], np.float32)
                     for f in dataclasses.fields(Hparams)})
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Callable
 
 import jax.numpy as jnp
@@ -83,16 +84,74 @@ class Program:
     return COMPUTE_DTYPES[self.compute_dtype]
 
 
+class Settings(Mapping):
+  """A member's config values, checked and frozen: read by attribute or by
+  key, each sequence a tuple, nothing settable. What the engine, the
+  targets and the terms (``losses.Term.target``) read of a member, so no
+  value can change between the check and the run's last step; a field a
+  new term adds to the config is here without naming it anywhere."""
+
+  __slots__ = ('_values',)
+
+  def __init__(self, config):
+    values = {k: _frozen(v) for k, v in config.items()
+              if not hasattr(v, 'items')}  # (a sweep's own block)
+    object.__setattr__(self, '_values', values)
+
+  def __getattr__(self, name):
+    try:
+      return self._values[name]
+    except KeyError:
+      raise AttributeError(name) from None
+
+  def __setattr__(self, name, value):
+    raise AttributeError(f'{name}: a member\'s settings are frozen; change '
+                         'the config before it is resolved')
+
+  def __getitem__(self, name):
+    return self._values[name]
+
+  def __iter__(self):
+    return iter(self._values)
+
+  def __len__(self):
+    return len(self._values)
+
+  def __repr__(self):
+    return f'Settings({self._values!r})'
+
+
+def _frozen(value):
+  if isinstance(value, (list, tuple)):
+    return tuple(_frozen(v) for v in value)
+  return value
+
+
 @dataclasses.dataclass
 class Member:
-  """One run: a checked config, its program, and where it sits in a sweep
-  (``coords``: axis -> position; ``values``: axis -> value; empty for a
-  single run)."""
+  """One run, resolved: its checked, frozen ``settings``, its ``program``,
+  the optimiser's numeric settings (``hparams``), the layers its targets
+  use, and where it sits in a sweep (``coords``: axis -> position;
+  ``values``: axis -> value; empty for a single run). ``config`` is the
+  ConfigDict it came from, for what writes it out (config.json, a
+  resumed run's fingerprints); the engine reads the rest."""
   index: int
   config: Any  # ml_collections.ConfigDict
   program: Program
   coords: dict[str, int] = dataclasses.field(default_factory=dict)
   values: dict[str, Any] = dataclasses.field(default_factory=dict)
+  settings: Settings = dataclasses.field(init=False)
+  hparams: Any = dataclasses.field(init=False)  # optim.Hparams, host
+  content_layers: tuple[str, ...] = dataclasses.field(init=False)
+  style_layers: tuple[str, ...] = dataclasses.field(init=False)
+  largest_side: int = dataclasses.field(init=False)  # ``largest_side``
+
+  def __post_init__(self):
+    self.settings = Settings(self.config)
+    self.hparams = optim.hyperparams(self.settings)
+    self.content_layers = self.settings.content_layers
+    self.style_layers = self.settings.style_layers
+    self.largest_side = largest_side(self.settings)
 
 
 def resolve(config, load: Callable[[str, int], np.ndarray], index: int = 0,
@@ -111,19 +170,21 @@ def resolve(config, load: Callable[[str, int], np.ndarray], index: int = 0,
       continue  # a fraction of a wide image, too small: left out
     check_content_shape(config, content.shape, size)
     plan.append((tuple(content.shape), steps))
-  program = Program(
-      network=config.network, pooling=config.pooling,
-      compute_dtype=config.compute_dtype, remat=config.remat,
-      convolution=config.convolution, weights=config.weights,
-      optimizer=config.optimizer, lbfgs_memory=config.lbfgs_memory,
-      clip_pixels=bool(config.clip_pixels),
-      style_loss=style_distances(config),
-      regions=regions(config),
-      plan=tuple(plan),
-      log_every=config.log_every, save_every=config.save_every,
-      checkpoint_every=config.checkpoint_every)
+  program = Program(**shared(config), plan=tuple(plan))
   return Member(index, config, program, dict(coords or {}),
                 dict(values or {}))
+
+
+def shared(config) -> dict[str, Any]:
+  """Every field of ``Program`` but its plan, from ``config``: what a member
+  must share with the others of its group (the plan's shapes come from the
+  content image too). ``resolve`` and ``nst.memory``'s grouping both read
+  it."""
+  plain = {f.name: getattr(config, f.name)
+           for f in dataclasses.fields(Program)
+           if f.name not in ('style_loss', 'regions', 'plan')}
+  return {**plain, 'clip_pixels': bool(config.clip_pixels),
+          'style_loss': style_distances(config), 'regions': regions(config)}
 
 
 def largest_side(config) -> int:

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from helpers import tiny_config, tiny_sweep
-from nst import images, memory, sweep
+from nst import engine, images, memory, sweep
 from nst.errors import UserError
 
 SCRIPT = Path(__file__).resolve().parents[1] / 'scripts' / 'memory_check.py'
@@ -137,3 +137,21 @@ def test_every_cpu_device_of_a_sweep_counts_against_the_ram(monkeypatch):
   # Each device holds one member where one device held all eight.
   assert eight.on_device < one.on_device < 8 * eight.on_device
   assert eight.on_host > sum(eight.host.values()) + 7 * eight.on_device
+
+
+def test_memory_groups_members_as_the_engine_does():
+  # ``spec.shared`` is the one definition of what a group shares: members
+  # that memory puts together are those the engine runs together.
+  config = tiny_sweep()
+  config.sweep.axes.log_every = (0, 5)  # a Program field, not a loss value
+  loader = engine.Loader()
+  entries = sweep.member_configs(config)[1]
+  members = sweep.resolve_members(entries, loader.images_for)
+  by_program = sorted(sorted(m.index for m in g)
+                      for g in sweep.group(members))
+  shapes = memory.Shapes()
+  keys = {}
+  for index, (_, _, c) in enumerate(entries):
+    keys.setdefault(memory._group_key(c, shapes), []).append(index)
+  assert sorted(sorted(v) for v in keys.values()) == by_program
+  assert len(by_program) == 2
