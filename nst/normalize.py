@@ -15,18 +15,12 @@ So every m_l is measured once, on the original network, in one forward pass.
 The means depend on the pooling used between blocks (the paper's network uses
 average pooling, the default here).
 
-A filter that a small normalising set barely activates is amplified
-enormously, and then dominates the Gram matrices. On the five bundled photos
-one conv2_1 filter of the pretrained VGG-19 has a mean of 2.9e-5 (the layer's
-median is 105): dividing by it makes relu2_1's style loss between Tübingen
-and The Starry Night 2.8e18 instead of about 3. Flooring the means at 1e-2 x
-the layer median removes that, yet texture synthesis from relu1_1 ... relu5_1
-still gave grey noise (conv1_1 has a filter at 0.025 x the median); at 0.1 x
-the median it gave Starry Night's colours and swirls (experiments/fig1). So
-each mean is floored at ``floor`` (default 0.1) times its layer's median; on
-the bundled photos that touches 58 of the 5504 filters (most in conv5_4),
-whose mean activation stays below one. ``floor=0`` is the strict rule
-(filters with a mean of exactly zero then keep a scale of one).
+A filter that a small normalising set barely activates would be amplified
+enormously and then dominate the Gram matrices, so each mean is floored at
+``floor`` (default 0.1) times its layer's median; such filters keep a mean
+activation below one. ``floor=0`` is the strict rule (filters with a mean
+of exactly zero then keep a scale of one). Why 0.1, and what lower floors
+give: experiments/fig1, The floor on rare filters.
 
 ``normalize`` is a pure function on params; ``scripts/normalize_vgg.py``
 writes its result as a params file, and ``weights = 'normalized'`` in a config
