@@ -29,8 +29,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from nst import checkpoint, colour, images, optim, step, targets, vgg, weights
-from nst import memory, progress, sharding, spec
+from nst import backend, checkpoint, colour, images, memory, optim
+from nst import progress, sharding, spec, step, targets, vgg, weights
 from nst.errors import Diverged, Stopped, UserError
 from nst.spec import Member
 
@@ -742,6 +742,7 @@ def stylize(config, *, params=None, load: Callable | None = None,
   (``nst.memory.check``; the sizes of sources that are no files are taken
   as squares) is refused before any image is read.
   """
+  backend.setup()  # when this is the process's first use of JAX
   if memory_check:
     memory.check([config])
   loader = Loader()

@@ -221,9 +221,11 @@ def _member(c, shapes: Shapes, layers, backend: str) -> dict:
 def _group_key(c, shapes: Shapes):
   """Members that share a compiled step (and so chunks) have equal keys:
   ``spec.shared`` (every field of ``spec.Program`` but the plan), the
-  scale plan's sizes and steps and the content image's shape at
-  image_size. Coarser than ``Program``: grouping by it never splits a
-  real group."""
+  scale plan's sizes and steps (``spec.scale_plan``) and the content
+  image's shape at image_size. The same grouping as ``Program``'s, except
+  where ``resolve`` leaves out a coarse scale too small for a thin image:
+  members whose plans then agree only after resolving are estimated as
+  separate groups."""
   return (tuple(spec.shared(c).values()), tuple(spec.scale_plan(c)),
           shapes.at(c.content_image, c.image_size))
 

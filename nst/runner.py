@@ -20,8 +20,8 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from nst import (checkpoint, engine, files, images, memory, page, report,
-                 sharding, spec, sweep, targets, workdir)
+from nst import (backend, checkpoint, engine, files, images, memory, page,
+                 report, sharding, spec, sweep, targets, workdir)
 from nst.errors import Stopped, UserError, cannot_write
 
 
@@ -185,6 +185,7 @@ def run(config, path: Path, *, overwrite: bool = False,
   non-finite loss raises ``Diverged`` once its last finite output is kept.
   ``memory_check``: a run whose estimated memory is more than is available
   (``nst.memory.check``) is refused before any image is read at size."""
+  backend.setup()  # when this is the process's first use of JAX
   is_sweep = 'sweep' in config
   folder = workdir.Workdir(path, sweep=is_sweep, overwrite=overwrite,
                    resume=resume, lead=jax.process_index() == 0,

@@ -99,10 +99,15 @@ class Settings(Mapping):
     object.__setattr__(self, '_values', values)
 
   def __getattr__(self, name):
+    if name.startswith('_'):  # (copy and pickle ask before __init__ ran)
+      raise AttributeError(name)
     try:
       return self._values[name]
     except KeyError:
       raise AttributeError(name) from None
+
+  def __reduce__(self):
+    return Settings, (dict(self._values),)
 
   def __setattr__(self, name, value):
     raise AttributeError(f'{name}: a member\'s settings are frozen; change '

@@ -1,6 +1,8 @@
 """A config is checked and resolved once: the engine runs typed, frozen
 members and never reads a ConfigDict again."""
+import copy
 import dataclasses
+import pickle
 
 import numpy as np
 import pytest
@@ -66,3 +68,9 @@ def test_a_members_settings_are_frozen_at_resolve():
     member.settings.no_such_field  # pylint: disable=pointless-statement
   expected = optim.hyperparams(tiny_config(style_weight=3.0))
   assert member.hparams == expected
+  # Copied and pickled whole (a Result carries its member).
+  for twin in (copy.deepcopy(member.settings),
+               pickle.loads(pickle.dumps(member.settings))):
+    assert dict(twin) == dict(member.settings)
+    with pytest.raises(AttributeError, match='frozen'):
+      twin.seed = 1
