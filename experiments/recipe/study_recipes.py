@@ -119,6 +119,8 @@ RECIPES = {
     'strong-3.5': {'style_weight': 3.5},
     'steps-140': {'num_steps': 140},
     'sw2.5-70': {'num_steps': 70, 'style_weight': 2.5},
+    'steps-140-sw3-trim10': {'num_steps': 140, 'style_weight': 3.0,
+                             'style_layer_trims': (0.0, 0.0, 0.0, 0.1, 0.1)},
     'steps-200-sw3': {'num_steps': 200, 'style_weight': 3.0},
     'steps-140-sw3': {'num_steps': 140, 'style_weight': 3.0},
     'mean5': {'style_layer_losses': ('gram', 'gram', 'gram', 'gram', 'mean'),
