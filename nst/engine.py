@@ -317,9 +317,9 @@ def _group(members, loader, mesh, size, chunks, index, callbacks,
   """The group's network, params and compiled functions."""
   program = members[0].program
   assert all(m.program == program for m in members), 'one program per group'
-  content_layers = union_layers([m.content_layers for m in members],
+  content_layers = union_layers([m.settings.content_layers for m in members],
                                 program.network)
-  style_layers = union_layers([m.style_layers for m in members],
+  style_layers = union_layers([m.settings.style_layers for m in members],
                               program.network)
   params = step.prepare_params(
       program, loader.params(program.weights, program.network),

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Callable
 
 import jax.numpy as jnp
@@ -135,11 +135,12 @@ def _frozen(value):
 @dataclasses.dataclass
 class Member:
   """One run, resolved: its checked, frozen ``settings``, its ``program``,
-  the optimiser's numeric settings (``hparams``), the layers its targets
-  use, and where it sits in a sweep (``coords``: axis -> position;
-  ``values``: axis -> value; empty for a single run). ``config`` is the
-  ConfigDict it came from, for what writes it out (config.json, a
-  resumed run's fingerprints); the engine reads the rest."""
+  the optimiser's numeric settings (``hparams``), the longest side its
+  network is given (``largest_side``), and where it sits in a sweep
+  (``coords``: axis -> position; ``values``: axis -> value; empty for a
+  single run). ``config`` is the ConfigDict it came from, for what writes
+  it out (config.json, a resumed run's fingerprints); the engine reads the
+  rest."""
   index: int
   config: Any  # ml_collections.ConfigDict
   program: Program
@@ -147,15 +148,11 @@ class Member:
   values: dict[str, Any] = dataclasses.field(default_factory=dict)
   settings: Settings = dataclasses.field(init=False)
   hparams: Any = dataclasses.field(init=False)  # optim.Hparams, host
-  content_layers: tuple[str, ...] = dataclasses.field(init=False)
-  style_layers: tuple[str, ...] = dataclasses.field(init=False)
   largest_side: int = dataclasses.field(init=False)  # ``largest_side``
 
   def __post_init__(self):
     self.settings = Settings(self.config)
     self.hparams = optim.hyperparams(self.settings)
-    self.content_layers = self.settings.content_layers
-    self.style_layers = self.settings.style_layers
     self.largest_side = largest_side(self.settings)
 
 
