@@ -163,7 +163,7 @@ def choose_chunk(configs, devices: int, *, memory_check: bool = True
   search, at every step, and one member per device is faster (README,
   Sweeps)."""
   n = len(configs)
-  every = -(-n // devices) * devices
+  every = whole_devices(n, devices)
   searching = [c.optimizer for c in configs
                if optim.uses_linesearch(c.optimizer)]
   if searching and jax.default_backend() == 'cpu':
@@ -194,8 +194,14 @@ def chunk_members(members: list[Member], chunk_size: int, devices: int
   members (0 = all), rounded up to a multiple of ``devices`` (the last
   chunk is padded to it)."""
   size = min(chunk_size or len(members), len(members))
-  size = -(-size // devices) * devices
+  size = whole_devices(size, devices)
   return [members[k:k + size] for k in range(0, len(members), size)], size
+
+
+def whole_devices(n: int, devices: int) -> int:
+  """``n`` members rounded up to a multiple of ``devices`` (each device
+  runs the same number; a short chunk is padded)."""
+  return -(-n // devices) * devices
 
 
 def union_layers(layer_sets, network) -> tuple[str, ...]:

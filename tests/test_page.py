@@ -248,6 +248,7 @@ def test_help_lists_every_field_with_its_value_and_exits_0():
     assert f'\n  {name} = ' in text, name
   assert '  style_weight = 7.0\n      beta: the strength.' in text
   assert '--workdir' in text and '--resume' in text
+  assert '(default: true)' in text and "'" not in text.split('(--config')[0]
   assert text.index('Images') < text.index('Optimisation')
 
 

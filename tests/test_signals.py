@@ -46,21 +46,31 @@ def test_a_stop_is_asked_with_at_most_one_step_queued(monkeypatch):
   assert len(ready) == 29 and all(ready), ready
 
 
-def test_the_stop_line_says_what_was_kept():
+def test_the_stop_line_says_what_was_kept_and_the_command_to_continue():
   path = Path('/tmp/run')
-  line = run.stopped_line(Stopped(7), path, is_sweep=False)
+  argv = ['/x/nst/run.py', '--config', 'configs/default.py',
+          '--config.style_image=my painting.jpg', '--workdir', 'old',
+          '--overwrite']
+  line = run.stopped_line(Stopped(7), path, False, argv)
   assert line == ('stopped after step 7; checkpoint and step_00007.png are '
-                  'in /tmp/run; continue with the same command and --resume '
-                  '--workdir /tmp/run')
-  line = run.stopped_line(Stopped(7, checkpointed=False), path, False)
+                  'in /tmp/run; continue with: python -m nst.run --config '
+                  "configs/default.py '--config.style_image=my painting.jpg' "
+                  '--resume --workdir /tmp/run')
+  line = run.stopped_line(Stopped(7, checkpointed=False), path, False, argv)
   assert line == ('stopped after step 7; step_00007.png is in /tmp/run, but '
-                  'no checkpoint (the image was not finite); the same '
-                  'command starts the run again in /tmp/run')
-  line = run.stopped_line(Stopped(0, False, saved=False), path, False)
-  assert line == ('stopped after step 0; nothing was kept; the same command '
-                  'starts the run again in /tmp/run')
-  line = run.stopped_line(Stopped(7, checkpointed=False), path, True)
+                  'no checkpoint (the image was not finite); start it again '
+                  'in /tmp/run with: python -m nst.run --config '
+                  "configs/default.py '--config.style_image=my painting.jpg' "
+                  '--workdir /tmp/run')
+  line = run.stopped_line(Stopped(0, False, saved=False), path, False,
+                          ['run.py', '--workdir=/tmp/run', '--resume'])
+  assert line == ('stopped after step 0; nothing was kept; start it again '
+                  'in /tmp/run with: python -m nst.run --workdir /tmp/run')
+  line = run.stopped_line(Stopped(7, checkpointed=False), path, True,
+                          ['run.py', '--noresume', '-workdir', 'x'])
   assert 'checkpoint of the chunk' not in line and 'finished members' in line
+  assert line.endswith('continue with: python -m nst.run --resume '
+                       '--workdir /tmp/run')
 
 
 def test_the_handler_writes_unbuffered_and_a_second_sigint_exits(capfd):
