@@ -12,7 +12,8 @@ needs no files and no network beyond fetching the weights from the package
 registry once. The recipe was chosen by the studies in experiments/recipe
 (12 photo x painting pairs) and experiments/no_copy (portraits as the
 style): L-BFGS from the content photo, coarse to fine at a quarter, half
-and all of ``image_size``, relative loss scaling (the weights mean the same
+and all of ``image_size`` (no coarse scale below 128 px, where the
+painting's layout is copied), relative loss scaling (the weights mean the same
 at any size), relu4_1 weighted up, relu5_1 barely matched and the deep
 layers' targets without the painting's most unusual positions, so no eye
 or face of a painting is pasted into the photo; timings there.
@@ -124,6 +125,13 @@ def get_config() -> ml_collections.ConfigDict:
   # (one below the layers' minimum is skipped); px sizes are accepted too.
   c.scales = (0.25, 0.5)
   c.scale_steps = (150, 150)    # steps at each of scales; () = num_steps
+  # A coarse scale given as a fraction that comes out below this (px, its
+  # longer side) is not run; its steps run at the next size. Smaller, the
+  # deep layers' maps are a few positions across and matching their Gram
+  # matrices copies the painting's layout: a portrait's eyes where the
+  # portrait has them (experiments/no_copy). 0 = every scale the layers
+  # allow.
+  c.min_scale_size = 128
   c.clip_pixels = True          # keep pixels in 0..255: Adam projects after
                                 # each step, L-BFGS minimises a penalty on
                                 # values outside (without it, the clipping

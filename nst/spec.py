@@ -261,22 +261,27 @@ def regions(config) -> int:
 def scale_plan(config) -> list[tuple[int, int]]:
   """(size, steps) of each scale, coarse to fine, ending at image_size.
 
-  A scale below 1 is a fraction of ``image_size`` (rounded to whole px);
-  one that comes out smaller than the layers need (``min_image_side``) is
-  left out with its steps, so one config serves small and large outputs
-  (``resolve`` also leaves one out whose image is too small on its shorter
-  side).
+  A scale below 1 is a fraction of ``image_size`` (rounded to whole px).
+  One that comes out below ``min_scale_size`` is not run: its steps are
+  run at the next size instead (so the run's steps stay the same). One
+  smaller than the layers need (``min_image_side``; with
+  ``min_scale_size`` 0) is left out with its steps, so one config serves
+  small and large outputs (``resolve`` also leaves one out whose image is
+  too small on its shorter side). A scale given in px is always run.
   """
   steps = tuple(config.scale_steps) or (config.num_steps,) * len(
       config.scales)
   needed = min_image_side(config)
-  plan = []
+  plan, carried = [], 0
   for scale, n in zip(config.scales, steps):
     size = (max(1, round(scale * config.image_size)) if scale < 1 else
             int(scale))
-    if size >= needed or scale >= 1:
-      plan.append((size, n))
-  return plan + [(config.image_size, config.num_steps)]
+    if scale < 1 and size < config.min_scale_size:
+      carried += n
+    elif size >= needed or scale >= 1:
+      plan.append((size, n + carried))
+      carried = 0
+  return plan + [(config.image_size, config.num_steps + carried)]
 
 
 def check_content_shape(config, shape, size: int | None = None) -> None:
@@ -446,6 +451,10 @@ def _check_controls(config) -> None:
   if not (math.isfinite(config.avg_decay) and 0 <= config.avg_decay < 1):
     raise UserError(f'avg_decay={config.avg_decay!r}: accepted is a number '
                     'in [0, 1) (0 = no averaging)')
+  if isinstance(config.min_scale_size, bool) or not isinstance(
+      config.min_scale_size, int) or config.min_scale_size < 0:
+    raise UserError(f'min_scale_size={config.min_scale_size!r}: accepted is '
+                    'a whole number of px >= 0 (0 = keep every scale)')
   scales, steps = tuple(config.scales), tuple(config.scale_steps)
   needed = min_image_side(config)
   kinds_ok = all(

@@ -7,7 +7,7 @@ from nst import engine, images, spec, step, targets, weights
 
 # What makes a run tiny: random weights, 32 px, two steps, one scale.
 TINY = {'weights': 'random', 'image_size': 32, 'num_steps': 2, 'scales': (),
-        'scale_steps': ()}
+        'scale_steps': (), 'min_scale_size': 0}
 
 
 def tiny_config(**overrides):

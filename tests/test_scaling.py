@@ -144,3 +144,26 @@ def test_a_fraction_too_small_for_a_wide_image_is_left_out(tmp_path):
   with pytest.raises(UserError, match='coarse scale of 32 px'):
     program_of(tiny_config(content_image=str(wide), image_size=128,
                            scales=(32, 64), scale_steps=(3, 4)))
+
+
+def test_coarse_scales_below_min_scale_size_give_their_steps_to_the_next():
+  from configs import default
+  config = default.get_config()
+  # The default at 256 px: 64 px (a quarter) is below 128 px; its 150 steps
+  # run at 128 px. At 512 px every scale runs; at 128 px only the last.
+  assert spec.scale_plan(config) == [(128, 300), (256, 70)]
+  config.image_size = 512
+  assert spec.scale_plan(config) == [(128, 150), (256, 150), (512, 70)]
+  config.image_size = 128
+  assert spec.scale_plan(config) == [(128, 370)]
+  config.image_size, config.min_scale_size = 256, 0
+  assert spec.scale_plan(config) == [(64, 150), (128, 150), (256, 70)]
+  # A size given in px is the user's explicit choice: run.
+  config.min_scale_size, config.scales = 128, (64, 0.25)
+  assert spec.scale_plan(config) == [(64, 150), (256, 220)]
+  config.scales = (64, 0.5)
+  assert spec.scale_plan(config) == [(64, 150), (128, 150), (256, 70)]
+  spec.check(config)
+  config.min_scale_size = -1
+  with pytest.raises(UserError, match=r'min_scale_size=-1: .*whole number'):
+    spec.check(config)

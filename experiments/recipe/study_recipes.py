@@ -123,6 +123,10 @@ RECIPES = {
                              'style_layer_trims': (0.0, 0.0, 0.0, 0.1, 0.1)},
     'steps-200-sw3': {'num_steps': 200, 'style_weight': 3.0},
     'steps-140-sw3': {'num_steps': 140, 'style_weight': 3.0},
+    # Against the painting's layout copied at a coarse scale whose deep maps
+    # are a few positions across (64 px of a 256 px run):
+    'no-64': {'scales': (0.5,), 'scale_steps': (150,)},
+    'no-64-300': {'scales': (0.5,), 'scale_steps': (300,)},
     'mean5': {'style_layer_losses': ('gram', 'gram', 'gram', 'gram', 'mean'),
               'style_layer_weights': (1.0, 1.0, 1.0, 6.0, 1.0)},
 }
