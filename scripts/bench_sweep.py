@@ -5,7 +5,9 @@
 
 For each optimiser, image size and member count N, N members (style
 weights from 1/4 to 4 times the default's, one program) of configs/default.py's recipe (its coarse scales
-included: ``--steps`` counts the steps at full size) are run
+included: ``--steps`` counts the steps at full size, after the coarse
+scales' 300; a coarse scale below ``min_scale_size`` runs its steps at the
+next size) are run
   batched:     nst.sweep (one vmapped, jitted step for all N, on every
                device), and
   sequential:  the same sweep one member per device at a time (chunks of
