@@ -122,7 +122,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Coarse to fine: sizes optimised first, each result resized to start the
   # next (with init='content', plus the photo's finer detail); image_size
   # comes last with num_steps. A size below 1 is a fraction of image_size
-  # (one below the layers' minimum is skipped); px sizes are accepted too.
+  # (one below min_scale_size runs its steps at the next size); px sizes
+  # are accepted too.
   c.scales = (0.25, 0.5)
   c.scale_steps = (150, 150)    # steps at each of scales; () = num_steps
   # A coarse scale given as a fraction that comes out below this (px, its

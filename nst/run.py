@@ -10,7 +10,6 @@ needs more memory than is available is refused first (``nst.memory``);
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import sys
 import textwrap
@@ -272,12 +271,13 @@ def main(argv):
                       'the same directory for every process')
     runner.run(config, path, overwrite=OVERWRITE.value,
                 resume=RESUME.value, should_stop=stop,
-                memory_check=MEMORY_CHECK.value)
+                memory_check=MEMORY_CHECK.value, argv=sys.argv)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr, flush=True)
     _exit(1 if isinstance(e, DiskFull) else 2)
   except Stopped as e:
-    print(stopped_line(e, path, 'sweep' in config), file=sys.stderr,
+    print(workdir.stopped_line(e, path, 'sweep' in config, sys.argv),
+          file=sys.stderr,
           flush=True)
     # A process of a multi-process sweep may stop because another was
     # signalled; it exits as if it had been sent SIGTERM.
@@ -312,48 +312,6 @@ def _exit(code: int):
     sys.stdout.flush()
     os._exit(code)
   sys.exit(code)
-
-
-def stopped_line(e: Stopped, path: Path, is_sweep: bool,
-                 argv: list[str] | None = None) -> str:
-  """What a stopped run kept, exactly, and the command that continues it
-  (``argv``: this process's command line, default ``sys.argv``)."""
-  argv = sys.argv if argv is None else argv
-  resume = f'continue with: {again_command(argv, path, resume=True)}'
-  if is_sweep:
-    kept = ('the finished members and a checkpoint of the chunk in '
-            'progress are' if e.checkpointed else
-            'the finished members are (the chunk in progress kept nothing '
-            'to continue from: it runs again)')
-    return f'stopped after step {e.step}; {kept} in {path}; {resume}'
-  if e.checkpointed:
-    kept = (f'checkpoint and step_{e.step:05d}.png are' if e.saved else
-            'checkpoint is')
-    return f'stopped after step {e.step}; {kept} in {path}; {resume}'
-  kept = (f'step_{e.step:05d}.png is in {path}, but no checkpoint (the '
-          'image was not finite)' if e.saved else 'nothing was kept')
-  return (f'stopped after step {e.step}; {kept}; start it again in {path} '
-          f'with: {again_command(argv, path, resume=False)}')
-
-
-def again_command(argv: list[str], path: Path, resume: bool) -> str:
-  """``python -m nst.run`` with this process's flags (``argv[1:]``) but
-  its --workdir, --resume and --overwrite: then ``--resume`` if
-  ``resume``, and ``--workdir path``; quoted for a POSIX shell."""
-  kept, value_next = [], False
-  for arg in argv[1:]:
-    if value_next:  # the value of a '--workdir DIR'
-      value_next = False
-      continue
-    name = arg.lstrip('-').split('=', 1)[0] if arg.startswith('-') else ''
-    if name == 'workdir' and '=' not in arg:
-      value_next = True
-    elif name not in ('workdir', 'resume', 'noresume', 'overwrite',
-                      'nooverwrite'):
-      kept.append(arg)
-  return shlex.join(['python', '-m', 'nst.run', *kept,
-                     *(['--resume'] if resume else []), '--workdir',
-                     str(path)])
 
 
 if __name__ == '__main__':

@@ -179,12 +179,15 @@ def _together(action: Callable[[], Any], refused: str) -> Any:
 
 def run(config, path: Path, *, overwrite: bool = False,
         resume: bool = False, should_stop=None, devices=None,
-        memory_check: bool = True) -> list[engine.Result]:
+        memory_check: bool = True, argv: list[str] | None = None
+        ) -> list[engine.Result]:
   """Checks everything, then runs ``config`` (one run, or a sweep) into
   the folder ``path``; returns the members' results. A single run's
   non-finite loss raises ``Diverged`` once its last finite output is kept.
   ``memory_check``: a run whose estimated memory is more than is available
-  (``nst.memory.check``) is refused before any image is read at size."""
+  (``nst.memory.check``) is refused before any image is read at size.
+  ``argv``: the command line that started the run, for the page of a
+  stopped run to show the command that continues it."""
   backend.setup()  # when this is the process's first use of JAX
   is_sweep = 'sweep' in config
   folder = workdir.Workdir(path, sweep=is_sweep, overwrite=overwrite,
@@ -229,7 +232,7 @@ def run(config, path: Path, *, overwrite: bool = False,
   try:
     return _run_members(config, folder, members, loader, resume=resume,
                         pending=pending, should_stop=should_stop,
-                        devices=devices, chunking=chunking)
+                        devices=devices, chunking=chunking, argv=argv)
   finally:
     folder.close()
 
@@ -271,7 +274,8 @@ def _chunking(config, configs, devices, memory_check: bool
 
 
 def _run_members(config, folder, members, loader, *, resume, pending,
-                 should_stop, devices, chunking) -> list[engine.Result]:
+                 should_stop, devices, chunking, argv
+                 ) -> list[engine.Result]:
   is_sweep, lead, path = folder.sweep, folder.lead, folder.path
   kept = folder.finished(members, pending) if resume and is_sweep else {}
   groups = sweep.group(members)
@@ -322,8 +326,8 @@ def _run_members(config, folder, members, loader, *, resume, pending,
         resume=pending, kept=kept)
     return _finish(config, folder, writer, results)
   except Stopped as e:
-    writer.end('stopped', f'after step {e.step}; continue with the same '
-               f'command and --resume --workdir {path}')
+    writer.end('stopped', workdir.stopped_line(
+        e, path, is_sweep, argv).removeprefix('stopped '))
     raise
   except Exception as e:  # (after 'diverged', the page keeps that)
     writer.end('failed', str(e) if isinstance(e, UserError) else

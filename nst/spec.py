@@ -264,10 +264,11 @@ def scale_plan(config) -> list[tuple[int, int]]:
   A scale below 1 is a fraction of ``image_size`` (rounded to whole px).
   One that comes out below ``min_scale_size`` is not run: its steps are
   run at the next size instead (so the run's steps stay the same). One
-  smaller than the layers need (``min_image_side``; with
-  ``min_scale_size`` 0) is left out with its steps, so one config serves
-  small and large outputs (``resolve`` also leaves one out whose image is
-  too small on its shorter side). A scale given in px is always run.
+  smaller than the layers need (``min_image_side``; only where
+  ``min_scale_size`` is below that) is left out with its steps, so one
+  config serves small and large outputs (``resolve`` also leaves one out,
+  with its steps and any carried into it, whose image is too small on its
+  shorter side). A scale given in px is always run.
   """
   steps = tuple(config.scale_steps) or (config.num_steps,) * len(
       config.scales)
@@ -461,7 +462,13 @@ def _check_controls(config) -> None:
       not isinstance(s, bool) and (isinstance(s, int) and s >= needed or
                                    isinstance(s, float) and 0 < s < 1)
       for s in scales)
-  sizes = [size for size, _ in scale_plan(config)] if kinds_ok else []
+  # Increasing as given: a scale below min_scale_size counts too (its
+  # steps run at the next size), one below the layers' minimum does not.
+  sizes = [max(1, round(s * config.image_size)) if s < 1 else s
+           for s in scales] if kinds_ok else []
+  sizes = [z for z, s in zip(sizes, scales)
+           if s >= 1 or z < config.min_scale_size or z >= needed
+           ] + [config.image_size]
   if not kinds_ok or sizes != sorted(set(sizes)):
     raise UserError(f'scales={scales}: accepted are increasing sizes below '
                     f'image_size={config.image_size}, each a whole number of '

@@ -41,12 +41,14 @@ import fcntl
 import hashlib
 import json
 import os
+import shlex
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from nst import checkpoint, engine, files, images, page, spec, sweep
-from nst.errors import UserError, cannot_write
+from nst.errors import Stopped, UserError, cannot_write
 
 LOCK = '.lock'
 # What runs write here (``--overwrite`` deletes these, and nothing else).
@@ -371,3 +373,59 @@ class Workdir:
             and int(index) not in continued):
           f.unlink()
     return out
+
+
+def stopped_line(e: Stopped, path: Path, is_sweep: bool,
+                 argv: list[str] | None = None) -> str:
+  """What a stopped run kept, exactly, and how to continue it: with
+  ``argv`` (the stopped process's command line), the command itself."""
+  def command(resume: bool) -> str:
+    if argv is None:
+      return ('the same command and --resume --workdir '
+              f'{path}' if resume else f'the same command, in {path}')
+    return again_command(argv, path, resume)
+  resume = f'continue with: {command(True)}'
+  if is_sweep:
+    kept = ('the finished members and a checkpoint of the chunk in '
+            'progress are' if e.checkpointed else
+            'the finished members are (the chunk in progress kept nothing '
+            'to continue from: it runs again)')
+    return f'stopped after step {e.step}; {kept} in {path}; {resume}'
+  if e.checkpointed:
+    kept = (f'checkpoint and step_{e.step:05d}.png are' if e.saved else
+            'checkpoint is')
+    return f'stopped after step {e.step}; {kept} in {path}; {resume}'
+  kept = (f'step_{e.step:05d}.png is in {path}, but no checkpoint (the '
+          'image was not finite)' if e.saved else 'nothing was kept')
+  return (f'stopped after step {e.step}; {kept}; start it again in {path} '
+          f'with: {command(False)}')
+
+
+def again_command(argv: list[str], path: Path, resume: bool,
+                  python: str | None = None) -> str:
+  """The command line that continues (``resume``) or restarts the run in
+  ``path``: ``python -m nst.run`` with the flags of ``argv[1:]`` but
+  --workdir, --resume and --overwrite (and a ``--`` with what follows),
+  then ``--resume`` if ``resume`` and ``--workdir path``; quoted for a
+  POSIX shell. ``python``: this interpreter, as a path relative to the
+  current directory when it lies below it (``.venv/bin/python``)."""
+  kept, value_next = [], False
+  for arg in argv[1:]:
+    if arg == '--':
+      break
+    if value_next:  # the value of a '--workdir DIR'
+      value_next = False
+      continue
+    name = arg.lstrip('-').split('=', 1)[0] if arg.startswith('-') else ''
+    if name == 'workdir' and '=' not in arg:
+      value_next = True
+    elif name not in ('workdir', 'resume', 'noresume', 'overwrite',
+                      'nooverwrite'):
+      kept.append(arg)
+  if python is None:
+    python = sys.executable or 'python'
+    below = os.path.relpath(python)
+    python = below if not below.startswith('..') else python
+  return shlex.join([python, '-m', 'nst.run', *kept,
+                     *(['--resume'] if resume else []), '--workdir',
+                     str(path)])

@@ -164,6 +164,16 @@ def test_coarse_scales_below_min_scale_size_give_their_steps_to_the_next():
   config.scales = (64, 0.5)
   assert spec.scale_plan(config) == [(64, 150), (128, 150), (256, 70)]
   spec.check(config)
+  # Out of order is refused, whether or not the smaller one runs.
+  config.scales = (0.5, 0.25)
+  with pytest.raises(UserError, match=r'scales=\(0.5, 0.25\): .*increasing'):
+    spec.check(config)
+  config.scales = (0.25, 0.5)
+  # Below the layers' minimum (16 px here) and min_scale_size 8: left out
+  # with its steps (0.25 of 48 px is 12 px); 24 px runs.
+  config.image_size, config.min_scale_size = 48, 8
+  assert spec.scale_plan(config) == [(24, 150), (48, 70)]
+  spec.check(config)
   config.min_scale_size = -1
   with pytest.raises(UserError, match=r'min_scale_size=-1: .*whole number'):
     spec.check(config)

@@ -1,5 +1,6 @@
 """Stopping a run: how soon a stop lands, and what the command line says
 it kept."""
+import functools
 import time
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from PIL import Image
 
 import helpers
 from helpers import tiny_config
-from nst import checkpoint, engine, run, runner, signals
+from nst import checkpoint, engine, runner, signals, workdir
 from nst.errors import Stopped
 
 
@@ -46,31 +47,52 @@ def test_a_stop_is_asked_with_at_most_one_step_queued(monkeypatch):
   assert len(ready) == 29 and all(ready), ready
 
 
-def test_the_stop_line_says_what_was_kept_and_the_command_to_continue():
+def test_the_stop_line_says_what_was_kept_and_the_command_to_continue(
+    monkeypatch):
+  monkeypatch.setattr(workdir, 'again_command', functools.partial(
+      workdir.again_command, python='python'))
   path = Path('/tmp/run')
   argv = ['/x/nst/run.py', '--config', 'configs/default.py',
           '--config.style_image=my painting.jpg', '--workdir', 'old',
           '--overwrite']
-  line = run.stopped_line(Stopped(7), path, False, argv)
+  line = workdir.stopped_line(Stopped(7), path, False, argv)
   assert line == ('stopped after step 7; checkpoint and step_00007.png are '
                   'in /tmp/run; continue with: python -m nst.run --config '
                   "configs/default.py '--config.style_image=my painting.jpg' "
                   '--resume --workdir /tmp/run')
-  line = run.stopped_line(Stopped(7, checkpointed=False), path, False, argv)
+  line = workdir.stopped_line(Stopped(7, checkpointed=False), path, False,
+                              argv)
   assert line == ('stopped after step 7; step_00007.png is in /tmp/run, but '
                   'no checkpoint (the image was not finite); start it again '
                   'in /tmp/run with: python -m nst.run --config '
                   "configs/default.py '--config.style_image=my painting.jpg' "
                   '--workdir /tmp/run')
-  line = run.stopped_line(Stopped(0, False, saved=False), path, False,
-                          ['run.py', '--workdir=/tmp/run', '--resume'])
+  line = workdir.stopped_line(Stopped(0, False, saved=False), path, False,
+                              ['run.py', '--workdir=/tmp/run', '--resume'])
   assert line == ('stopped after step 0; nothing was kept; start it again '
                   'in /tmp/run with: python -m nst.run --workdir /tmp/run')
-  line = run.stopped_line(Stopped(7, checkpointed=False), path, True,
-                          ['run.py', '--noresume', '-workdir', 'x'])
-  assert 'checkpoint of the chunk' not in line and 'finished members' in line
-  assert line.endswith('continue with: python -m nst.run --resume '
-                       '--workdir /tmp/run')
+  # '-workdir x', '--workdir -x' and a trailing '--' are left out too.
+  for argv in (['run.py', '--noresume', '-workdir', 'x'],
+               ['run.py', '--workdir', '-x', '--'],
+               ['run.py', '--nooverwrite', '--', '--resume']):
+    line = workdir.stopped_line(Stopped(7, checkpointed=False), path, True,
+                                argv)
+    assert 'checkpoint of the chunk' not in line and 'finished members' in line
+    assert line.endswith('continue with: python -m nst.run --resume '
+                         '--workdir /tmp/run'), argv
+  # Without a command line (the library's runner.run): in words.
+  assert workdir.stopped_line(Stopped(7), path, False).endswith(
+      'continue with: the same command and --resume --workdir /tmp/run')
+
+
+def test_the_command_names_this_interpreter(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setattr('sys.executable', str(tmp_path / '.venv/bin/python'))
+  assert workdir.again_command(['run.py'], Path('w'), True) == (
+      '.venv/bin/python -m nst.run --resume --workdir w')
+  monkeypatch.setattr('sys.executable', '/usr/bin/python3')
+  assert workdir.again_command(['run.py'], Path('w'), False) == (
+      '/usr/bin/python3 -m nst.run --workdir w')
 
 
 def test_the_handler_writes_unbuffered_and_a_second_sigint_exits(capfd):
@@ -131,9 +153,13 @@ def test_a_stop_while_a_finer_scale_compiles_keeps_the_coarser_scale(
   compiling = _slow_first_calls(monkeypatch, {64})
   out = tmp_path / 'b'
   with pytest.raises(Stopped) as stop:
-    runner.run(config, out, should_stop=lambda: compiling[0])
+    runner.run(config, out, should_stop=lambda: compiling[0],
+               argv=['run.py', '--config', 'c.py'])
   # The coarse scale's last step is kept: checkpoint and image.
   assert (stop.value.step, stop.value.checkpointed) == (2, True)
+  # The page says so, and the command that continues.
+  assert (f'-m nst.run --config c.py --resume --workdir {out}' in
+          (out / 'report.html').read_text())
   assert checkpoint.load(out / 'checkpoint.npz').done == 2
   assert np.asarray(Image.open(out / 'step_00002.png')).shape == (32, 32, 3)
   resumed = runner.run(config, out, resume=True)[0]
@@ -154,7 +180,7 @@ def test_a_resumed_run_stopped_while_compiling_keeps_its_checkpoint(
                 should_stop=lambda: compiling[0])
   assert (stop.value.step, stop.value.checkpointed, stop.value.saved) == (
       2, True, False)
-  assert run.stopped_line(stop.value, tmp_path, False).startswith(
+  assert workdir.stopped_line(stop.value, tmp_path, False).startswith(
       f'stopped after step 2; checkpoint is in {tmp_path}; continue')
   assert checkpoint.load(tmp_path / 'checkpoint.npz').done == 2
 
