@@ -216,7 +216,10 @@ def check_same_config(saved: dict[str, Any], config, workdir) -> None:
   whole section) where ``config`` differs from the stopped run's ``saved``
   (parsed JSON) config; ``MAY_CHANGE`` may."""
   now, saved = _flat(json.loads(config.to_json())), _flat(saved)
-  differ = [f'{k} ({saved.get(k)!r} there, {now.get(k)!r} now)'
+  differ = [f'{k} ({saved[k]!r} there, {now.get(k)!r} now)' if k in saved
+            else f'{k} (not in that run\'s config: a field added since it '
+            f'started; {now[k]!r} now, --config.{k}=... for the behaviour '
+            'it ran with)'
             for k in sorted(set(now) | set(saved))
             if saved.get(k) != now.get(k) and k not in MAY_CHANGE]
   if differ:

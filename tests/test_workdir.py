@@ -2,7 +2,6 @@
 one process per workdir, --resume never relabels, files get the umask."""
 import contextlib
 import csv
-import json
 import fcntl
 import json
 import os
@@ -15,7 +14,7 @@ from PIL import Image
 
 import helpers
 from helpers import stop_after, tiny_config, tiny_sweep
-from nst import images, memory, runner, workdir
+from nst import checkpoint, images, memory, runner, workdir
 from nst.errors import DiskFull, Stopped, UserError
 from test_run import ROOT, TINY
 
@@ -423,6 +422,13 @@ def test_a_stopped_sweep_resumes_with_smaller_chunks(tmp_path):
   with pytest.raises(UserError, match=r"these fields differ: num_steps \(3 "
                      r'there, 4 now\)$'):
     runner.run(changed, out, resume=True)
+  # A run started before a field existed: its config.json lacks it.
+  saved = json.loads((out / 'config.json').read_text())
+  with pytest.raises(UserError, match=r"min_scale_size \(not in that run's "
+                     r'config: a field added since it started; 0 now, '
+                     r'--config.min_scale_size=\.\.\. for the behaviour'):
+    checkpoint.check_same_config(
+        {k: v for k, v in saved.items() if k != 'min_scale_size'}, c, out)
   c.sweep.chunk_size = 1  # after running out of memory, say
   runner.run(c, out, resume=True)
   assert _rows(out) == _rows(whole)
