@@ -277,8 +277,7 @@ def main(argv):
     _exit(1 if isinstance(e, DiskFull) else 2)
   except Stopped as e:
     print(workdir.stopped_line(e, path, 'sweep' in config, sys.argv),
-          file=sys.stderr,
-          flush=True)
+          file=sys.stderr, flush=True)
     # A process of a multi-process sweep may stop because another was
     # signalled; it exits as if it had been sent SIGTERM.
     _exit(128 + (stop.signal or signal.SIGTERM))

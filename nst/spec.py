@@ -270,19 +270,33 @@ def scale_plan(config) -> list[tuple[int, int]]:
   with its steps and any carried into it, whose image is too small on its
   shorter side). A scale given in px is always run.
   """
-  steps = tuple(config.scale_steps) or (config.num_steps,) * len(
-      config.scales)
-  needed = min_image_side(config)
   plan, carried = [], 0
-  for scale, n in zip(config.scales, steps):
-    size = (max(1, round(scale * config.image_size)) if scale < 1 else
-            int(scale))
-    if scale < 1 and size < config.min_scale_size:
+  for size, n, fate in _coarse_scales(config):
+    if fate == 'carry':
       carried += n
-    elif size >= needed or scale >= 1:
+    elif fate == 'run':
       plan.append((size, n + carried))
       carried = 0
   return plan + [(config.image_size, config.num_steps + carried)]
+
+
+def _coarse_scales(config) -> list[tuple[int, int, str]]:
+  """(size in px, steps, fate) of each of ``config.scales``, as given;
+  fate is 'run', 'carry' (below ``min_scale_size``: its steps run at the
+  next size) or 'drop' (below the layers' minimum: left out with its
+  steps)."""
+  steps = tuple(config.scale_steps) or (config.num_steps,) * len(
+      config.scales)
+  needed = min_image_side(config)
+  out = []
+  for scale, n in zip(config.scales, steps):
+    if scale >= 1:
+      out.append((int(scale), n, 'run'))
+      continue
+    size = max(1, round(scale * config.image_size))
+    out.append((size, n, 'carry' if size < config.min_scale_size else
+                'run' if size >= needed else 'drop'))
+  return out
 
 
 def check_content_shape(config, shape, size: int | None = None) -> None:
@@ -464,11 +478,8 @@ def _check_controls(config) -> None:
       for s in scales)
   # Increasing as given: a scale below min_scale_size counts too (its
   # steps run at the next size), one below the layers' minimum does not.
-  sizes = [max(1, round(s * config.image_size)) if s < 1 else s
-           for s in scales] if kinds_ok else []
-  sizes = [z for z, s in zip(sizes, scales)
-           if s >= 1 or z < config.min_scale_size or z >= needed
-           ] + [config.image_size]
+  sizes = [size for size, _, fate in _coarse_scales(config)
+           if fate != 'drop'] + [config.image_size] if kinds_ok else []
   if not kinds_ok or sizes != sorted(set(sizes)):
     raise UserError(f'scales={scales}: accepted are increasing sizes below '
                     f'image_size={config.image_size}, each a whole number of '
