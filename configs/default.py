@@ -72,8 +72,8 @@ def get_config() -> ml_collections.ConfigDict:
                                 # fewer multiplies, same result up to
                                 # float32 rounding; float32 only); 'auto'
                                 # does so on a CPU where a layer's input
-                                # has >= 16x16x512 values, and not on
-                                # GPUs/TPUs
+                                # has >= 16x16x512 values (a sweep's: over
+                                # a device's batch), not on GPUs/TPUs
 
   # --- Loss: alpha * L_content + beta * L_style + tv_weight * L_tv.
   c.loss_scaling = 'relative'   # 'relative': each layer's loss is a

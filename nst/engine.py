@@ -139,16 +139,24 @@ def compiled(update: spec.Update, mesh: Mesh, batch: int) -> Compiled:
   replicated = NamedSharding(mesh, PartitionSpec())
   single = batch == 1 and mesh.devices.size == 1
   lift = functools.partial(over_members, single=single)
-  step_ = jax.jit(lift(step.make_update(program), shared_first=True),
+  members = per_device(batch, mesh)
+  step_ = jax.jit(lift(step.make_update(program, members), shared_first=True),
                   in_shardings=(replicated,) + (per_member,) * 4,
                   out_shardings=per_member, donate_argnums=(3, 4))
   init = jax.jit(lift(functools.partial(step.init_state, program),
                       shared_first=False), out_shardings=per_member)
-  evaluate = jax.jit(lift(functools.partial(step.evaluate, program),
+  evaluate = jax.jit(lift(functools.partial(step.evaluate, program,
+                                            members=members),
                           shared_first=True), out_shardings=per_member)
   finish = jax.jit(lift(step.output, shared_first=False),
                    out_shardings=per_member)
   return Compiled(step_, init, evaluate, finish, per_member, replicated)
+
+
+def per_device(batch: int, mesh: Mesh) -> int:
+  """The members of a chunk of ``batch`` that each device of ``mesh`` runs
+  (``whole_devices`` makes it a whole number)."""
+  return max(1, batch // mesh.devices.size)
 
 
 def choose_chunk(configs, devices: int, *, memory_check: bool = True
@@ -330,7 +338,7 @@ def _group(members, loader, mesh, size, chunks, index, callbacks,
   params = step.prepare_params(
       program, loader.params(program.weights, program.network),
       content_layers + style_layers,
-      max(m.largest_side for m in members))
+      max(m.largest_side for m in members), per_device(size, mesh))
   fns = compiled(program.update, mesh, size)
   device_params = sharding.replicate(params, fns.replicated)
   return Group(program, loader, step.make_model(program), params,

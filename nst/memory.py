@@ -128,9 +128,10 @@ def _kernels(network: str) -> dict[str, tuple[int, int]]:
   return out
 
 
-def _params(network, layers, convolution, dtype, backend, max_side):
-  """Bytes of the params as a step runs with them (``vgg.prepare``), and
-  as read (every layer)."""
+def _params(network, layers, convolution, dtype, backend, max_side,
+            members=1):
+  """Bytes of the params as a step runs with them (``vgg.prepare``, for
+  ``members`` images per device at once), and as read (every layer)."""
   kernels = _kernels(network)
   size = lambda n: 9 * kernels[n][0] * kernels[n][1]
   read = sum(size(n) + kernels[n][1] for n in kernels)
@@ -138,7 +139,7 @@ def _params(network, layers, convolution, dtype, backend, max_side):
   shapes = {'params': {n: {'kernel': jax.ShapeDtypeStruct(
       (3, 3, *kernels[n]), np.float32)} for n in used}}
   fast = vgg.winograd_layers(shapes, convolution, dtype, layers, backend,
-                             max_side)
+                             max_side, members)
   prepared = sum(2 * size(n) + kernels[n][1] for n in used)  # + flipped
   prepared += sum(2 * 4 * size(n) for n in fast)  # 6x6 tiles, both ways
   return prepared * F32, read * F32
@@ -250,10 +251,6 @@ def estimate(configs, *, chunk_size: int = 0, devices: int = 1,
     c = group[0]
     wanted = {l for m in group for l in (*m.content_layers, *m.style_layers)}
     layers = tuple(l for l in vgg.layer_names(c.network) if l in wanted)
-    params, read[c.network, c.weights] = _params(
-        c.network, layers, c.convolution,
-        spec.COMPUTE_DTYPES[c.compute_dtype], backend,
-        max(spec.largest_side(m) for m in group))
     members = sorted((_member(m, shapes, layers, backend) for m in group),
                      key=lambda m: -(m['state'] + m['targets'] +
                                      m['workspace'] + m['batched']))
@@ -262,6 +259,10 @@ def estimate(configs, *, chunk_size: int = 0, devices: int = 1,
       reading = max(reading, m['reading'])
     size = min(chunk_size or len(group), len(group))
     chunk = members[:-(-size // devices)]  # the largest, on one device
+    params, read[c.network, c.weights] = _params(
+        c.network, layers, c.convolution,
+        spec.COMPUTE_DTYPES[c.compute_dtype], backend,
+        max(spec.largest_side(m) for m in group), len(chunk))
     work = sum(m['workspace'] for m in chunk)
     if len(chunk) > 1:
       work += sum(m['batched'] + BATCHED_PARAMS * params * m['searching']

@@ -30,22 +30,26 @@ class State:
   evals: jnp.ndarray      # int32
 
 
-def make_model(program: Program | Update) -> vgg.VGG:
+def make_model(program: Program | Update, members: int = 1) -> vgg.VGG:
   """The network of ``program``: its architecture, pooling, compute dtype,
-  rematerialisation, and where it uses Winograd kernels."""
+  rematerialisation, and where it uses Winograd kernels (with 'auto',
+  counting the values of ``members`` images: those a device runs at once,
+  ``vmap`` giving the network one)."""
   return vgg.VGG(network=program.network, pooling=program.pooling,
                  dtype=program.dtype, remat=bool(program.remat),
-                 winograd_min_size=(vgg.AUTO_WINOGRAD_MIN_SIZE
+                 winograd_min_size=(vgg.auto_winograd_min_size(members)
                                     if program.convolution == 'auto' else 0))
 
 
-def prepare_params(program: Program, params, layers, max_side: int):
+def prepare_params(program: Program, params, layers, max_side: int,
+                   members: int = 1):
   """The variables the step runs with (``vgg.prepare``): backward kernels
   and, for the layers ``program.convolution`` selects up to the deepest of
   ``layers``, Winograd kernels; with 'auto', only for layers large enough
-  to use them at ``max_side`` px (the largest image the network sees)."""
+  to use them at ``max_side`` px (the largest image the network sees) with
+  ``members`` images at once."""
   return vgg.prepare(params, program.convolution, program.dtype,
-                     tuple(layers), max_side=max_side)
+                     tuple(layers), max_side=max_side, members=members)
 
 
 def objective(model, params, targets: Targets, image):
@@ -56,13 +60,14 @@ def objective(model, params, targets: Targets, image):
                            weights=targets.weights)
 
 
-def make_update(program: Program | Update) -> Callable:
+def make_update(program: Program | Update, members: int = 1) -> Callable:
   """One optimisation step of one image, as a pure function.
 
   ``update(params, targets, hparams, image, state) -> (image, state,
   metrics)``, ``metrics['loss']`` being the total loss of the image that went
   in (with L-BFGS and ``clip_pixels``, plus the range penalty); the
-  state counts the objective evaluations (``State.evals``).
+  state counts the objective evaluations (``State.evals``). ``members``:
+  how many images a device runs it for at once (``make_model``).
 
   ``clip_pixels`` keeps the image within valid pixel values: Adam's by
   projecting it after each step; L-BFGS's by adding
@@ -72,7 +77,7 @@ def make_update(program: Program | Update) -> Callable:
   drifts out of range and the clipping of the written image undoes much of
   the style (experiments/recipe).
   """
-  model = make_model(program)
+  model = make_model(program, members)
   kind = optim.get(program.optimizer)
   penalised = program.clip_pixels and kind.penalised
   project = program.clip_pixels and not kind.penalised
@@ -127,9 +132,10 @@ def output(hparams, image, state: State):
 
 
 def evaluate(program: Program | Update, params, targets, hparams, image,
-             state):
-  """``objective`` of the output after the steps so far."""
-  return objective(make_model(program), params, targets,
+             state, members: int = 1):
+  """``objective`` of the output after the steps so far (``members``: as
+  ``make_update``'s)."""
+  return objective(make_model(program, members), params, targets,
                    output(hparams, image, state))
 
 

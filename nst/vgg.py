@@ -161,9 +161,20 @@ CONVOLUTIONS = ('auto', 'direct', 'winograd')
 # multiplies (measurements: experiments/cpu_kernels).
 WINOGRAD_MIN_CHANNELS = 256
 # 'auto' also leaves a layer direct when its input has fewer values than
-# this (height x width x channels per image): smaller layers gain nothing
-# and cost compile time (experiments/cpu_kernels).
+# this (height x width x channels, over the members a device runs at once):
+# smaller layers gain nothing and cost compile time (experiments/
+# cpu_kernels).
 AUTO_WINOGRAD_MIN_SIZE = 16 * 16 * 512
+
+
+def auto_winograd_min_size(members: int = 1) -> int:
+  """The values per image from which 'auto' runs a layer by Winograd when
+  ``members`` images go through the network at once (a sweep's batch on
+  one device, under ``vmap``, where the network sees one image): a batch's
+  transforms and products gain as one large layer's do (a batch of 8 at
+  128 px: 0.87x the step time of 'auto' counted per image; experiments/
+  cpu_kernels)."""
+  return -(-AUTO_WINOGRAD_MIN_SIZE // max(1, members))
 
 
 def check_convolution(convolution: str, dtype=jnp.float32) -> str:
@@ -180,7 +191,8 @@ def check_convolution(convolution: str, dtype=jnp.float32) -> str:
 def winograd_layers(params, convolution: str = 'auto', dtype=jnp.float32,
                     layers: Iterable[str] | None = None,
                     backend: str | None = None,
-                    max_side: int | None = None) -> tuple[str, ...]:
+                    max_side: int | None = None,
+                    members: int = 1) -> tuple[str, ...]:
   """The conv layers of ``params`` that ``prepare`` gives Winograd kernels:
   none for 'direct'; for 'winograd', those with at least
   ``WINOGRAD_MIN_CHANNELS`` input or output channels, up to the deepest of
@@ -190,8 +202,10 @@ def winograd_layers(params, convolution: str = 'auto', dtype=jnp.float32,
 
   With 'auto' and ``max_side`` (the longest side, px, of any image the
   network will be given), a layer whose input cannot reach
-  ``AUTO_WINOGRAD_MIN_SIZE`` values per image at that size is left out:
-  ``VGG(winograd_min_size=AUTO_WINOGRAD_MIN_SIZE)`` would run it direct."""
+  ``AUTO_WINOGRAD_MIN_SIZE`` values at that size over ``members`` images
+  (a batch of a sweep, per device) is left out:
+  ``VGG(winograd_min_size=auto_winograd_min_size(members))`` would run it
+  direct."""
   check_convolution(convolution, dtype)
   least = 0
   if convolution == 'auto':
@@ -206,7 +220,7 @@ def winograd_layers(params, convolution: str = 'auto', dtype=jnp.float32,
     # Block b's input is the image pooled b - 1 times (halved, rounded down).
     side = max_side // 2 ** (int(name[4]) - 1) if max_side else None
     return max(ins, outs) >= WINOGRAD_MIN_CHANNELS and (
-        side is None or side * side * ins >= least)
+        side is None or side * side * ins * members >= least)
 
   return tuple(n for n in up_to(params['params'], layers) if fits(n))
 
@@ -225,7 +239,7 @@ def up_to(names: Iterable[str], layers: Iterable[str] | None = None
 
 def prepare(variables, convolution: str = 'auto', dtype=jnp.float32,
             layers: Iterable[str] | None = None, backend: str | None = None,
-            max_side: int | None = None):
+            max_side: int | None = None, members: int = 1):
   """The variables a step runs with: ``with_flipped(variables)`` and, for
   the layers ``winograd_layers`` selects, a 'winograd' collection of their
   transformed kernels (``{'forward': transform(kernel), 'backward':
@@ -242,7 +256,7 @@ def prepare(variables, convolution: str = 'auto', dtype=jnp.float32,
                                                  layers)}}
   out = with_flipped(variables)
   chosen = winograd_layers(variables, convolution, dtype, layers, backend,
-                           max_side)
+                           max_side, members)
   if chosen:
     out['winograd'] = {name: {
         'forward': winograd.transform(variables['params'][name]['kernel']),

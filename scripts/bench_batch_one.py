@@ -34,7 +34,7 @@ def setup(size: int, optimizer: str, n: int = 1):
   params = jax.device_put(step.prepare_params(
       program, weights.random_params('vgg19'),
       tuple(config.content_layers) + tuple(config.style_layers),
-      spec.largest_side(config)))
+      spec.largest_side(config), n))
   inputs = targets.load_inputs(config, size)
   made = targets.make_targets(config, step.make_model(program), params,
                               inputs)
@@ -65,16 +65,16 @@ def main(argv=None) -> int:
   n = args.batch
   for size in args.sizes:
     program, params, tgt, hp, image = setup(size, args.optimizer)
-    batched = setup(size, args.optimizer, n)[2:]
-    update = step.make_update(program.update)
+    batched = setup(size, args.optimizer, n)[1:]
     fns = {'unbatched': jax.jit(engine.over_members(
-               update, single=True, shared_first=True), donate_argnums=(3, 4)),
-           'vmapped': jax.jit(jax.vmap(update, in_axes=(None, 0, 0, 0, 0)),
+               step.make_update(program.update), single=True,
+               shared_first=True), donate_argnums=(3, 4)),
+           'vmapped': jax.jit(jax.vmap(step.make_update(program.update, n),
+                                       in_axes=(None, 0, 0, 0, 0)),
                               donate_argnums=(3, 4))}
     init = jax.vmap(lambda h, x: step.init_state(program.update, h, x))
     state = {'unbatched': (params, tgt, hp, image, init(hp, image.copy())),
-             'vmapped': (params, *batched[:2], batched[2],
-                         init(batched[1], batched[2].copy()))}
+             'vmapped': (*batched, init(batched[2], batched[3].copy()))}
     times = {k: [] for k in fns}
     for k, fn in fns.items():  # compile and warm up
       _, state[k] = timed(fn, state[k], 2)

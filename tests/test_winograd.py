@@ -4,9 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nst import spec, vgg, winograd
+from nst import optim, spec, step, targets, vgg, winograd
 from nst.errors import UserError
-from helpers import tiny_config
+from helpers import program_of, random_vgg19, tiny_config
 
 
 @pytest.mark.parametrize('shape', [(2, 7, 13, 5), (1, 8, 8, 3), (1, 1, 1, 2),
@@ -86,6 +86,12 @@ def test_auto_leaves_small_layers_direct():
     return hlo.count(' convolution(')
 
   assert convolutions(64) == 6 and convolutions(96) == 5
+  # A device running 2 members at once (a sweep's batch under vmap, the
+  # network seeing one image) counts both: 2 x 65536 reach the threshold.
+  assert vgg.auto_winograd_min_size(2) == vgg.AUTO_WINOGRAD_MIN_SIZE // 2
+  assert vgg.auto_winograd_min_size(3) * 3 >= vgg.AUTO_WINOGRAD_MIN_SIZE
+  model = vgg.VGG(winograd_min_size=vgg.auto_winograd_min_size(2))
+  assert convolutions(64) == 5
 
 
 def test_auto_prepares_only_the_layers_it_will_use():
@@ -112,6 +118,17 @@ def test_auto_prepares_only_the_layers_it_will_use():
       'conv3_1', 'conv3_2', 'conv3_3', 'conv3_4', 'conv4_2', 'conv4_3',
       'conv4_4')
   assert vgg.winograd_layers(params, 'auto', backend='cpu', max_side=64) == ()
+  # Over 8 members at 64 px: blocks 3 and 4 are 16x16 and 8x8 per image,
+  # 8 x 16x16x128 = 8 x 8x8x256 = 131072 (conv3_1, conv4_1 reach it), block
+  # 5's 8 x 4x4x512 = 65536 does not.
+  assert vgg.winograd_layers(params, 'auto', backend='cpu', max_side=64,
+                             members=8) == (
+      'conv3_1', 'conv3_2', 'conv3_3', 'conv3_4', 'conv4_1', 'conv4_2',
+      'conv4_3', 'conv4_4')
+  assert vgg.winograd_layers(params, 'auto', backend='cpu', max_side=128,
+                             members=4) == (
+      'conv3_1', 'conv3_2', 'conv3_3', 'conv3_4', 'conv4_1', 'conv4_2',
+      'conv4_3', 'conv4_4', 'conv5_1', 'conv5_2', 'conv5_3', 'conv5_4')
   # A run's largest image: the content at image_size or a scaled style.
   assert spec.largest_side(tiny_config(image_size=48)) == 48
   assert spec.largest_side(tiny_config(image_size=48,
@@ -148,3 +165,42 @@ def test_bad_convolution_is_refused(convolution, dtype, message):
   config = tiny_config(convolution=convolution, compute_dtype=dtype)
   with pytest.raises(UserError, match=message.replace('(', r'\(')):
     spec.check(config)
+
+
+
+def test_a_batch_counted_whole_takes_the_same_step():
+  # 8 members at 32 px: 8 x 8x8x256 values reach the threshold at conv3_2
+  # to conv3_4, one member's do not. The batched step then runs those by
+  # Winograd, the single one directly: the same step either way.
+  config = tiny_config(optimizer='lbfgs')
+  program = program_of(config)
+  layers = tuple(config.content_layers) + tuple(config.style_layers)
+  inputs = targets.load_inputs(config, 32)
+  hparams = optim.hyperparams(config)
+  made = targets.make_targets(
+      config, step.make_model(program),
+      step.prepare_params(program, random_vgg19(), layers, 32), inputs)
+  rng = np.random.default_rng(0)
+  starts = jnp.asarray(inputs.content + rng.normal(
+      0, 10, (8, *inputs.content.shape)), jnp.float32)
+
+  def run(images):
+    n = len(images)
+    params = step.prepare_params(program, random_vgg19(), layers, 32, n)
+    update = jax.jit(jax.vmap(step.make_update(program.update, n),
+                              in_axes=(None, None, None, 0, 0)))
+    state = jax.vmap(lambda x: step.init_state(program.update, hparams, x))(
+        images)
+    hlo = update.lower(params, made, hparams, images, state).compile()
+    image, _, metrics = update(params, made, hparams, images, state)
+    return (np.asarray(image), np.asarray(metrics['loss']),
+            hlo.as_text().count(' convolution('))
+
+  batch, batch_loss, batch_convs = run(starts)
+  for j in (0, 5):
+    one, one_loss, one_convs = run(starts[j:j + 1])
+    np.testing.assert_allclose(batch_loss[j], one_loss[0], rtol=1e-5)
+    np.testing.assert_allclose(batch[j], one[0], rtol=0, atol=1e-3)
+    assert not np.allclose(one[0], starts[j], atol=1e-2)  # it moved
+  # Three layers forward and backward by Winograd in the batch.
+  assert batch_convs == one_convs - 2 * 3
