@@ -14,7 +14,7 @@ registry once. The recipe was chosen by the studies in experiments/recipe
 style): L-BFGS from the content photo, coarse to fine at a quarter, half
 and all of ``image_size`` (no coarse scale below 128 px, where the
 painting's layout is copied), relative loss scaling (the weights mean the same
-at any size), relu4_1 weighted up, relu5_1 barely matched and the deep
+at any size), relu1_1-relu4_1 weighted 4, relu5_1 barely matched and the deep
 layers' targets without the painting's most unusual positions, so no eye
 or face of a painting is pasted into the photo; timings there.
 ``style_weight`` is the one knob for strength (README, Choosing the
@@ -92,9 +92,10 @@ def get_config() -> ml_collections.ConfigDict:
   # relu4_1 carries a painting's large strokes and is the hardest to match
   # (experiments/recipe: equal weights leave 1.5x its error). relu5_1
   # answers object parts: matched closely, it pastes the painting's eyes
-  # and faces into the photo, so it is kept to a trace (experiments/
-  # no_copy).
-  c.style_layer_weights = (1.0, 1.0, 1.0, 4.0, 0.025)
+  # and faces into the photo, so it is kept to a trace; relu1_1-relu3_1
+  # (colours, brush texture) are weighted as relu4_1, which wins back the
+  # style error relu5_1 gives up without pasting (experiments/no_copy).
+  c.style_layer_weights = (4.0, 4.0, 4.0, 4.0, 0.025)
   # Per style layer, the fraction of the style image's positions its
   # target leaves out: the most unusual feature vectors, which at deep
   # layers are the painting's objects (an eye, a nose, a face); () = none.

@@ -127,6 +127,11 @@ RECIPES = {
     # are a few positions across (64 px of a 256 px run):
     'no-64': {'scales': (0.5,), 'scale_steps': (150,)},
     'no-64-300': {'scales': (0.5,), 'scale_steps': (300,)},
+    # The style error relu5_1 gives up, won back on the shallow layers
+    # (shallow-4: the default since; shallow-1: the default before):
+    'shallow-1': {'style_layer_weights': (1.0, 1.0, 1.0, 4.0, 0.025)},
+    'shallow-2': {'style_layer_weights': (2.0, 2.0, 2.0, 4.0, 0.025)},
+    'shallow-4': {'style_layer_weights': (4.0, 4.0, 4.0, 4.0, 0.025)},
     'mean5': {'style_layer_losses': ('gram', 'gram', 'gram', 'gram', 'mean'),
               'style_layer_weights': (1.0, 1.0, 1.0, 6.0, 1.0)},
 }
