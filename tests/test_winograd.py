@@ -168,6 +168,7 @@ def test_bad_convolution_is_refused(convolution, dtype, message):
 
 
 
+@pytest.mark.slow  # two compiled steps (6 s)
 def test_a_batch_counted_whole_takes_the_same_step():
   # 8 members at 32 px: 8 x 8x8x256 values reach the threshold at conv3_2
   # to conv3_4, one member's do not. The batched step then runs those by
