@@ -65,7 +65,7 @@ def xla_plan(config, members: int = 1) -> dict[str, int]:
     raw['params'].setdefault(layer, {})[name] = jax.ShapeDtypeStruct(
         shape, jnp.float32)
   params = jax.eval_shape(lambda p: step.prepare_params(
-      program, p, content + style, spec.largest_side(config)), raw)
+      program, p, content + style, spec.largest_side(config), members), raw)
   shape, _ = program.plan[-1]
   inputs = targets.load_inputs(config, max(shape[:2]))
   model = step.make_model(program)

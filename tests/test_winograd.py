@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nst import optim, spec, step, targets, vgg, winograd
+from nst import engine, optim, sharding, spec, step, targets, vgg, winograd
 from nst.errors import UserError
 from helpers import program_of, random_vgg19, tiny_config
 
@@ -185,21 +185,27 @@ def test_a_batch_counted_whole_takes_the_same_step():
   starts = jnp.asarray(inputs.content + rng.normal(
       0, 10, (8, *inputs.content.shape)), jnp.float32)
 
+  mesh = sharding.member_mesh(jax.devices()[:1])
+
   def run(images):
+    # The engine's chunk step (engine.compiled), with the params a group of
+    # chunks of n prepares (engine.per_device).
     n = len(images)
-    params = step.prepare_params(program, random_vgg19(), layers, 32, n)
-    update = jax.jit(jax.vmap(step.make_update(program.update, n),
-                              in_axes=(None, None, None, 0, 0)))
-    state = jax.vmap(lambda x: step.init_state(program.update, hparams, x))(
-        images)
-    hlo = update.lower(params, made, hparams, images, state).compile()
-    image, _, metrics = update(params, made, hparams, images, state)
+    fns = engine.compiled(program.update, mesh, n)
+    params = step.prepare_params(program, random_vgg19(), layers, 32,
+                                 engine.per_device(n, mesh))
+    many = lambda tree: jax.tree.map(
+        lambda v: jnp.repeat(jnp.asarray(v)[None], n, axis=0), tree)
+    args = (params, many(made), many(hparams), images,
+            fns.init(many(hparams), images))
+    hlo = fns.step.lower(*args).compile()
+    image, _, metrics = fns.step(*args)
     return (np.asarray(image), np.asarray(metrics['loss']),
             hlo.as_text().count(' convolution('))
 
-  batch, batch_loss, batch_convs = run(starts)
+  batch, batch_loss, batch_convs = run(starts.copy())  # donated
   for j in (0, 5):
-    one, one_loss, one_convs = run(starts[j:j + 1])
+    one, one_loss, one_convs = run(starts[j:j + 1].copy())
     np.testing.assert_allclose(batch_loss[j], one_loss[0], rtol=1e-5)
     np.testing.assert_allclose(batch[j], one[0], rtol=0, atol=1e-3)
     assert not np.allclose(one[0], starts[j], atol=1e-2)  # it moved
