@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nst import engine, optim, sharding, spec, step, targets, vgg, winograd
+from nst import (engine, memory, optim, sharding, spec, step, targets, vgg,
+                 winograd)
 from nst.errors import UserError
 from helpers import program_of, random_vgg19, tiny_config
 
@@ -125,6 +126,16 @@ def test_auto_prepares_only_the_layers_it_will_use():
                              members=8) == (
       'conv3_1', 'conv3_2', 'conv3_3', 'conv3_4', 'conv4_1', 'conv4_2',
       'conv4_3', 'conv4_4')
+  # The memory estimate counts those layers' transformed kernels (6x6
+  # tiles both ways: 8x a kernel's 9 x in x out float32 values).
+  layers = ('relu4_2', 'relu5_1')
+  grow = (memory._params('vgg19', layers, 'auto', jnp.float32, 'cpu', 64, 8)[0]
+          - memory._params('vgg19', layers, 'auto', jnp.float32, 'cpu', 64)[0])
+  assert grow == 4 * 8 * 9 * sum(
+      params['params'][n]['kernel'].shape[2] * params['params'][n][
+          'kernel'].shape[3] for n in ('conv3_1', 'conv3_2', 'conv3_3',
+                                       'conv3_4', 'conv4_1', 'conv4_2',
+                                       'conv4_3', 'conv4_4'))
   assert vgg.winograd_layers(params, 'auto', backend='cpu', max_side=128,
                              members=4) == (
       'conv3_1', 'conv3_2', 'conv3_3', 'conv3_4', 'conv4_1', 'conv4_2',
