@@ -139,14 +139,14 @@ def compiled(update: spec.Update, mesh: Mesh, batch: int) -> Compiled:
   replicated = NamedSharding(mesh, PartitionSpec())
   single = batch == 1 and mesh.devices.size == 1
   lift = functools.partial(over_members, single=single)
-  members = per_device(batch, mesh)
-  step_ = jax.jit(lift(step.make_update(program, members), shared_first=True),
+  step_ = jax.jit(lift(step.make_update(program, per_device(batch, mesh)),
+                       shared_first=True),
                   in_shardings=(replicated,) + (per_member,) * 4,
                   out_shardings=per_member, donate_argnums=(3, 4))
   init = jax.jit(lift(functools.partial(step.init_state, program),
                       shared_first=False), out_shardings=per_member)
-  evaluate = jax.jit(lift(functools.partial(step.evaluate, program,
-                                            members=members),
+  # (Run with XLA's own convolutions, ``targets.forward_params``.)
+  evaluate = jax.jit(lift(functools.partial(step.evaluate, program),
                           shared_first=True), out_shardings=per_member)
   finish = jax.jit(lift(step.output, shared_first=False),
                    out_shardings=per_member)

@@ -132,10 +132,9 @@ def output(hparams, image, state: State):
 
 
 def evaluate(program: Program | Update, params, targets, hparams, image,
-             state, members: int = 1):
-  """``objective`` of the output after the steps so far (``members``: as
-  ``make_update``'s)."""
-  return objective(make_model(program, members), params, targets,
+             state):
+  """``objective`` of the output after the steps so far."""
+  return objective(make_model(program), params, targets,
                    output(hparams, image, state))
 
 

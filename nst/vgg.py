@@ -172,7 +172,7 @@ def auto_winograd_min_size(members: int = 1) -> int:
   ``members`` images go through the network at once (a sweep's batch on
   one device, under ``vmap``, where the network sees one image): a batch's
   transforms and products gain as one large layer's do (a batch of 8 at
-  128 px: 0.87x the step time of 'auto' counted per image; experiments/
+  128 px: 0.88x the step time of 'auto' counted per image; experiments/
   cpu_kernels)."""
   return -(-AUTO_WINOGRAD_MIN_SIZE // max(1, members))
 
