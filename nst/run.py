@@ -264,7 +264,7 @@ def main(argv):
     # join first.
     joined = 'sweep' in config and sweep.initialize_distributed(
         DISTRIBUTED.value)
-    _check_backend()
+    backend.compile_cache(_check_backend())
     stop.install()  # until the process exits
     if joined and not WORKDIR.value:
       raise UserError('a sweep over several processes needs --workdir: '
@@ -285,9 +285,10 @@ def main(argv):
     signals.interrupted()
 
 
-def _check_backend() -> None:
-  """Starts JAX's backend: a UserError if none can (``JAX_PLATFORMS``
-  naming a platform this machine lacks, e.g. 'cuda' without a GPU)."""
+def _check_backend() -> str:
+  """Starts JAX's backend and returns its platform ('cpu', 'gpu', ...): a
+  UserError if none can (``JAX_PLATFORMS`` naming a platform this machine
+  lacks, e.g. 'cuda' without a GPU)."""
   import jax  # pylint: disable=import-outside-toplevel
   try:
     jax.devices()
@@ -300,6 +301,7 @@ def _check_backend() -> None:
         f'could start ({reason}); unset JAX_PLATFORMS or name a platform '
         'this machine has (cpu; cuda or tpu with their jaxlib plugins '
         'installed)') from None
+  return jax.default_backend()
 
 
 def _exit(code: int):
