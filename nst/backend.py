@@ -8,8 +8,10 @@ nst changes nothing.
 import importlib.metadata
 import os
 from pathlib import Path
+import re
 import sys
 import tempfile
+import warnings
 
 # XLA's CPU convolutions by its Eigen kernels instead of YNNPACK fusions:
 # faster whole steps on a CPU (experiments/cpu_kernels). Only for the
@@ -37,7 +39,12 @@ def setup() -> None:
 # --- The persistent compilation cache ----------------------------------------
 
 CACHE_ENV = 'NST_COMPILE_CACHE'  # a folder, or 'off'
-CACHE_LIMIT = 2 << 30  # bytes kept; older entries go when a run starts
+OFF = ('off', '0', 'false', 'no', 'none')
+CACHE_LIMIT = 2 << 30  # bytes of entries kept; older ones go at a run's start
+ENTRY = ('-cache', '-atime')  # the ends of JAX's entry file names
+CACHE_WARNING = re.compile(
+    r"Error (reading|writing) persistent compilation cache entry for "
+    r"'[^']*': (.*)", re.S)
 
 
 def compile_cache(platform: str) -> Path | None:
@@ -53,26 +60,28 @@ def compile_cache(platform: str) -> Path | None:
   GPU or TPU ``weights.cache_dir()/xla``; on a CPU none, since XLA:CPU
   checks a cached program against the host's features and refuses it on
   some hosts (an error line for each): naming a folder turns it on there
-  too. At start the oldest entries beyond ``CACHE_LIMIT`` bytes are
-  removed. A folder that cannot be written leaves the cache off, said in
-  one line."""
+  too. At start the least recently written entries beyond ``CACHE_LIMIT``
+  bytes, and empty ones, are removed (JAX's entry files only). A folder
+  that cannot be written leaves the cache off, and an entry that cannot
+  be read or written is compiled instead: each said in one line."""
   import jax  # pylint: disable=import-outside-toplevel
 
   from nst import weights  # pylint: disable=import-outside-toplevel
   value = os.environ.get(CACHE_ENV, '').strip()
-  if value.lower() == 'off' or (not value and platform == 'cpu'):
+  if value.lower() in OFF or (not value and platform == 'cpu'):
     return None
-  folder = Path(value).expanduser() if value else weights.cache_dir() / 'xla'
+  folder = (Path(value).expanduser().resolve() if value
+            else weights.cache_dir() / 'xla')
+  if folder.exists() and not folder.is_dir():
+    return _off(f'{folder} is not a folder')
   try:
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryFile(dir=folder):
       pass
-    prune(folder, CACHE_LIMIT)
   except OSError as e:
-    print(f'compilation cache off: cannot write {folder} '
-          f'({e.strerror or e}); set {CACHE_ENV} to another folder, or to '
-          'off', file=sys.stderr)
-    return None
+    return _off(f'cannot write {folder} ({e.strerror or e})')
+  prune(folder, CACHE_LIMIT)
+  _one_line_per_cache_error(folder)
   jax.config.update('jax_compilation_cache_dir', str(folder))
   # Every program: the small ones add up to seconds too.
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
@@ -80,22 +89,55 @@ def compile_cache(platform: str) -> Path | None:
   return folder
 
 
+def _off(why: str) -> None:
+  print(f'compilation cache off: {why}; set {CACHE_ENV} to another folder, '
+        'or to off', file=sys.stderr)
+
+
+def _one_line_per_cache_error(folder: Path) -> None:
+  """JAX's warning for an entry it cannot read or write (a full disk, an
+  entry cut short) becomes one line, once per process for each of the
+  two; the run compiles the program instead."""
+  if getattr(warnings.showwarning, 'nst_cache', False):
+    return
+  shown, previous = set(), warnings.showwarning
+
+  def show(message, category, filename, lineno, file=None, line=None):
+    match = CACHE_WARNING.match(str(message))
+    if match is None:
+      return previous(message, category, filename, lineno, file, line)
+    verb = {'reading': 'read', 'writing': 'write'}[match.group(1)]
+    if verb not in shown:
+      shown.add(verb)
+      reason = match.group(2).strip().splitlines()[0][:200]
+      print(f'compilation cache: cannot {verb} an entry in {folder} '
+            f'({reason}); compiling instead (deleting the folder clears '
+            'the cache)', file=sys.stderr)
+    return None
+  show.nst_cache = True
+  warnings.showwarning = show
+
+
 def prune(folder, limit: int) -> int:
-  """Removes the least recently written files of ``folder`` (not its
-  subfolders) until the rest hold at most ``limit`` bytes; returns how
-  many it removed."""
+  """Removes JAX's entry files (names ending in ``ENTRY``) from ``folder``
+  that are empty, then the least recently written until the rest hold at
+  most ``limit`` bytes; returns how many it removed. Other files and
+  subfolders are left alone, and a file that cannot be removed is
+  skipped."""
   entries = []
   for entry in os.scandir(folder):
-    if entry.is_file(follow_symlinks=False):
+    if entry.name.endswith(ENTRY) and entry.is_file(follow_symlinks=False):
       stat = entry.stat(follow_symlinks=False)
       entries.append((stat.st_mtime, stat.st_size, entry.path))
   total, removed = sum(size for _, size, _ in entries), 0
   for _, size, path in sorted(entries):
-    if total <= limit:
-      break
+    if total <= limit and size > 0:
+      continue
     try:
       os.remove(path)
     except FileNotFoundError:  # another process removed it first
       pass
+    except OSError:
+      continue
     total, removed = total - size, removed + 1
   return removed
