@@ -41,7 +41,8 @@ class Result:
   metrics: dict[str, float]  # the last log step's: step, size, losses
   status: str        # 'ok', or 'diverged' (a non-finite loss was seen)
   wall_s: float      # of the member's chunk, compilation included
-  steps_per_s: float  # of the chunk after its first step (compiled)
+  steps_per_s: float  # of the chunk's steps, each scale's first (which
+                      # compiles) left out
   group: int
   chunk: int
   written: bool      # its image went to ``Callbacks.image`` on this process
@@ -251,6 +252,9 @@ class Clock:
   """A chunk's timings: for the logged speeds and the time left."""
   start: float
   first: float | None = None   # when its first step (compiled) was done
+  scale_start: float = 0.0     # when the latest scale's start began
+  paused: float = 0.0          # seconds of later scales' starts (targets,
+  paused_steps: int = 0        # compiling, first step) and their steps
   log: float | None = None     # the latest log step's time ...
   log_step: int = 0            # ... and number
   evals: tuple = (-1, None)    # (log step, each slot's evaluations then)
@@ -316,6 +320,7 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
     chunk = _start_chunk(group, index, chunk_list, resume)
     for scale, (shape, steps) in enumerate(group.program.plan):
       if chunk.done + steps >= chunk.first_step:  # else done before resume
+        chunk.clock.scale_start = time.perf_counter()
         _start_scale(group, chunk, scale, shape)
         _run_steps(group, chunk, steps)
         if chunk.diverged:
@@ -471,8 +476,13 @@ def _run_steps(group: Group, chunk: Chunk, steps: int) -> None:
     in_flight = metrics
     if i == first + 1:  # keep compilation out of the speeds
       jax.block_until_ready(chunk.image)
-      chunk.clock.log, chunk.clock.log_step = time.perf_counter(), i
-      chunk.clock.first = chunk.clock.first or chunk.clock.log
+      clock = chunk.clock
+      clock.log, clock.log_step = time.perf_counter(), i
+      if clock.first is None:
+        clock.first = clock.log
+      else:  # a finer scale: its start and first step are not stepping
+        clock.paused += clock.log - clock.scale_start
+        clock.paused_steps += 1
     _after_step(group, chunk, i, last=i == chunk.done + steps)
     if chunk.diverged:
       return
@@ -653,10 +663,10 @@ def _finish_chunk(group: Group, chunk: Chunk) -> list[Result]:
   out = group.fns.finish(chunk.hparams, chunk.image, chunk.state)
   jax.block_until_ready(out)
   end, clock = time.perf_counter(), chunk.clock
-  ran = (chunk.last[0]['step'] if chunk.last else
-         group.program.total_steps) - chunk.first_step - 1
-  speed = (ran / (end - clock.first) if ran > 0 and clock.first
-           else float('nan'))
+  ran = (chunk.last[0]['step'] if chunk.last else group.program.total_steps
+         ) - chunk.first_step - 1 - clock.paused_steps
+  speed = (ran / (end - clock.first - clock.paused)
+           if ran > 0 and clock.first else float('nan'))
   n = len(chunk.members)
   local = {j: v for j, v in sharding.local_slots(out).items()
            if j < n and chunk.finite[j]}

@@ -15,7 +15,8 @@ next size) are run
                device), sharing the weights, images and compiled step.
 Two numbers per path: end-to-end members/s (wall clock, compilation and
 target computation included, as a user meets it) and steady-state members/s
-(from each path's steps/s after its first, compiling, step). Ratios are
+(from each chunk's steps/s, ``engine.Result.steps_per_s``: each scale's
+start, with its compiling, and first step left out). Ratios are
 batched / sequential, measured in the same process. The pretrained VGG-19
 unless ``--weights`` is given: a line search's trials (lbfgs_zoom) depend
 on the loss the weights make; Adam's and lbfgs's steps do not

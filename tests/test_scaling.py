@@ -1,5 +1,6 @@
 """loss_scaling: 'relative' weights mean the same at every size; 'paper'
 keeps the paper's formulas (random VGG, 64 and 128 px)."""
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -177,3 +178,30 @@ def test_coarse_scales_below_min_scale_size_give_their_steps_to_the_next():
   config.min_scale_size = -1
   with pytest.raises(UserError, match=r'min_scale_size=-1: .*whole number'):
     spec.check(config)
+
+
+def test_a_chunks_speed_leaves_out_each_scales_start(monkeypatch):
+  """steps/s of a result (results.csv, bench_sweep's steady rate) counts
+  stepping only: a finer scale's start (its targets and compiling, here a
+  clock that jumps 100 s) and first step are left out, as the first
+  scale's are."""
+  from nst import engine
+  real, jump = engine.time.perf_counter, [0.0]
+  monkeypatch.setattr(engine.time, 'perf_counter', lambda: real() + jump[0])
+  start_scale = engine._start_scale
+
+  def slow_start(group, chunk, scale, shape):
+    jump[0] += 100.0 * (scale == 1)
+    return start_scale(group, chunk, scale, shape)
+  monkeypatch.setattr(engine, '_start_scale', slow_start)
+  config = tiny_config(scales=(16,), scale_steps=(4,), num_steps=4,
+                       log_every=0)
+  loader = engine.Loader()
+  loader.params = lambda *_: PARAMS
+  member = spec.resolve(config, loader.images_for(config))
+  [result] = engine.run([[member]], loader=loader,
+                        devices=jax.devices()[:1])
+  assert jump[0] == 100.0 and result.status == 'ok'
+  assert result.wall_s > 100.0  # the wall time keeps it
+  # 3 steps after each scale's first; the jump alone would make it 0.06/s.
+  assert 6 / result.steps_per_s < 50.0, result.steps_per_s
