@@ -12,11 +12,16 @@ from nst.errors import UserError
 
 
 def _steps(opt, f, x, n):
-  """``n`` steps of ``opt`` on ``f`` from ``x``: the points visited."""
+  """``n`` steps of ``opt`` on ``f`` from ``x``: the points visited. (Each
+  step jitted, as the engine runs it: op by op, a step's loops dispatch
+  hundreds of small computations.)"""
+  @jax.jit
+  def step(x, state):
+    updates, state = opt.update(jax.grad(f)(x), state, x)
+    return x + updates, state
   state, points = opt.init(x), [x]
   for _ in range(n):
-    updates, state = opt.update(jax.grad(f)(x), state, x)
-    x = x + updates
+    x, state = step(x, state)
     points.append(x)
   return points, state
 
@@ -94,11 +99,15 @@ def test_a_zero_gradient_stays_put():
   opt = optim.make('lbfgs_zoom', optim.hyperparams(tiny_config()), size=4)
   x = jnp.full(4, 7.0)
   state = opt.init(x)
-  for _ in range(3):
+
+  @jax.jit
+  def step(x, state):
     value, grad = optax.value_and_grad_from_state(f)(x, state=state)
     updates, state = opt.update(grad, state, x, value=value, grad=grad,
                                 value_fn=f)
-    x = x + updates
+    return x + updates, state
+  for _ in range(3):
+    x, state = step(x, state)
     np.testing.assert_array_equal(x, jnp.full(4, 7.0))
 
 
