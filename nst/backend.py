@@ -51,7 +51,7 @@ def compile_cache(platform: str) -> Path | None:
   """Turns on JAX's persistent compilation cache for this process and
   returns its folder, or None. For after the backend has started
   (``platform``: ``jax.default_backend()``) and before the first
-  compilation; ``nst.run`` calls it.
+  compilation; ``nst.run`` and the figure scripts call it.
 
   A default run compiles some 40 programs (scales, targets, step, output);
   on a GPU that is most of a run (512 px on an H200: 65 s of compiling in

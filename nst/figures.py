@@ -267,6 +267,7 @@ def main(figure: int, config_path: str | Path) -> None:
     workdir = (Path(cli.WORKDIR.value) if cli.WORKDIR.value
                else Path('runs') / f'fig{figure}')
     try:
+      backend.compile_cache(cli.check_backend())  # as nst.run does
       run(figure, config, images_flag.value, workdir,
           overwrite=cli.OVERWRITE.value)
     except UserError as e:

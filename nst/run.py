@@ -264,7 +264,7 @@ def main(argv):
     # join first.
     joined = 'sweep' in config and sweep.initialize_distributed(
         DISTRIBUTED.value)
-    backend.compile_cache(_check_backend())
+    backend.compile_cache(check_backend())
     stop.install()  # until the process exits
     if joined and not WORKDIR.value:
       raise UserError('a sweep over several processes needs --workdir: '
@@ -285,7 +285,7 @@ def main(argv):
     signals.interrupted()
 
 
-def _check_backend() -> str:
+def check_backend() -> str:
   """Starts JAX's backend and returns its platform ('cpu', 'gpu', ...): a
   UserError if none can (``JAX_PLATFORMS`` naming a platform this machine
   lacks, e.g. 'cuda' without a GPU)."""
