@@ -62,8 +62,9 @@ def compile_cache(platform: str) -> Path | None:
   some hosts (an error line for each): naming a folder turns it on there
   too. At start the least recently written entries beyond ``CACHE_LIMIT``
   bytes, and empty ones, are removed (JAX's entry files only). A folder
-  that cannot be written leaves the cache off, and an entry that cannot
-  be read or written is compiled instead: each said in one line."""
+  that cannot be written leaves the cache off; an entry that cannot be
+  read is compiled instead, one that cannot be written is not kept: each
+  said in one line."""
   import jax  # pylint: disable=import-outside-toplevel
 
   from nst import weights  # pylint: disable=import-outside-toplevel
@@ -97,7 +98,7 @@ def _off(why: str) -> None:
 def _one_line_per_cache_error(folder: Path) -> None:
   """JAX's warning for an entry it cannot read or write (a full disk, an
   entry cut short) becomes one line, once per process for each of the
-  two; the run compiles the program instead."""
+  two; the run goes on, compiling a program it cannot read."""
   if getattr(warnings.showwarning, 'nst_cache', False):
     return
   shown, previous = set(), warnings.showwarning
@@ -110,9 +111,10 @@ def _one_line_per_cache_error(folder: Path) -> None:
     if verb not in shown:
       shown.add(verb)
       reason = match.group(2).strip().splitlines()[0][:200]
+      after = ('compiled instead (deleting the folder clears the cache)'
+               if verb == 'read' else 'the run goes on without it')
       print(f'compilation cache: cannot {verb} an entry in {folder} '
-            f'({reason}); compiling instead (deleting the folder clears '
-            'the cache)', file=sys.stderr)
+            f'({reason}); {after}', file=sys.stderr)
     return None
   show.nst_cache = True
   warnings.showwarning = show
