@@ -2,8 +2,8 @@
 
 ``setup()`` is called first thing by every entry point (``nst.run``,
 ``nst.transfer``, the scripts, the tests' conftest), before JAX starts a
-backend; ``compile_cache()`` by ``nst.run`` once it has started. Importing
-nst changes nothing.
+backend; ``compile_cache()`` by ``nst.run`` and the figure scripts once
+it has started. Importing nst changes nothing.
 """
 import importlib.metadata
 import os
@@ -67,7 +67,7 @@ def compile_cache(platform: str) -> Path | None:
   said in one line."""
   import jax  # pylint: disable=import-outside-toplevel
 
-  from nst import weights  # pylint: disable=import-outside-toplevel
+  from nst import errors, weights  # pylint: disable=import-outside-toplevel
   value = os.environ.get(CACHE_ENV, '').strip()
   if value.lower() in OFF or (not value and platform == 'cpu'):
     return None
@@ -80,7 +80,7 @@ def compile_cache(platform: str) -> Path | None:
     with tempfile.TemporaryFile(dir=folder):
       pass
   except OSError as e:
-    return _off(f'cannot write {folder} ({e.strerror or e})')
+    return _off(str(errors.cannot_write(folder, e)))
   prune(folder, CACHE_LIMIT)
   _one_line_per_cache_error(folder)
   jax.config.update('jax_compilation_cache_dir', str(folder))

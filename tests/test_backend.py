@@ -56,7 +56,7 @@ def test_a_folder_that_cannot_be_written_leaves_the_cache_off(
   (tmp_path / 'file').write_text('not a folder')
   for value, line in (
       ('file', f'{tmp_path / "file"} is not a folder'),
-      ('file/xla', f'cannot write {tmp_path / "file" / "xla"} (')):
+      ('file/xla', f"cannot write '{tmp_path / 'file' / 'xla'}': ")):
     monkeypatch.setenv(backend.CACHE_ENV, str(tmp_path / value))
     assert backend.compile_cache('gpu') is None
     assert jax.config.jax_compilation_cache_dir is None
