@@ -66,9 +66,11 @@ def test_prepared_params_stop_at_the_deepest_requested_layer():
 
 def test_pooling_modes():
   x = jax.random.normal(jax.random.key(1), (1, 8, 8, 3))
-  params = vgg.VGG().init(jax.random.key(0), x)
-  outs = {p: vgg.VGG(pooling=p).apply(params, x, ('relu1_2', 'pool1'))
-          for p in ('max', 'avg')}
+  layers = ('relu1_2', 'pool1')
+  params = vgg.VGG().init(jax.random.key(0), x, layers)
+  # Jitted: op by op, each operation would compile on its own.
+  outs = {p: jax.jit(vgg.VGG(pooling=p).apply, static_argnums=2)(
+      params, x, layers) for p in ('max', 'avg')}
   r = np.asarray(outs['max']['relu1_2']).reshape(1, 4, 2, 4, 2, 64)
   np.testing.assert_allclose(outs['max']['pool1'], r.max(axis=(2, 4)),
                              rtol=1e-6)
@@ -151,9 +153,10 @@ def test_flipped_kernels_give_the_same_gradients():
     out = vgg.VGG(remat=remat).apply(variables, x, ('conv1_2', 'conv3_1'))
     return sum(jnp.sum(jnp.sin(v)) for v in out.values())
 
+  grad = jax.jit(jax.grad(loss, argnums=(0, 1)), static_argnums=2)
   for remat in (False, True):
-    dv_plain, dx_plain = jax.grad(loss, argnums=(0, 1))(params, x, remat)
-    dv_flip, dx_flip = jax.grad(loss, argnums=(0, 1))(flipped, x, remat)
+    dv_plain, dx_plain = grad(params, x, remat)
+    dv_flip, dx_flip = grad(flipped, x, remat)
     np.testing.assert_allclose(dx_flip, dx_plain, rtol=1e-5, atol=1e-6)
     for a, b in zip(jax.tree.leaves(dv_flip['params']),
                     jax.tree.leaves(dv_plain['params'])):
@@ -166,15 +169,17 @@ def test_small_maps_are_convolved_as_a_matrix_product_with_the_same_result():
   import jax
   import jax.numpy as jnp
   key = jax.random.PRNGKey(3)
-  lax_conv = lambda x, k: jax.lax.conv_general_dilated(
+  lax_conv = jax.jit(lambda x, k: jax.lax.conv_general_dilated(
       x, k, (1, 1), ((1, 1), (1, 1)),
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
+  conv = jax.jit(vgg.conv)  # op by op, each operation would compile alone
   for shape in ((2, 2, 4, 16), (1, 1, 3, 16), (3, 3, 5, 16)):
     x = jax.random.normal(key, shape)
     k = jax.random.normal(jax.random.fold_in(key, 1), (3, 3, 16, 8))
     assert shape[1] * shape[2] < vgg.SMALL_MAP
-    np.testing.assert_allclose(vgg.conv(x, k), lax_conv(x, k),
+    np.testing.assert_allclose(conv(x, k), lax_conv(x, k),
                                rtol=1e-5, atol=1e-4)
-    grad = lambda f: jax.grad(lambda x: jnp.sum(jnp.sin(f(x, k))))(x)
+    grad = lambda f: jax.jit(jax.grad(
+        lambda x, k: jnp.sum(jnp.sin(f(x, k)))))(x, k)
     np.testing.assert_allclose(grad(vgg.conv), grad(lax_conv),
                                rtol=1e-4, atol=1e-4)
