@@ -7,8 +7,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / 'tests')]
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # Random numbers by JAX's older threefry layout, here and in the runs the
-# tests start: on a CPU its programs compile 3-5x faster (0.4-0.6 s against
-# 1.4-3.3 s per new shape), and the tests draw many shapes. The values
+# tests start: its programs compile faster on a CPU (0.4-0.6 s against
+# 1.4-3.3 s per new shape on a 2.0 GHz AVX2 host; make test-fast 2:15
+# against 2:24 on an AVX-512 one), and the tests draw many shapes. The values
 # differ from the default's: no test holds one of those, and the margins
 # the random-weight tests of test_stylize, test_scaling and test_controls
 # quote as measured were measured with this layout.
