@@ -132,6 +132,9 @@ RECIPES = {
     'shallow-1': {'style_layer_weights': (1.0, 1.0, 1.0, 4.0, 0.025)},
     'shallow-2': {'style_layer_weights': (2.0, 2.0, 2.0, 4.0, 0.025)},
     'shallow-4': {'style_layer_weights': (4.0, 4.0, 4.0, 4.0, 0.025)},
+    # The painting read smaller / larger than the output (all layers):
+    'style-0.8': {'style_scale': 0.8},
+    'style-1.25': {'style_scale': 1.25},
     'mean5': {'style_layer_losses': ('gram', 'gram', 'gram', 'gram', 'mean'),
               'style_layer_weights': (1.0, 1.0, 1.0, 6.0, 1.0)},
 }
