@@ -197,14 +197,18 @@ def choose_chunk(configs, devices: int, *, memory_check: bool = True
                 f'that fit ({have})')
 
 
-def chunk_members(members: list[Member], chunk_size: int, devices: int
-                  ) -> tuple[list[list[Member]], int]:
+def chunk_members(members: list[Member], chunk_size: int, devices: int,
+                  kept=()) -> tuple[list[list[Member]], int]:
   """A group's chunks, in member order, and their size: ``chunk_size``
-  members (0 = all), rounded up to a multiple of ``devices`` (the last
-  chunk is padded to it)."""
+  members (0 = all), rounded up to a multiple of ``devices`` (a short
+  chunk is padded to it). Members whose index is in ``kept`` (finished by
+  a stopped run) are in no chunk; the size is still the whole group's, so
+  a resumed run makes the stopped run's chunks when its chunk size is the
+  same, and runs no finished member again when it is not."""
   size = min(chunk_size or len(members), len(members))
   size = whole_devices(size, devices)
-  return [members[k:k + size] for k in range(0, len(members), size)], size
+  todo = [m for m in members if m.index not in kept]
+  return [todo[k:k + size] for k in range(0, len(todo), size)], size
 
 
 def whole_devices(n: int, devices: int) -> int:
@@ -309,14 +313,12 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
   a chunk whose members all diverged ends early. ``chunks_after``: the
   chunks of later groups still to run (the time left counts them).
   """
-  chunks, size = chunk_members(members, chunk_size, mesh.devices.size)
+  kept = kept or {}
+  chunks, size = chunk_members(members, chunk_size, mesh.devices.size, kept)
   group = _group(members, loader, mesh, size, len(chunks), group_index,
                  callbacks or Callbacks(), should_stop, chunks_after)
-  kept, results = kept or {}, []
+  results = {m.index: kept[m.index] for m in members if m.index in kept}
   for index, chunk_list in enumerate(chunks):
-    if all(m.index in kept for m in chunk_list):
-      results += [kept[m.index] for m in chunk_list]
-      continue
     chunk = _start_chunk(group, index, chunk_list, resume)
     for scale, (shape, steps) in enumerate(group.program.plan):
       if chunk.done + steps >= chunk.first_step:  # else done before resume
@@ -327,8 +329,8 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
           break
       chunk.done += steps
       chunk.coarse = chunk.inputs
-    results += _finish_chunk(group, chunk)
-  return results
+    results.update((r.member.index, r) for r in _finish_chunk(group, chunk))
+  return [results[m.index] for m in members]
 
 
 def _group(members, loader, mesh, size, chunks, index, callbacks,
@@ -735,8 +737,7 @@ def run(groups: list[list[Member]], *, loader: Loader | None = None,
   loader = loader or Loader()
   mesh = sharding.member_mesh(devices)
   kept = kept or {}
-  to_run = [sum(not all(m.index in kept for m in chunk) for chunk in
-                chunk_members(group, chunk_size, mesh.devices.size)[0])
+  to_run = [len(chunk_members(group, chunk_size, mesh.devices.size, kept)[0])
             for group in groups]
   results = []
   for g, group in enumerate(groups):

@@ -283,14 +283,14 @@ def _run_members(config, folder, members, loader, *, resume, pending,
   if pending is not None and why:  # chosen: keep the stopped run's chunks
     chunk_size, why = pending.image.shape[0], (
         f'sweep: chunks of {pending.image.shape[0]}, as in the stopped run')
-  if is_sweep:  # the engine skips only chunks kept whole: so do the rows
+  if is_sweep and pending:  # the chunks of the members left to run
     devices_n = len(devices or jax.devices())
-    whole = [chunk for g in groups for chunk in engine.chunk_members(
-        g, chunk_size, devices_n)[0] if all(m.index in kept for m in chunk)]
-    kept = {m.index: kept[m.index] for chunk in whole for m in chunk}
-    chunks = [[m.index for m in chunk] for g in groups
-              for chunk in engine.chunk_members(g, chunk_size, devices_n)[0]]
-    if pending and pending.extra['members'].tolist() not in chunks:
+    made = set()  # (member indices, slots) of each chunk
+    for g in groups:
+      chunks, size = engine.chunk_members(g, chunk_size, devices_n, kept)
+      made |= {(tuple(m.index for m in c), size) for c in chunks}
+    if (tuple(pending.extra['members'].tolist()),
+        pending.image.shape[0]) not in made:
       print(f'note: {folder.checkpoint_path} holds a chunk this run does '
             'not make; it runs again from the start', flush=True)
       pending = None

@@ -385,6 +385,9 @@ def _check(config) -> None:
                        ('save_every', 0), ('checkpoint_every', 0)):
     if config[field] < least:
       raise UserError(f'{field}={config[field]}: accepted is >= {least}')
+  if not (isinstance(config.seed, int) and -2**63 <= config.seed < 2**63):
+    raise UserError(f'seed={config.seed!r}: accepted is a whole number from '
+                    f'{-2**63} to {2**63 - 1} (64 bits)')
   _check_controls(config)
   if config.compute_dtype not in COMPUTE_DTYPES:
     raise UserError(f'compute_dtype={config.compute_dtype!r}; accepted: '

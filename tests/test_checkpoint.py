@@ -301,6 +301,38 @@ def test_stopped_sweep_resumes_only_its_unfinished_members(tmp_path,
 
 
 @pytest.mark.slow
+def test_a_sweep_resumed_with_another_chunk_size_keeps_its_finished_members(
+    tmp_path, monkeypatch, capsys):
+  from helpers import tiny_sweep
+  from nst import runner
+  c = tiny_sweep(num_steps=2)
+  c.sweep.chunk_size = 1
+  out = tmp_path / 'out'
+  with pytest.raises(Stopped):  # member 0 finishes, 1 is checkpointed
+    runner.run(c, out, should_stop=helpers.stop_after(2))
+  before = {p.name: p.read_bytes() for p in (out / 'members').iterdir()
+            if p.name.startswith('0000')}
+  assert {'0000.png', '0000.result.json'} <= set(before)
+  capsys.readouterr()
+
+  c.sweep.chunk_size = 2  # resumed in chunks of two: [0, 1] is not whole
+  ran, result = [], runner.Writer.result
+  monkeypatch.setattr(runner.Writer, 'result', lambda self, r: (
+      ran.append(r.member.index), result(self, r))[1])
+  results = runner.run(c, out, resume=True)
+  printed = capsys.readouterr().out
+  assert ran == [1, 2, 3]  # as [1, 2] and [3]; 0 is not run again
+  assert '(1 finished before, kept)' in printed
+  # The checkpoint's chunk of one slot is not a chunk of this run.
+  assert 'holds a chunk this run does not make' in printed
+  assert [r.member.index for r in results] == [0, 1, 2, 3]
+  assert {p.name: p.read_bytes() for p in (out / 'members').iterdir()
+          if p.name.startswith('0000')} == before
+  assert len((out / 'results.csv').read_text().splitlines()) == 1 + 4
+  assert not (out / 'checkpoint.npz').exists()
+
+
+@pytest.mark.slow
 def test_sigterm_stops_a_sweep_and_resume_finishes_it(tmp_path):
   from helpers import tiny_sweep
   from nst import runner

@@ -277,6 +277,8 @@ def test_mean_cov_style_loss_is_optimised():
      r'number >= 0 and at most 3.4e\+38 \(float32\)'),
     ({'style_layer_weights': (1.0, 1.0, 1.0, 1.0, 1e39)},
      r'style_layer_weights .* at most 3.4e\+38'),
+    ({'seed': 10**20}, r'seed=100000000000000000000: accepted is a whole '
+     r'number from -9223372036854775808 to 9223372036854775807'),
 ])
 def test_bad_control_values_are_named(overrides, message):
   from nst.errors import UserError
