@@ -192,8 +192,9 @@ def _decode(spec, path, max_pixels, background) -> np.ndarray:
         raise UserError(
             f'refusing image {spec!r}: {im.width}x{im.height} = '
             f'{im.width * im.height} px is more than max_image_pixels='
-            f'{max_pixels} (a decompression bomb?); raise the limit if the '
-            'image is genuine')
+            f'{max_pixels} (a decompression bomb?); if the image is '
+            'genuine, raise the limit (the config field max_image_pixels; '
+            'the scripts\' --max-image-pixels)')
       key = _png_key(path, im) if im.format == 'PNG' else None
       im = ImageOps.exif_transpose(im)
       # Transparency is an alpha channel, or a colour key (a palette's,

@@ -172,6 +172,24 @@ def _activations(network, layers, h, w) -> dict:
           'block': max(blocks.values()), 'shapes': shapes}
 
 
+def forward_bytes(network: str, layers, h: int, w: int) -> int:
+  """Bytes of one float32 forward pass of an ``h`` x ``w`` image through
+  ``network`` up to the deepest of ``layers``, every conv output held at
+  once: an upper bound for the scripts that only measure."""
+  return 4 * _activations(network, layers, h, w)['total']
+
+
+def host_check(need: int, what: str, fix: str) -> None:
+  """A UserError when ``need`` bytes are more than the host has free
+  (``available``; nothing when that cannot be known): ``what`` needs
+  them, ``fix`` says how to need less."""
+  free = available().get('host')
+  if free is not None and need > free[0]:
+    raise UserError(f'{what} needs about {size_text(need)} of memory, more '
+                    f'than the {size_text(free[0])} available ({free[1]}); '
+                    f'{fix}')
+
+
 def _member(c, shapes: Shapes, layers, backend: str) -> dict:
   """One member's bytes: what it holds on a device (``state``: its image,
   their average and the optimiser's state; ``targets``), its step's

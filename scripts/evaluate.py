@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import sys
 from pathlib import Path
 
@@ -44,7 +45,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from nst import backend  # noqa: E402
-from nst import images, vgg, weights  # noqa: E402
+from nst import images, memory, vgg, weights  # noqa: E402
 from nst.errors import UserError  # noqa: E402
 
 CONTENT_LAYER = 'relu4_2'
@@ -109,18 +110,18 @@ class Evaluator:
   """The measure for one content and one style image at one size."""
 
   def __init__(self, content: str, style: str, size: int = 512,
-               params=None):
-    self.size = size
+               params=None, max_pixels: int = images.DEFAULT_MAX_PIXELS):
+    self.size, self.max_pixels = size, max_pixels
     self.model = vgg.VGG(network='vgg19', pooling='max')
     self.params = params if params is not None else weights.load('', 'vgg19')
     layers = (CONTENT_LAYER,) + STYLE_LAYERS
     self._features = jax.jit(
         lambda p, x: {k: v[0] for k, v in self.model.apply(
             p, x[None], layers).items()})
-    content_rgb = images.resize(images.read_rgb(content), size)
+    content_rgb = images.resize(self.read(content), size)
     self.shape = content_rgb.shape
     self.content = self.features(content_rgb)
-    style_feats = self.features(images.resize(images.read_rgb(style), size))
+    style_feats = self.features(images.resize(self.read(style), size))
     self.style = {l: gram_per_position(style_feats[l]) for l in STYLE_LAYERS}
     self.style_copy = inner(style_feats[COPY_LAYER])
     for name, f in (('content', self.content[COPY_LAYER]),
@@ -133,12 +134,15 @@ class Evaluator:
             f'shorter sides are >= {3 * COPY_STRIDE} px')
     self.photo = self._score(self.content, self.shape)
 
+  def read(self, spec: str) -> np.ndarray:
+    return images.read_rgb(spec, max_pixels=self.max_pixels)
+
   def features(self, rgb: np.ndarray):
     return self._features(self.params, jnp.asarray(images.preprocess(rgb)))
 
   def __call__(self, output: str | np.ndarray) -> dict[str, float]:
     """The errors of an output (a path or an RGB uint8 array)."""
-    rgb = images.read_rgb(output) if isinstance(output, str) else output
+    rgb = self.read(output) if isinstance(output, str) else output
     own_shape = rgb.shape
     rgb = images.resize(rgb, self.size)
     if rgb.shape != self.shape:
@@ -176,6 +180,32 @@ def table(rows: dict[str, dict[str, float]]) -> str:
   return '\n'.join(lines)
 
 
+def check_size(size: int) -> None:
+  """``--size``: large enough for the copy score's inner relu5_1 map, and
+  small enough for a forward pass to fit the memory available."""
+  if size < 3 * COPY_STRIDE:
+    raise UserError(
+        f'--size {size}: accepted is at least {3 * COPY_STRIDE} px (the '
+        f'copy score needs a {COPY_LAYER} map of 3 positions or more '
+        'across each image\'s shorter side)')
+  memory.host_check(
+      memory.forward_bytes('vgg19', (CONTENT_LAYER,) + STYLE_LAYERS, size,
+                           size),
+      f'measuring at --size {size}', 'choose a smaller --size (the measure '
+      'is defined at 512)')
+
+
+def csv_text(rows: dict[str, dict[str, float]]) -> str:
+  buf = io.StringIO()
+  writer = csv.writer(buf, lineterminator='\n')
+  writer.writerow(('output',) + COLUMNS)
+  for name, row in rows.items():
+    writer.writerow((name,) + tuple(
+        str(row[c]) if isinstance(row[c], int) else f'{row[c]:.6g}'
+        for c in COLUMNS))
+  return buf.getvalue()
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(
       description='Content and style errors of outputs (lower is better).')
@@ -189,24 +219,28 @@ def main(argv=None) -> int:
                       help="the config's weights values: '' (pretrained "
                       "VGG-19, the measure's), a .npz params file, or "
                       "'random' (tests)")
+  parser.add_argument('--max-image-pixels', type=int,
+                      default=images.DEFAULT_MAX_PIXELS,
+                      help='larger input files are refused before decoding')
   args = parser.parse_args(argv)
   try:
-    if args.size < vgg.min_size((CONTENT_LAYER,) + STYLE_LAYERS):
-      raise UserError(f'--size {args.size} is too small for relu5_1; '
-                      f'accepted: >= {vgg.min_size(STYLE_LAYERS)}')
+    check_size(args.size)
+    if args.csv:
+      inputs = [args.content, args.style, *args.outputs]
+      same = [i for i in inputs if not images.is_builtin(i) and
+              Path(i).expanduser().resolve() ==
+              Path(args.csv).expanduser().resolve()]
+      if same:
+        raise UserError(f'--csv {args.csv!r} is one of the images it would '
+                        'score; name another file')
     evaluator = Evaluator(args.content, args.style, args.size,
-                          weights.load(args.weights, 'vgg19'))
+                          weights.load(args.weights, 'vgg19'),
+                          max_pixels=args.max_image_pixels)
     rows = {out: evaluator(out) for out in args.outputs}
     rows[PHOTO] = evaluator.photo
     print(table(rows))
     if args.csv:
-      with open(args.csv, 'w', newline='') as f:
-        writer = csv.writer(f)
-        writer.writerow(('output',) + COLUMNS)
-        for name, row in rows.items():
-          writer.writerow((name,) + tuple(
-              str(row[c]) if isinstance(row[c], int) else f'{row[c]:.6g}'
-              for c in COLUMNS))
+      images.write_atomic(args.csv, csv_text(rows).encode())
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

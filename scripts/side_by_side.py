@@ -9,27 +9,36 @@ from __future__ import annotations
 import argparse
 import io
 import sys
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from nst import backend
-from nst import images
+from nst import images, memory
 from nst.errors import UserError
 
+# Bytes per pixel of the row while it is made: the canvas and its PNG
+# encoding, and each tile, resized, before it is pasted.
+BYTES_PER_PX = 3 * 4
 
-def side_by_side(sources, height: int, gap: int = 8) -> np.ndarray:
-  tiles = []
-  for src in sources:
-    rgb = images.read_rgb(src)
-    h, w = rgb.shape[:2]
-    tiles.append(images.resize_to(rgb, height, max(1, round(w * height / h))))
-  width = sum(t.shape[1] for t in tiles) + gap * (len(tiles) - 1)
+
+def side_by_side(sources, height: int, gap: int = 8,
+                 max_pixels: int = images.DEFAULT_MAX_PIXELS) -> np.ndarray:
+  if height < 1:
+    raise UserError(f'--height {height}: accepted is a whole number of '
+                    'pixels >= 1')
+  rgbs = [images.read_rgb(src, max_pixels=max_pixels) for src in sources]
+  widths = [max(1, round(rgb.shape[1] * height / rgb.shape[0]))
+            for rgb in rgbs]
+  width = sum(widths) + gap * (len(rgbs) - 1)
+  memory.host_check(BYTES_PER_PX * height * width,
+                    f'a row {width}x{height} px', 'choose a smaller --height')
   canvas = np.full((height, width, 3), 255, np.uint8)
   x = 0
-  for t in tiles:
-    canvas[:, x:x + t.shape[1]] = t
-    x += t.shape[1] + gap
+  for rgb, w in zip(rgbs, widths):
+    canvas[:, x:x + w] = images.resize_to(rgb, height, w)
+    x += w + gap
   return canvas
 
 
@@ -38,15 +47,24 @@ def main(argv=None) -> int:
   parser.add_argument('out')
   parser.add_argument('sources', nargs='+')
   parser.add_argument('--height', type=int, default=256)
+  parser.add_argument('--max-image-pixels', type=int,
+                      default=images.DEFAULT_MAX_PIXELS,
+                      help='larger input files are refused before decoding')
   args = parser.parse_args(argv)
   try:
-    canvas = side_by_side(args.sources, args.height)
+    out = Path(args.out).expanduser().resolve()
+    if any(not images.is_builtin(s) and Path(s).expanduser().resolve() == out
+           for s in args.sources):
+      raise UserError(f'{args.out!r} is one of the images to lay out; name '
+                      'another output file')
+    canvas = side_by_side(args.sources, args.height,
+                          max_pixels=args.max_image_pixels)
+    buf = io.BytesIO()
+    Image.fromarray(canvas).save(buf, format='PNG')
+    images.write_atomic(args.out, buf.getvalue())
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  buf = io.BytesIO()
-  Image.fromarray(canvas).save(buf, format='PNG')
-  images.write_atomic(args.out, buf.getvalue())
   return 0
 
 

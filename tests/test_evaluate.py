@@ -109,7 +109,7 @@ def test_cli_bad_path_is_one_line(tmp_path):
   painting = _png(tmp_path / 'painting.png', images.swirls(48))
   result = subprocess.run(
       [sys.executable, str(SCRIPT), '--content', str(tmp_path / 'nope.png'),
-       '--style', painting, '--size', '32', '--weights', 'random',
+       '--style', painting, '--size', '48', '--weights', 'random',
        painting], capture_output=True, text=True, timeout=300)
   assert result.returncode == 2
   assert result.stderr.strip().count('\n') == 0
@@ -125,4 +125,27 @@ def test_cli_size_too_small_for_the_copy_score_is_one_line(tmp_path):
       capture_output=True, text=True, timeout=300)
   assert result.returncode == 2
   assert result.stderr.strip().count('\n') == 0
-  assert '--size 32' in result.stderr and '>= 48 px' in result.stderr
+  assert '--size 32: accepted is at least 48 px' in result.stderr
+
+
+def test_a_size_whose_forward_pass_cannot_fit_is_refused(capsys):
+  from nst import memory
+  if 'host' not in memory.available():
+    pytest.skip('this host does not say how much memory is free')
+  # 10^5 px square: every VGG-19 conv output to relu5_1 is about 12 TiB.
+  assert evaluate.main(['--content', 'nst:swirls', '--style', 'nst:swirls',
+                        '--size', '100000', 'nst:swirls']) == 2
+  err = capsys.readouterr().err
+  assert err.startswith('error: measuring at --size 100000 needs about ')
+  assert 'TiB of memory' in err and 'choose a smaller --size' in err
+
+
+def test_csv_naming_a_scored_image_is_refused_and_the_image_kept(tmp_path,
+                                                                 capsys):
+  painting = _png(tmp_path / 'painting.png', images.swirls(48))
+  before = Path(painting).read_bytes()
+  assert evaluate.main(['--content', painting, '--style', 'nst:swirls',
+                        '--size', '48', '--weights', 'random',
+                        '--csv', painting, painting]) == 2
+  assert "is one of the images it would score" in capsys.readouterr().err
+  assert Path(painting).read_bytes() == before
