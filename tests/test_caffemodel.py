@@ -174,3 +174,17 @@ def test_bad_caffemodels_are_user_errors(tmp_path):
   bad.write_bytes(_bytes(100, _bytes(1, b'conv1_1') + _bytes(7, blob)))
   with pytest.raises(UserError, match=r'shape \(2, 3\) holds 5 values'):
     caffemodel.read(bad)
+
+
+def test_a_vgg19_caffemodel_read_as_a_vgg16_is_refused(tmp_path):
+  # Every layer a VGG-16 needs is there, but conv3_4, conv4_4 and conv5_4
+  # would be dropped: a different network, not a smaller file.
+  body = b''.join(_layer(name, [_blob(p['kernel']), _blob(p['bias'])])
+                  for name, p in _caffe_weights('vgg19').items())
+  path = tmp_path / 'vgg19.caffemodel'
+  path.write_bytes(body)
+  with pytest.raises(UserError, match=r'holds conv3_4, conv4_4, conv5_4, '
+                     r'which a vgg16 lacks; is it a vgg19\?'):
+    convert.from_caffemodel(path, 'vgg16')
+  assert set(convert.from_caffemodel(path, 'vgg19')['params']) == set(
+      vgg.conv_names('vgg19'))

@@ -7,6 +7,7 @@ import pytest
 
 import torchfiles
 from nst import convert, images, vgg, weights
+from nst.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,3 +121,11 @@ def test_convert_script_keras_h5(tmp_path, layout):
   for name in ('conv1_1', 'conv5_4'):
     np.testing.assert_array_equal(params['params'][name]['kernel'],
                                   expected[name])
+  # Read as a VGG-16 it would lose conv3_4, conv4_4 and conv5_4: refused.
+  assert _convert_script().main([str(tmp_path / 'vgg19.h5'),
+                                 str(tmp_path / 'k16.npz'), '--network',
+                                 'vgg16']) == 2
+  assert not (tmp_path / 'k16.npz').exists()
+  (tmp_path / 'bad.h5').write_bytes(b'not hdf5')
+  with pytest.raises(UserError, match='bad.h5: not a readable Keras .h5'):
+    convert.from_keras_h5(tmp_path / 'bad.h5', 'vgg19')
