@@ -277,10 +277,16 @@ def initialize_distributed(mode: str = 'auto') -> bool:
     return False
   env = os.environ
   kwargs = {}
-  if env.get('JAX_NUM_PROCESSES'):
-    kwargs['num_processes'] = int(env['JAX_NUM_PROCESSES'])
-  if env.get('JAX_PROCESS_ID'):
-    kwargs['process_id'] = int(env['JAX_PROCESS_ID'])
+  for var, key, least in (('JAX_NUM_PROCESSES', 'num_processes', 1),
+                          ('JAX_PROCESS_ID', 'process_id', 0)):
+    if env.get(var):
+      try:
+        kwargs[key] = int(env[var])
+      except ValueError:
+        kwargs[key] = least - 1
+      if kwargs[key] < least:
+        raise UserError(f'{var}={env[var]!r}: accepted is a whole number '
+                        f'>= {least}')
   where = env.get('JAX_COORDINATOR_ADDRESS', '')
   # Joining waits (minutes, by JAX's timeout) for every process to start:
   # say so, or a process that never comes looks like a hang.

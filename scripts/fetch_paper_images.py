@@ -196,6 +196,12 @@ def main(argv=None, sources=SOURCES) -> int:
             f'{", ".join(sorted(known))}', file=sys.stderr)
       return 2
     chosen = [s for s in sources if s.file in args.only]
+  try:
+    args.dest.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    print(f'error: cannot make --dest {str(args.dest)!r} a folder: '
+          f'{e.strerror or e}', file=sys.stderr)
+    return 2
   failed = []
   for source in chosen:
     try:
@@ -205,6 +211,10 @@ def main(argv=None, sources=SOURCES) -> int:
       print(f'{status:10} {args.dest / source.file}  ({pin})')
     except FetchError as e:
       print(f'error: {e}', file=sys.stderr)
+      failed.append(source.file)
+    except OSError as e:  # a read-only or full --dest
+      print(f'error: cannot write {e.filename or args.dest}: '
+            f'{e.strerror or e}', file=sys.stderr)
       failed.append(source.file)
   if failed:
     print(f'{len(failed)} of {len(chosen)} failed: {", ".join(failed)}',

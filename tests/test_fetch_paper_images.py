@@ -166,3 +166,14 @@ def test_the_real_list_names_what_the_figures_read(fetcher):
   for s in fetcher.SOURCES:
     assert s.url.startswith('https://upload.wikimedia.org/')
     assert len(s.sha256) in (0, 64) and len(s.md5) in (0, 32)
+
+
+def test_a_dest_that_cannot_be_a_folder_is_one_line(fetcher, tmp_path,
+                                                    capsys):
+  a_file = tmp_path / 'data'
+  a_file.write_text('not a folder')
+  sources = (fetcher.Source('u.jpg', 'http://127.0.0.1:9/u.jpg', 't'),)
+  assert fetcher.main(['--dest', str(a_file)], sources=sources) == 2
+  err = capsys.readouterr().err
+  assert err.startswith(f"error: cannot make --dest '{a_file}' a folder: ")
+  assert err.count('\n') == 1 and a_file.read_text() == 'not a folder'

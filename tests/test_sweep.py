@@ -655,3 +655,16 @@ def test_joining_a_job_says_it_waits_for_every_process(monkeypatch, capsys):
   assert capsys.readouterr().out == (
       'joining a job of 4 processes as process 2 (coordinator '
       '10.0.0.1:1234); waiting until every one has started\n')
+
+
+@pytest.mark.parametrize('var, value, least', [
+    ('JAX_NUM_PROCESSES', 'two', 1), ('JAX_NUM_PROCESSES', '0', 1),
+    ('JAX_PROCESS_ID', '-1', 0)])
+def test_a_bad_process_count_or_id_is_named(monkeypatch, var, value, least):
+  monkeypatch.setenv('JAX_COORDINATOR_ADDRESS', '10.0.0.1:1234')
+  monkeypatch.setenv('JAX_NUM_PROCESSES', '2')
+  monkeypatch.setenv('JAX_PROCESS_ID', '0')
+  monkeypatch.setenv(var, value)
+  with pytest.raises(UserError, match=f"{var}='{value}': accepted is a "
+                     f'whole number >= {least}'):
+    sweep.initialize_distributed('auto')
