@@ -104,6 +104,10 @@ def load_params(path: str | os.PathLike, network: str = 'vgg19') -> Params:
   """Loads an ``.npz`` params file and checks it against ``network``."""
   path = files.check_regular(path, 'weights file')
   try:
+    if not zipfile.is_zipfile(path):  # np.load would guess a pickle
+      raise UserError(f'weights file {path} is not an .npz params file (a '
+                      'zip of arrays); scripts/convert_weights.py makes one '
+                      'from other formats')
     with np.load(path, allow_pickle=False) as data:
       flat = {k: data[k] for k in data.files}
   except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:

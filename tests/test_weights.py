@@ -81,6 +81,17 @@ def test_params_file_is_not_unpickled(tmp_path):
     weights.load_params(tmp_path / 'obj.npz', 'vgg19')
 
 
+def test_a_params_file_that_is_no_zip_is_named_as_such(tmp_path):
+  # np.load takes a file that is neither .npy nor .npz for a pickle and
+  # would say so; a text file or an .npy is no params file, and no pickle.
+  (tmp_path / 'w.npz').write_text('hello')
+  np.save(tmp_path / 'a.npy', np.zeros(3))
+  for name in ('w.npz', 'a.npy'):
+    with pytest.raises(UserError, match=f'{name} is not an .npz params '
+                       r'file \(a zip of arrays\)'):
+      weights.load_params(tmp_path / name, 'vgg19')
+
+
 def test_load_names_accepted_forms():
   with pytest.raises(UserError, match=r"weights 'x\.pkl': accepted are"):
     weights.load('x.pkl')
