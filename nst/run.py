@@ -196,7 +196,16 @@ def config_error(e: Exception, argv, path: str) -> str | None:
   # ml_collections nests the KeyError's repr: "'\\'field\\'\\nDid you..."
   message = str(e.args[0] if e.args else e).strip('"\'')
   message = message.replace('\\n', ' ').replace("\\'", "'")
+  message = message.replace("' Did you mean", "'; did you mean")
   hint = ''
+  for arg in argv[1:]:
+    axis = arg.split('=', 1)[0].removeprefix('--config.sweep.axes.')
+    if not arg.startswith('--config.sweep.axes.') or axis not in message:
+      continue
+    if '.' not in axis and message.strip("'") == axis:
+      return (f'--config.sweep.axes.{axis}: the sweep of {path!r} has no '
+              f'axis {axis}; only the axes the file sets can be overridden '
+              f'(add c.sweep.axes.{axis} = (...) to it to sweep {axis})')
   for arg in argv[1:]:
     # Only fields the config file sets can be overridden; nst.sweep gives
     # the sweep section's others their defaults later.

@@ -82,7 +82,7 @@ def test_misspelt_field_without_config_is_one_clear_error(tmp_path):
       capture_output=True, text=True, timeout=300)
   assert result.returncode == 2
   assert result.stderr.splitlines() == [
-      "error: unknown or invalid config field: 'style_wieght' Did you mean "
+      "error: unknown or invalid config field: 'style_wieght'; did you mean "
       '"style_weight" instead of "style_wieght"?']
   assert not (tmp_path / 'o').exists()
 

@@ -668,3 +668,21 @@ def test_a_bad_process_count_or_id_is_named(monkeypatch, var, value, least):
   with pytest.raises(UserError, match=f"{var}='{value}': accepted is a "
                      f'whole number >= {least}'):
     sweep.initialize_distributed('auto')
+
+
+def test_overriding_an_axis_the_file_does_not_sweep_names_the_axis(tmp_path):
+  # configs/sweeps/strength.py sweeps style_weight only; image_size is a
+  # field, but not one of its axes.
+  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cpu')
+  result = subprocess.run(
+      [sys.executable, '-m', 'nst.run', '--config',
+       'configs/sweeps/strength.py', "--config.sweep.axes.image_size=(0,32)",
+       f'--workdir={tmp_path / "o"}'],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines() == [
+      "error: --config.sweep.axes.image_size: the sweep of "
+      "'configs/sweeps/strength.py' has no axis image_size; only the axes "
+      'the file sets can be overridden (add c.sweep.axes.image_size = '
+      '(...) to it to sweep image_size)']
+  assert not (tmp_path / 'o').exists()
