@@ -21,7 +21,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from nst import (backend, checkpoint, engine, files, images, memory, page,
-                 report, sharding, spec, sweep, targets, workdir)
+                 report, sharding, signals, spec, sweep, targets, workdir)
 from nst.errors import Stopped, UserError, cannot_write
 
 
@@ -37,6 +37,15 @@ class Writer(engine.Callbacks):
     self._metrics = self._open_metrics() if folder.lead else None
     self.page = report_page if folder.lead else None
     self.ended = False
+    self._page_error = ''
+    if self.page is not None:
+      signals.LAST_WORDS.append(self._interrupted)
+
+  def _interrupted(self) -> None:
+    """The page's last word when a second SIGINT ends the process."""
+    self.end('stopped', 'interrupted at once by a second SIGINT, with no '
+             'checkpoint of this point (an earlier checkpoint.npz, if any, '
+             'continues the run with --resume)')
 
   def _open_metrics(self):
     path = self.workdir.path / 'metrics.jsonl'
@@ -69,8 +78,12 @@ class Writer(engine.Callbacks):
       return
     try:
       action(self.page)
-    except (OSError, UserError):  # cannot_write's: the disk is reported
-      pass                        # by the run's own files
+    except (OSError, UserError) as e:  # cannot_write's: a full disk
+      if str(e) != self._page_error:   # once, not at every step
+        self._page_error = str(e)
+        print(f'note: {page.NAME} was not written ({e}); it shows an '
+              'earlier state until a later write succeeds; the run goes '
+              'on', flush=True)
     except Exception as e:  # pylint: disable=broad-except
       self.page = None      # a bug of the page's: the run goes on
       print(f'note: {page.NAME} is no longer written ({type(e).__name__}: '
@@ -143,6 +156,8 @@ class Writer(engine.Callbacks):
                           json.dumps(record).encode())
 
   def close(self) -> None:
+    if self._interrupted in signals.LAST_WORDS:
+      signals.LAST_WORDS.remove(self._interrupted)
     if self._metrics:
       self._metrics, metrics = None, self._metrics
       try:

@@ -10,6 +10,10 @@ import threading
 
 STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
+# What ``interrupted`` calls before the process ends, each once, its errors
+# ignored: the last word of what a run shows (its report page).
+LAST_WORDS: list = []
+
 
 def say(text: str) -> None:
   """A line on stderr from a signal handler: an unbuffered write, since
@@ -27,8 +31,14 @@ def interrupted(signum=None, frame=None) -> None:
   runs between any two bytecodes, also inside JAX's callbacks, where an
   exception is printed as a traceback and swallowed; and it skips tearing
   the interpreter down under computations still running on XLA's threads.
-  Every file is written atomically, so nothing is left half-written."""
+  Every file is written atomically, so nothing is left half-written;
+  ``LAST_WORDS`` are said first."""
   say('interrupted')
+  for word in list(LAST_WORDS):
+    try:
+      word()
+    except BaseException:  # pylint: disable=broad-except
+      pass
   os._exit(130)
 
 

@@ -404,3 +404,8 @@ def test_a_second_sigint_exits_at_once_and_cleanly(tmp_path):
   assert proc.returncode == 130, err
   assert 'Traceback' not in err and 'Fatal Python error' not in err
   assert 'interrupted' in err or 'stopped after step' in err
+  # Either way the page no longer says it runs.
+  shown = (tmp_path / 'o' / 'report.html').read_text()
+  assert '<p class="state stopped"><b>Stopped</b>' in shown
+  if 'stopped after step' not in err:
+    assert 'interrupted at once by a second SIGINT' in shown

@@ -436,3 +436,20 @@ def test_a_stopped_sweep_resumes_with_smaller_chunks(tmp_path):
     if name.endswith('.png'):
       assert (out / 'members' / name).read_bytes() == (
           whole / 'members' / name).read_bytes(), name
+
+
+def test_a_page_that_cannot_be_written_is_said_once_and_the_run_goes_on(
+    tmp_path, capsys):
+  class FullPage:
+    def write(self):
+      raise DiskFull(f"cannot write '{tmp_path}/report.html': No space "
+                     'left on device')
+  writer = runner.Writer(workdir.Workdir(tmp_path, sweep=False), '{}', [],
+                         quiet=True, report_page=FullPage())
+  for step in range(3):
+    writer.progress(f'step {step}')
+  writer.close()
+  assert capsys.readouterr().out.splitlines() == [
+      f"note: report.html was not written (cannot write '{tmp_path}/"
+      "report.html': No space left on device); it shows an earlier state "
+      'until a later write succeeds; the run goes on']
