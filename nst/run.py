@@ -271,6 +271,9 @@ def main(argv):
     # Joining a multi-process job installs JAX's own SIGTERM handler (its
     # preemption notifier), which would take the signal from ours:
     # join first.
+    if 'sweep' not in config and DISTRIBUTED.value == 'on':
+      raise UserError('--distributed=on is for sweeps (a config with a sweep '
+                      'section); a single run is one process')
     joined = 'sweep' in config and sweep.initialize_distributed(
         DISTRIBUTED.value)
     backend.compile_cache(check_backend())

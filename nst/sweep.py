@@ -302,5 +302,6 @@ def initialize_distributed(mode: str = 'auto') -> bool:
         f'--distributed={mode}: could not join a multi-process job ({first}); '
         'run under Slurm, Open MPI or a Cloud TPU pod, or set '
         'JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID, or '
-        'drop --distributed=on for one process') from None
+        + ('drop --distributed=on' if mode == 'on' else
+           'pass --distributed=off') + ' for one process') from None
   return True

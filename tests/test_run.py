@@ -439,13 +439,16 @@ def test_a_closed_stdout_and_a_tilde_workdir_keep_the_run(tmp_path):
 @pytest.mark.slow
 def test_a_platform_or_cluster_that_is_not_there_is_one_line(tmp_path):
   env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cuda')
-  for extra, env_, says in (
-      ([], env, "JAX_PLATFORMS='cuda': no JAX backend could start"),
-      (['--distributed=on'], None,
-       '--distributed=on: could not join a multi-process job')):
+  strength = str(ROOT / 'configs' / 'sweeps' / 'strength.py')
+  for config, extra, env_, says in (
+      (strength, [], env, "JAX_PLATFORMS='cuda': no JAX backend could start"),
+      (strength, ['--distributed=on'], None,
+       '--distributed=on: could not join a multi-process job'),
+      (str(ROOT / 'configs' / 'default.py'), ['--distributed=on'], None,
+       '--distributed=on is for sweeps (a config with a sweep section); a '
+       'single run is one process')):
     result = subprocess.run(
-        [sys.executable, '-m', 'nst.run', '--config',
-         str(ROOT / 'configs' / 'sweeps' / 'strength.py'), *TINY, *extra,
+        [sys.executable, '-m', 'nst.run', '--config', config, *TINY, *extra,
          f'--workdir={tmp_path / "out"}'],
         cwd=ROOT, env=env_ or dict(os.environ, PYTHONPATH=str(ROOT),
                                    JAX_PLATFORMS='cpu'),
