@@ -182,7 +182,7 @@ def choose_chunk(configs, devices: int, *, memory_check: bool = True
         'slowest member at every step, which on a CPU costs more than '
         'batching gains')
   if not memory_check:
-    return every, f'sweep: all {n} members in one batch (no memory check)'
+    return every, f'sweep: {everyone(n)} (no memory check)'
   size, est, free = memory.largest_chunk(configs, devices=devices)
   if size is None:  # memory.check says what would fit
     return devices, f'sweep: chunks of {devices}: not even these fit'
@@ -192,9 +192,15 @@ def choose_chunk(configs, devices: int, *, memory_check: bool = True
           f'{memory.size_text(free[where][0])} available'
           if where in free else 'no memory limit known')
   if size >= every:
-    return every, f'sweep: all {n} members in one batch ({have})'
+    return every, f'sweep: {everyone(n)} ({have})'
   return size, (f'sweep: chunks of {size} of the {n} members, the most '
                 f'that fit ({have})')
+
+
+def everyone(n: int) -> str:
+  """How ``choose_chunk`` says that a sweep's ``n`` members run as one
+  batch."""
+  return 'its one member' if n == 1 else f'all {n} members in one batch'
 
 
 def chunk_members(members: list[Member], chunk_size: int, devices: int,

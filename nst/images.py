@@ -172,7 +172,14 @@ def read_rgb(spec: str, *, max_pixels: int = DEFAULT_MAX_PIXELS,
   if '://' in spec:
     raise UserError(f'image {spec!r} is a URL; images are read from files: '
                     'download it and give its path')
-  path = files.check_regular(Path(spec).expanduser(), 'image')
+  try:
+    path = files.check_regular(Path(spec).expanduser(), 'image')
+  except UserError as e:
+    if not str(e).endswith('does not exist'):
+      raise
+    raise UserError(f'{e}; accepted: the path of an image file, '
+                    "'skimage:NAME' (a bundled photo) or 'nst:swirls'"
+                    ) from None
   with _PIL_LIMIT:
     rgb = _decode(spec, path, max_pixels, background)
   if min(rgb.shape[:2]) < 2:

@@ -177,6 +177,10 @@ def config_error(e: Exception, argv, path: str) -> str | None:
   """The one line for an exception from parsing the flags and loading the
   config file ``path`` (the only place that reads ml_collections' error
   texts); None for one that is not the user's (a bug)."""
+  if path.endswith('.json'):
+    return (f'config file {path!r} is JSON; a config is a .py file with a '
+            "get_config() (a run's config.json records its values: start "
+            'from configs/default.py and set those)')
   if own := _own_error(e, path):
     return f'config file {path!r}, {own}'
   if isinstance(e, AttributeError) and e.name == 'get_config':

@@ -140,6 +140,10 @@ def _config_files(tmp):
     cases.append((tmp / name, "config file '{}', " + problem))
   (tmp / 'none.py').write_text('c = 1\n')
   cases.append((tmp / 'none.py', "config file '{}' defines no get_config()"))
+  (tmp / 'config.json').write_text('{"num_steps": 3, "remat": false}\n')
+  cases.append((tmp / 'config.json', "config file '{}' is JSON; a config is "
+                "a .py file with a get_config() (a run's config.json records "
+                'its values: start from configs/default.py and set those)'))
   (tmp / 'int.py').write_text('def get_config():\n  return 3\n')
   cases.append((tmp / 'int.py', "config file '{}': get_config() returned "
                 'int; accepted is an ml_collections.ConfigDict'))
