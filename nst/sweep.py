@@ -161,8 +161,11 @@ def _member_config(base, values: dict[str, Any]):
     try:
       cfg[name] = value
     except (TypeError, ValueError) as e:
-      raise UserError(f'sweep axis {name}={value!r} does not fit the field: '
-                      f'{e}') from None
+      want = type(base[name]).__name__ if name in base else None
+      raise UserError(
+          f'sweep axis {name}={value!r} does not fit the field' + (
+              f': accepted is a {want} (as {name}={base[name]!r} of the '
+              'config)' if want else f': {e}')) from None
   # A swept layer list takes each layer's per-layer values from the base
   # config (a layer the base does not name: an error for weights, no trim,
   # the base's style_loss).
