@@ -95,11 +95,13 @@ def _refuse_other_network(path, found, network: str) -> None:
   names = vgg.conv_names(network)
   last = max(int(n[4]) for n in names)
   extra = sorted(n for n in found if n not in names and int(n[4]) <= last)
-  if extra:
-    others = [k for k in vgg.NETWORKS if k != network and
-              set(vgg.conv_names(k)) >= set(names) | set(extra)]
+  if extra:  # the smallest network that has every conv layer found
+    others = sorted((len(vgg.conv_names(k)), k) for k in vgg.NETWORKS
+                    if k != network and set(vgg.conv_names(k)) >= {
+                        n for n in found if int(n[4]) <= last})
     raise UserError(f'{path} holds {", ".join(extra)}, which a {network} '
-                    'lacks' + (f'; is it a {others[0]}?' if others else ''))
+                    'lacks' + (f'; is it a {others[0][1]}?' if others else
+                               ''))
 
 
 def from_keras_h5(path: str | os.PathLike, network: str) -> Params:

@@ -307,9 +307,10 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
               kept: dict[int, Result] | None = None,
               chunks_after: int = 0) -> list[Result]:
   """Optimises every member of one group (one ``Program``); returns their
-  results. A chunk whose members all have a result in ``kept`` (finished
-  by an earlier, stopped run) is not run again: its kept results are
-  returned.
+  results, in member order. A member with a result in ``kept`` (finished
+  by an earlier, stopped run) is not run again: its kept result is
+  returned, and the chunks are cut from the other members
+  (``chunk_members``), numbered on from the kept ones'.
 
   ``should_stop()`` is asked after every step: yes (from any process: all
   stop after that step) checkpoints the chunk, saves each member's output
@@ -321,10 +322,12 @@ def run_group(members: list[Member], *, loader: Loader, mesh: Mesh,
   """
   kept = kept or {}
   chunks, size = chunk_members(members, chunk_size, mesh.devices.size, kept)
-  group = _group(members, loader, mesh, size, len(chunks), group_index,
-                 callbacks or Callbacks(), should_stop, chunks_after)
   results = {m.index: kept[m.index] for m in members if m.index in kept}
-  for index, chunk_list in enumerate(chunks):
+  first = 1 + max((r.chunk for r in results.values()), default=-1)
+  group = _group(members, loader, mesh, size, first + len(chunks),
+                 group_index, callbacks or Callbacks(), should_stop,
+                 chunks_after)
+  for index, chunk_list in enumerate(chunks, start=first):
     chunk = _start_chunk(group, index, chunk_list, resume)
     for scale, (shape, steps) in enumerate(group.program.plan):
       if chunk.done + steps >= chunk.first_step:  # else done before resume

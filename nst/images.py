@@ -172,14 +172,12 @@ def read_rgb(spec: str, *, max_pixels: int = DEFAULT_MAX_PIXELS,
   if '://' in spec:
     raise UserError(f'image {spec!r} is a URL; images are read from files: '
                     'download it and give its path')
-  try:
-    path = files.check_regular(Path(spec).expanduser(), 'image')
-  except UserError as e:
-    if not str(e).endswith('does not exist'):
-      raise
-    raise UserError(f'{e}; accepted: the path of an image file, '
-                    "'skimage:NAME' (a bundled photo) or 'nst:swirls'"
-                    ) from None
+  path = Path(spec).expanduser()
+  if not os.path.lexists(path):
+    raise UserError(f'image {spec!r} does not exist; accepted: the path of '
+                    "an image file, 'skimage:NAME' (a bundled photo) or "
+                    + ', '.join(f"'nst:{g}'" for g in GENERATED))
+  path = files.check_regular(path, 'image')
   with _PIL_LIMIT:
     rgb = _decode(spec, path, max_pixels, background)
   if min(rgb.shape[:2]) < 2:
@@ -201,7 +199,7 @@ def _decode(spec, path, max_pixels, background) -> np.ndarray:
             f'{im.width * im.height} px is more than max_image_pixels='
             f'{max_pixels} (a decompression bomb?); if the image is '
             'genuine, raise the limit (the config field max_image_pixels; '
-            'the scripts\' --max-image-pixels)')
+            '--max-image-pixels of evaluate.py and side_by_side.py)')
       key = _png_key(path, im) if im.format == 'PNG' else None
       im = ImageOps.exif_transpose(im)
       # Transparency is an alpha channel, or a colour key (a palette's,

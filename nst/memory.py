@@ -179,11 +179,13 @@ def forward_bytes(network: str, layers, h: int, w: int) -> int:
   return 4 * _activations(network, layers, h, w)['total']
 
 
-def host_check(need: int, what: str, fix: str) -> None:
-  """A UserError when ``need`` bytes are more than the host has free
-  (``available``; nothing when that cannot be known): ``what`` needs
-  them, ``fix`` says how to need less."""
-  free = available().get('host')
+def check_free(need: int, what: str, fix: str) -> None:
+  """A UserError when ``need`` bytes are more than is free where JAX
+  computes (``available``: the device's, else the host's; nothing when
+  that cannot be known): ``what`` needs them, ``fix`` says how to need
+  less."""
+  free = available()
+  free = free.get('device', free.get('host'))
   if free is not None and need > free[0]:
     raise UserError(f'{what} needs about {size_text(need)} of memory, more '
                     f'than the {size_text(free[0])} available ({free[1]}); '

@@ -202,14 +202,16 @@ def config_error(e: Exception, argv, path: str) -> str | None:
   message = message.replace('\\n', ' ').replace("\\'", "'")
   message = message.replace("' Did you mean", "'; did you mean")
   hint = ''
-  for arg in argv[1:]:
+  for arg in argv[1:]:  # an axis the file does not sweep
     axis = arg.split('=', 1)[0].removeprefix('--config.sweep.axes.')
-    if not arg.startswith('--config.sweep.axes.') or axis not in message:
+    if (not arg.startswith('--config.sweep.axes.')
+        or message.split(';')[0].strip("'") != axis):
       continue
-    if '.' not in axis and message.strip("'") == axis:
-      return (f'--config.sweep.axes.{axis}: the sweep of {path!r} has no '
-              f'axis {axis}; only the axes the file sets can be overridden '
-              f'(add c.sweep.axes.{axis} = (...) to it to sweep {axis})')
+    field = axis in fields.load() or axis == sweep.RATIO
+    return (f'--config.sweep.axes.{axis}: the sweep of {path!r} has no '
+            f'axis {axis}; only the axes the file sets can be overridden' + (
+                f' (add c.sweep.axes.{axis} = (...) to it to sweep {axis})'
+                if field else f', and {axis} is no config field'))
   for arg in argv[1:]:
     # Only fields the config file sets can be overridden; nst.sweep gives
     # the sweep section's others their defaults later.

@@ -21,7 +21,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from nst import (backend, checkpoint, engine, files, images, memory, page,
-                 report, sharding, signals, spec, sweep, targets, workdir)
+                 report, sharding, spec, sweep, targets, workdir)
 from nst.errors import Stopped, UserError, cannot_write
 
 
@@ -38,14 +38,6 @@ class Writer(engine.Callbacks):
     self.page = report_page if folder.lead else None
     self.ended = False
     self._page_error = ''
-    if self.page is not None:
-      signals.LAST_WORDS.append(self._interrupted)
-
-  def _interrupted(self) -> None:
-    """The page's last word when a second SIGINT ends the process."""
-    self.end('stopped', 'interrupted at once by a second SIGINT, with no '
-             'checkpoint of this point (an earlier checkpoint.npz, if any, '
-             'continues the run with --resume)')
 
   def _open_metrics(self):
     path = self.workdir.path / 'metrics.jsonl'
@@ -156,8 +148,6 @@ class Writer(engine.Callbacks):
                           json.dumps(record).encode())
 
   def close(self) -> None:
-    if self._interrupted in signals.LAST_WORDS:
-      signals.LAST_WORDS.remove(self._interrupted)
     if self._metrics:
       self._metrics, metrics = None, self._metrics
       try:
@@ -300,40 +290,46 @@ def _run_members(config, folder, members, loader, *, resume, pending,
         f'sweep: chunks of {pending.image.shape[0]}, as in the stopped run')
   if is_sweep and pending:  # the chunks of the members left to run
     devices_n = len(devices or jax.devices())
-    made = set()  # (member indices, slots) of each chunk
+    slots = {}  # member indices -> slots, of each chunk
     for g in groups:
       chunks, size = engine.chunk_members(g, chunk_size, devices_n, kept)
-      made |= {(tuple(m.index for m in c), size) for c in chunks}
-    if (tuple(pending.extra['members'].tolist()),
-        pending.image.shape[0]) not in made:
+      slots |= {tuple(m.index for m in c): size for c in chunks}
+    members_ = tuple(pending.extra['members'].tolist())
+    if all(i in kept for i in members_):  # a chunk finished since
+      pending = None
+    elif members_ not in slots:
       print(f'note: {folder.checkpoint_path} holds a chunk this run does '
-            'not make; it runs again from the start', flush=True)
+            'not make (another sweep.chunk_size?); its members run again '
+            'from the start', flush=True)
+      pending = None
+    elif slots[members_] != pending.image.shape[0]:
+      print(f'note: {folder.checkpoint_path} holds a chunk of '
+            f'{pending.image.shape[0]} slots; on {devices_n} device(s) this '
+            f'run makes it {slots[members_]}; its members run again from '
+            'the start', flush=True)
       pending = None
   writer = Writer(folder, config.to_json(indent=2), members,
                   report_page=_report_page(config, folder, members) if lead
                   else None)
-  if resume and lead:
-    writer.keep_rows(set(kept), pending)
-    writer.with_page(lambda p: _seed_page(p, folder, members, kept))
-  program = members[0].program
-  if lead:
-    if is_sweep:
-      print(f'{len(members)} members in {len(groups)} group(s) on '
-            f'{len(devices or jax.devices())} device(s), '
-            f'{jax.process_count()} process(es) -> {path}'
-            + (f' ({len(kept)} finished before, kept)' if resume else ''),
-            flush=True)
-      if why:
-        print(why, flush=True)
-    else:
-      h, w = program.plan[-1][0][:2]
-      steps = ' + '.join(f'{n} at {max(shape[:2])} px'
-                         for shape, n in program.plan[:-1])
-      print(f'{w}x{h} px, {steps + " + " if steps else ""}'
-            f'{program.plan[-1][1]} steps of {program.optimizer} -> {path}'
-            + (f' (resuming after step {pending.done})' if pending else ''),
-            flush=True)
+  # A second SIGINT ends the process at once (``signals.StopRequest``):
+  # the page's last word.
+  last_words = getattr(should_stop, 'last_words', None)
+  if last_words is None or writer.page is None:
+    last_words = []
+  def interrupted():
+    writer.end('stopped', (
+        'interrupted at once by a second SIGINT, with no checkpoint of this '
+        'point; an earlier checkpoint.npz, if any, continues the run: ' + (
+            workdir.again_command(argv, path, True) if argv else
+            f'the same command and --resume --workdir {path}')))
+  last_words.append(interrupted)
   try:
+    if resume and lead:
+      writer.keep_rows(set(kept), pending)
+      writer.with_page(lambda p: _seed_page(p, folder, members, kept))
+    if lead:
+      _say_plan(members, groups, is_sweep, kept if resume else None,
+                pending, why, devices, path)
     results = engine.run(
         groups, loader=loader, devices=devices if is_sweep else (
             devices or jax.devices())[:1],
@@ -349,7 +345,32 @@ def _run_members(config, folder, members, loader, *, resume, pending,
                f'{type(e).__name__}: {e}')
     raise
   finally:
+    last_words.remove(interrupted)
     writer.close()
+
+
+def _say_plan(members, groups, is_sweep, kept, pending, why, devices,
+              path) -> None:
+  """The run's first console line: a sweep's members and devices (and
+  with ``kept``, when resumed, how many finished before) and how it is
+  chunked; a single run's sizes and steps."""
+  if is_sweep:
+    print(f'{len(members)} members in {len(groups)} group(s) on '
+          f'{len(devices or jax.devices())} device(s), '
+          f'{jax.process_count()} process(es) -> {path}'
+          + (f' ({len(kept)} finished before, kept)' if kept is not None
+             else ''), flush=True)
+    if why:
+      print(why, flush=True)
+    return
+  program = members[0].program
+  h, w = program.plan[-1][0][:2]
+  steps = ' + '.join(f'{n} at {max(shape[:2])} px'
+                     for shape, n in program.plan[:-1])
+  print(f'{w}x{h} px, {steps + " + " if steps else ""}'
+        f'{program.plan[-1][1]} steps of {program.optimizer} -> {path}'
+        + (f' (resuming after step {pending.done})' if pending else ''),
+        flush=True)
 
 
 def _finish(config, folder: workdir.Workdir, writer: Writer,

@@ -10,10 +10,6 @@ import threading
 
 STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
-# What ``interrupted`` calls before the process ends, each once, its errors
-# ignored: the last word of what a run shows (its report page).
-LAST_WORDS: list = []
-
 
 def say(text: str) -> None:
   """A line on stderr from a signal handler: an unbuffered write, since
@@ -31,14 +27,8 @@ def interrupted(signum=None, frame=None) -> None:
   runs between any two bytecodes, also inside JAX's callbacks, where an
   exception is printed as a traceback and swallowed; and it skips tearing
   the interpreter down under computations still running on XLA's threads.
-  Every file is written atomically, so nothing is left half-written;
-  ``LAST_WORDS`` are said first."""
+  Every file is written atomically, so nothing is left half-written."""
   say('interrupted')
-  for word in list(LAST_WORDS):
-    try:
-      word()
-    except BaseException:  # pylint: disable=broad-except
-      pass
   os._exit(130)
 
 
@@ -52,11 +42,16 @@ class StopRequest:
   line): the handlers stay until the process exits, so a second SIGINT
   while the run writes its checkpoint or shuts down still exits cleanly.
   As a context manager, the previous handlers come back on exit.
+
+  ``last_words``: what a second SIGINT calls before the process ends, each
+  once, its errors ignored (the run's report page says it was
+  interrupted).
   """
 
   def __init__(self):
     self.signal = None
     self.previous = {}
+    self.last_words = []
 
   def install(self) -> 'StopRequest':
     self.previous = {s: signal.signal(s, self.handle) for s in STOPS}
@@ -71,6 +66,11 @@ class StopRequest:
 
   def handle(self, signum, frame):
     if self.signal is not None and signum == signal.SIGINT:
+      for word in list(self.last_words):
+        try:
+          word()
+        except BaseException:  # pylint: disable=broad-except
+          pass
       interrupted()
     if self.signal is None:
       say(f'{signal.Signals(signum).name}: stopping after the step in '

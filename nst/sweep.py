@@ -161,10 +161,12 @@ def _member_config(base, values: dict[str, Any]):
     try:
       cfg[name] = value
     except (TypeError, ValueError) as e:
-      want = type(base[name]).__name__ if name in base else None
+      kinds = {'int': 'a whole number', 'float': 'a number', 'str': 'text',
+               'bool': 'True or False', 'tuple': 'a tuple'}
+      want = kinds.get(type(base[name]).__name__) if name in base else None
       raise UserError(
           f'sweep axis {name}={value!r} does not fit the field' + (
-              f': accepted is a {want} (as {name}={base[name]!r} of the '
+              f': accepted is {want} (as {name}={base[name]!r} of the '
               'config)' if want else f': {e}')) from None
   # A swept layer list takes each layer's per-layer values from the base
   # config (a layer the base does not name: an error for weights, no trim,
@@ -283,13 +285,15 @@ def initialize_distributed(mode: str = 'auto') -> bool:
   for var, key, least in (('JAX_NUM_PROCESSES', 'num_processes', 1),
                           ('JAX_PROCESS_ID', 'process_id', 0)):
     if env.get(var):
-      try:
-        kwargs[key] = int(env[var])
-      except ValueError:
-        kwargs[key] = least - 1
-      if kwargs[key] < least:
+      value = env[var].strip()
+      if not (value.isdigit() and int(value) >= least):
         raise UserError(f'{var}={env[var]!r}: accepted is a whole number '
                         f'>= {least}')
+      kwargs[key] = int(value)
+  if kwargs.get('process_id', 0) >= kwargs.get('num_processes', math.inf):
+    raise UserError(f'JAX_PROCESS_ID={kwargs["process_id"]}: accepted is '
+                    f'0 to {kwargs["num_processes"] - 1} (JAX_NUM_PROCESSES='
+                    f'{kwargs["num_processes"]})')
   where = env.get('JAX_COORDINATOR_ADDRESS', '')
   # Joining waits (minutes, by JAX's timeout) for every process to start:
   # say so, or a process that never comes looks like a hang.

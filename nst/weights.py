@@ -104,10 +104,16 @@ def load_params(path: str | os.PathLike, network: str = 'vgg19') -> Params:
   """Loads an ``.npz`` params file and checks it against ``network``."""
   path = files.check_regular(path, 'weights file')
   try:
-    if not zipfile.is_zipfile(path):  # np.load would guess a pickle
+    with open(path, 'rb') as f:  # np.load would take any other a pickle
+      zipped = f.read(4) == b'PK\x03\x04'
+    if not zipped:
       raise UserError(f'weights file {path} is not an .npz params file (a '
                       'zip of arrays); scripts/convert_weights.py makes one '
                       'from other formats')
+    if not zipfile.is_zipfile(path):
+      raise UserError(f'weights file {path} is a damaged or truncated .npz '
+                      '(its zip directory is missing); copy or convert it '
+                      'again')
     with np.load(path, allow_pickle=False) as data:
       flat = {k: data[k] for k in data.files}
   except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:

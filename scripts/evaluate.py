@@ -188,9 +188,13 @@ def check_size(size: int) -> None:
         f'--size {size}: accepted is at least {3 * COPY_STRIDE} px (the '
         f'copy score needs a {COPY_LAYER} map of 3 positions or more '
         'across each image\'s shorter side)')
-  memory.host_check(
-      memory.forward_bytes('vgg19', (CONTENT_LAYER,) + STYLE_LAYERS, size,
-                           size),
+  # A square image at most: the forward pass, the content's and one
+  # image's features kept beside it, and the copy score's cosines (every
+  # inner relu5_1 position of the output against every one of the style).
+  inner = max(0, size // COPY_STRIDE - 2) ** 2
+  memory.check_free(
+      3 * memory.forward_bytes('vgg19', (CONTENT_LAYER,) + STYLE_LAYERS,
+                               size, size) + 4 * inner ** 2,
       f'measuring at --size {size}', 'choose a smaller --size (the measure '
       'is defined at 512)')
 

@@ -18,8 +18,8 @@ from nst import backend
 from nst import images, memory
 from nst.errors import UserError
 
-# Bytes per pixel of the row while it is made: the canvas and its PNG
-# encoding, and each tile, resized, before it is pasted.
+# Bytes per pixel of the row while it is made: the canvas, its PNG
+# encoding, and the tile being resized before it is pasted.
 BYTES_PER_PX = 3 * 4
 
 
@@ -28,16 +28,19 @@ def side_by_side(sources, height: int, gap: int = 8,
   if height < 1:
     raise UserError(f'--height {height}: accepted is a whole number of '
                     'pixels >= 1')
-  rgbs = [images.read_rgb(src, max_pixels=max_pixels) for src in sources]
-  widths = [max(1, round(rgb.shape[1] * height / rgb.shape[0]))
-            for rgb in rgbs]
-  width = sum(widths) + gap * (len(rgbs) - 1)
-  memory.host_check(BYTES_PER_PX * height * width,
+  read = lambda src: images.read_rgb(src, max_pixels=max_pixels)
+  # The sizes from the files' headers (a file whose header cannot be read
+  # is read now, to say why); each image is read again only to be pasted.
+  shapes = [images.source_shape(src) or read(src).shape[:2]
+            for src in sources]
+  widths = [max(1, round(w * height / h)) for h, w in shapes]
+  width = sum(widths) + gap * (len(sources) - 1)
+  memory.check_free(BYTES_PER_PX * height * width,
                     f'a row {width}x{height} px', 'choose a smaller --height')
   canvas = np.full((height, width, 3), 255, np.uint8)
   x = 0
-  for rgb, w in zip(rgbs, widths):
-    canvas[:, x:x + w] = images.resize_to(rgb, height, w)
+  for src, w in zip(sources, widths):
+    canvas[:, x:x + w] = images.resize_to(read(src), height, w)
     x += w + gap
   return canvas
 

@@ -188,3 +188,10 @@ def test_a_vgg19_caffemodel_read_as_a_vgg16_is_refused(tmp_path):
     convert.from_caffemodel(path, 'vgg16')
   assert set(convert.from_caffemodel(path, 'vgg19')['params']) == set(
       vgg.conv_names('vgg19'))
+  # A VGG-16 read as the I2V network: named as the VGG-16 it is.
+  path16 = tmp_path / 'vgg16.caffemodel'
+  path16.write_bytes(b''.join(
+      _layer(name, [_blob(p['kernel']), _blob(p['bias'])])
+      for name, p in _caffe_weights('vgg16').items()))
+  with pytest.raises(UserError, match=r'which a i2v lacks; is it a vgg16\?'):
+    convert.from_caffemodel(path16, 'i2v')

@@ -326,6 +326,7 @@ def test_a_sweep_resumed_with_another_chunk_size_keeps_its_finished_members(
   # The checkpoint's chunk of one slot is not a chunk of this run.
   assert 'holds a chunk this run does not make' in printed
   assert [r.member.index for r in results] == [0, 1, 2, 3]
+  assert [r.chunk for r in results] == [0, 1, 1, 2]  # numbered on
   assert {p.name: p.read_bytes() for p in (out / 'members').iterdir()
           if p.name.startswith('0000')} == before
   assert len((out / 'results.csv').read_text().splitlines()) == 1 + 4

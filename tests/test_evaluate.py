@@ -132,12 +132,16 @@ def test_a_size_whose_forward_pass_cannot_fit_is_refused(capsys):
   from nst import memory
   if 'host' not in memory.available():
     pytest.skip('this host does not say how much memory is free')
-  # 10^5 px square: every VGG-19 conv output to relu5_1 is about 12 TiB.
+  # 10^5 px square: every VGG-19 conv output to relu5_1 is about 11 TiB
+  # (three sets: 32 TiB), and the copy score's cosines of 6248^2 inner
+  # relu5_1 positions against as many 5.4 PiB.
   assert evaluate.main(['--content', 'nst:swirls', '--style', 'nst:swirls',
                         '--size', '100000', 'nst:swirls']) == 2
   err = capsys.readouterr().err
-  assert err.startswith('error: measuring at --size 100000 needs about ')
-  assert 'TiB of memory' in err and 'choose a smaller --size' in err
+  assert err.startswith('error: measuring at --size 100000 needs about '
+                        '5.4 PiB of memory, more than the ')
+  assert err.endswith('choose a smaller --size (the measure is defined at '
+                      '512)\n')
 
 
 def test_csv_naming_a_scored_image_is_refused_and_the_image_kept(tmp_path,

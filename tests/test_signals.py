@@ -106,6 +106,48 @@ def test_the_handler_writes_unbuffered_and_a_second_sigint_exits(capfd):
   assert capfd.readouterr().err.count('SIGTERM: stopping') == 1
 
 
+def test_a_second_sigint_says_the_last_words_then_exits(monkeypatch):
+  said = []
+  monkeypatch.setattr(signals.os, '_exit', lambda code: said.append(code))
+  monkeypatch.setattr(signals, 'say', lambda text: said.append(text))
+  stop = signals.StopRequest()
+  stop.last_words += [lambda: said.append('page'), lambda: 1 / 0,
+                      lambda: said.append('after a failing word')]
+  stop.handle(2, None)
+  assert said == ['SIGINT: stopping after the step in progress and the one '
+                  'queued behind it (SIGINT again to interrupt at once)']
+  stop.handle(2, None)
+  assert said[1:] == ['page', 'after a failing word', 'interrupted', 130]
+
+
+def test_a_run_gives_its_page_a_last_word_while_it_runs(tmp_path):
+  # What a second SIGINT would call in the middle of the run: the page
+  # says the run was interrupted and how to continue; after the run the
+  # word is gone.
+  class Stop:
+    def __init__(self):
+      self.last_words, self.calls, self.shown = [], 0, ''
+
+    def __call__(self):
+      self.calls += 1
+      if self.calls == 2:
+        for word in self.last_words:
+          word()
+        self.shown = (tmp_path / 'o' / 'report.html').read_text()
+      return False
+
+  stop = Stop()
+  runner.run(tiny_config(num_steps=3), tmp_path / 'o', should_stop=stop,
+             argv=['nst.run', '--config', 'c.py'])
+  assert '<p class="state stopped"><b>Stopped</b>' in stop.shown
+  assert ('interrupted at once by a second SIGINT, with no checkpoint of '
+          'this point; an earlier checkpoint.npz, if any, continues the '
+          'run: ') in stop.shown
+  again = f"-m nst.run --config c.py --resume --workdir {tmp_path / 'o'}"
+  assert again in stop.shown
+  assert stop.last_words == []
+
+
 def _slow_first_calls(monkeypatch, at_sizes):
   """Makes the step's first call at each image size in ``at_sizes`` take
   0.5 s more, as a long compilation would; returns a list that holds

@@ -657,32 +657,44 @@ def test_joining_a_job_says_it_waits_for_every_process(monkeypatch, capsys):
       '10.0.0.1:1234); waiting until every one has started\n')
 
 
-@pytest.mark.parametrize('var, value, least', [
-    ('JAX_NUM_PROCESSES', 'two', 1), ('JAX_NUM_PROCESSES', '0', 1),
-    ('JAX_PROCESS_ID', '-1', 0)])
-def test_a_bad_process_count_or_id_is_named(monkeypatch, var, value, least):
+@pytest.mark.parametrize('var, value, message', [
+    ('JAX_NUM_PROCESSES', 'two', "JAX_NUM_PROCESSES='two': accepted is a "
+     'whole number >= 1'),
+    ('JAX_NUM_PROCESSES', '0', "JAX_NUM_PROCESSES='0': accepted is a whole "
+     'number >= 1'),
+    ('JAX_PROCESS_ID', '-1', "JAX_PROCESS_ID='-1': accepted is a whole "
+     'number >= 0'),
+    ('JAX_PROCESS_ID', '2', r'JAX_PROCESS_ID=2: accepted is 0 to 1 '
+     r'\(JAX_NUM_PROCESSES=2\)')])
+def test_a_bad_process_count_or_id_is_named(monkeypatch, var, value,
+                                            message):
   monkeypatch.setenv('JAX_COORDINATOR_ADDRESS', '10.0.0.1:1234')
   monkeypatch.setenv('JAX_NUM_PROCESSES', '2')
   monkeypatch.setenv('JAX_PROCESS_ID', '0')
   monkeypatch.setenv(var, value)
-  with pytest.raises(UserError, match=f"{var}='{value}': accepted is a "
-                     f'whole number >= {least}'):
+  with pytest.raises(UserError, match=message):
     sweep.initialize_distributed('auto')
 
 
-def test_overriding_an_axis_the_file_does_not_sweep_names_the_axis(tmp_path):
-  # configs/sweeps/strength.py sweeps style_weight only; image_size is a
-  # field, but not one of its axes.
+@pytest.mark.parametrize('axis, tail', [
+    ('image_size', ' (add c.sweep.axes.image_size = (...) to it to sweep '
+     'image_size)'),
+    # ml_collections would suggest the axis it has ("style_weight").
+    ('tv_weight', ' (add c.sweep.axes.tv_weight = (...) to it to sweep '
+     'tv_weight)'),
+    ('imagesize', ', and imagesize is no config field')])
+def test_overriding_an_axis_the_file_does_not_sweep_names_the_axis(
+    tmp_path, axis, tail):
+  # configs/sweeps/strength.py sweeps style_weight only.
   env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cpu')
   result = subprocess.run(
       [sys.executable, '-m', 'nst.run', '--config',
-       'configs/sweeps/strength.py', "--config.sweep.axes.image_size=(0,32)",
+       'configs/sweeps/strength.py', f"--config.sweep.axes.{axis}=(0,32)",
        f'--workdir={tmp_path / "o"}'],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert result.returncode == 2
   assert result.stderr.strip().splitlines() == [
-      "error: --config.sweep.axes.image_size: the sweep of "
-      "'configs/sweeps/strength.py' has no axis image_size; only the axes "
-      'the file sets can be overridden (add c.sweep.axes.image_size = '
-      '(...) to it to sweep image_size)']
+      f"error: --config.sweep.axes.{axis}: the sweep of "
+      f"'configs/sweeps/strength.py' has no axis {axis}; only the axes "
+      'the file sets can be overridden' + tail]
   assert not (tmp_path / 'o').exists()

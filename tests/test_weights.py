@@ -90,6 +90,13 @@ def test_a_params_file_that_is_no_zip_is_named_as_such(tmp_path):
     with pytest.raises(UserError, match=f'{name} is not an .npz params '
                        r'file \(a zip of arrays\)'):
       weights.load_params(tmp_path / name, 'vgg19')
+  # The first half of a real .npz: a zip whose directory never came.
+  weights.save_params(tmp_path / 'whole.npz', weights.random_params('vgg16'))
+  data = (tmp_path / 'whole.npz').read_bytes()
+  (tmp_path / 'half.npz').write_bytes(data[:len(data) // 2])
+  with pytest.raises(UserError, match='half.npz is a damaged or truncated '
+                     '.npz'):
+    weights.load_params(tmp_path / 'half.npz', 'vgg16')
 
 
 def test_load_names_accepted_forms():
