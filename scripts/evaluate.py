@@ -237,6 +237,9 @@ def main(argv=None) -> int:
       if same:
         raise UserError(f'--csv {args.csv!r} is one of the images it would '
                         'score; name another file')
+    for out in args.outputs:  # a bad path now, not after the features
+      if images.source_shape(out) is None:
+        images.read_rgb(out, max_pixels=args.max_image_pixels)
     evaluator = Evaluator(args.content, args.style, args.size,
                           weights.load(args.weights, 'vgg19'),
                           max_pixels=args.max_image_pixels)

@@ -153,3 +153,15 @@ def test_csv_naming_a_scored_image_is_refused_and_the_image_kept(tmp_path,
                         '--csv', painting, painting]) == 2
   assert "is one of the images it would score" in capsys.readouterr().err
   assert Path(painting).read_bytes() == before
+
+
+def test_a_missing_output_is_named_before_any_features_are_computed(
+    monkeypatch, capsys):
+  def never(*args, **kwargs):
+    raise AssertionError('features were computed first')
+  monkeypatch.setattr(evaluate, 'Evaluator', never)
+  assert evaluate.main(['--content', 'nst:swirls', '--style', 'nst:swirls',
+                        '--weights', 'random', 'nst:swirls',
+                        '/nonexistent/out.png']) == 2
+  assert capsys.readouterr().err.startswith(
+      "error: image '/nonexistent/out.png' does not exist; accepted: ")
