@@ -134,6 +134,14 @@ def is_builtin(spec: str) -> bool:
   return spec.startswith(('skimage:', 'nst:'))
 
 
+def names_any(path: str | os.PathLike, specs) -> bool:
+  """Whether ``path`` names the file of any of the image ``specs`` (a
+  builtin names none): an output that would overwrite an input."""
+  target = Path(path).expanduser().resolve()
+  return any(not is_builtin(s) and Path(s).expanduser().resolve() == target
+             for s in specs)
+
+
 def _wide_grey(im: Image.Image) -> np.ndarray:
   """A 16- or 32-bit integer or float grey image as RGB uint8: integers
   are read as 16-bit (0-65535, how PNG and TIFF store them), floats as 0-1

@@ -230,11 +230,8 @@ def main(argv=None) -> int:
   try:
     check_size(args.size)
     if args.csv:
-      inputs = [args.content, args.style, *args.outputs]
-      same = [i for i in inputs if not images.is_builtin(i) and
-              Path(i).expanduser().resolve() ==
-              Path(args.csv).expanduser().resolve()]
-      if same:
+      if images.names_any(args.csv, [args.content, args.style,
+                                     *args.outputs]):
         raise UserError(f'--csv {args.csv!r} is one of the images it would '
                         'score; name another file')
     for out in args.outputs:  # a bad path now, not after the features

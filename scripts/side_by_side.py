@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import io
 import sys
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -55,9 +54,7 @@ def main(argv=None) -> int:
                       help='larger input files are refused before decoding')
   args = parser.parse_args(argv)
   try:
-    out = Path(args.out).expanduser().resolve()
-    if any(not images.is_builtin(s) and Path(s).expanduser().resolve() == out
-           for s in args.sources):
+    if images.names_any(args.out, args.sources):
       raise UserError(f'{args.out!r} is one of the images to lay out; name '
                       'another output file')
     canvas = side_by_side(args.sources, args.height,
