@@ -5,10 +5,16 @@ the vmapped step holds N copies of the member: what a batch of N costs
 against N single steps.
 
   python scripts/bench_batch_one.py [--sizes 256 512] [--steps 10]
-      [--rounds 3] [--batch 1] [--optimizer lbfgs]
+      [--rounds 3] [--batch 1] [--optimizer lbfgs] [--convolution auto]
 
-Prints ms per step of each and their ratio (vmapped / (N x unbatched)).
-Random VGG-19 weights: a step's cost does not depend on their values.
+Prints ms per step of each and their ratio (vmapped / (N x unbatched)),
+and the arithmetic rate of each: a step's multiply-adds counted as direct
+convolutions (the forward pass to the deepest layer the loss reads, and
+its input gradient, as many again), in GFLOP/s, against the rate of a
+2048x2048 float32 matmul measured in the same run. A rate above the
+matmul's means the step did fewer multiplies than counted (Winograd's
+convolutions, ``--convolution``). Random VGG-19 weights: a step's cost
+does not depend on their values.
 """
 import argparse
 import pathlib
@@ -23,12 +29,13 @@ import jax.numpy as jnp  # noqa: E402
 
 from configs import default  # noqa: E402
 from nst import backend  # noqa: E402
-from nst import engine, optim, spec, step, targets, weights  # noqa: E402
+from nst import engine, optim, spec, step, targets, vgg, weights  # noqa: E402
 
 
-def setup(size: int, optimizer: str, n: int = 1):
+def setup(size: int, optimizer: str, n: int = 1, convolution: str = 'auto'):
   config = default.get_config()
   config.image_size, config.optimizer = size, optimizer
+  config.convolution = convolution
   config.scales = config.scale_steps = ()
   program = spec.resolve(config, targets.image_loader(config)).program
   params = jax.device_put(step.prepare_params(
@@ -42,6 +49,32 @@ def setup(size: int, optimizer: str, n: int = 1):
   batch = lambda tree: jax.tree.map(
       lambda v: jnp.repeat(jnp.asarray(v)[None], n, axis=0), tree)
   return program, params, batch(made), batch(hparams), batch(inputs.content)
+
+
+def step_flops(network: str, layers, shape) -> float:
+  """Floating-point operations of one step for an image of ``shape``
+  (H, W, C), counted as direct 3x3 convolutions: 2 per multiply-add, the
+  forward pass up to the deepest of ``layers`` and the input gradient."""
+  h, w, ins = shape
+  macs = 0
+  for name in vgg.up_to(vgg.conv_names(network), layers):
+    block, outs = int(name[4]), vgg.width(name)
+    macs += (h >> (block - 1)) * (w >> (block - 1)) * ins * outs * 9
+    ins = outs
+  return 2 * 2 * macs
+
+
+def matmul_rate(n: int = 2048, rounds: int = 5) -> float:
+  """GFLOP/s of an n x n float32 matmul on the default device."""
+  a = jnp.ones((n, n), jnp.float32)
+  f = jax.jit(lambda a: a @ a)
+  jax.block_until_ready(f(a))
+  best = float('inf')
+  for _ in range(rounds):
+    start = time.perf_counter()
+    jax.block_until_ready(f(a))
+    best = min(best, time.perf_counter() - start)
+  return 2 * n ** 3 / best / 1e9
 
 
 def timed(fn, args, steps: int) -> float:
@@ -61,11 +94,16 @@ def main(argv=None) -> int:
   parser.add_argument('--rounds', type=int, default=3)
   parser.add_argument('--optimizer', default='lbfgs')
   parser.add_argument('--batch', type=int, default=1)
+  parser.add_argument('--convolution', default='auto',
+                      choices=list(vgg.CONVOLUTIONS))
   args = parser.parse_args(argv)
   n = args.batch
+  peak = matmul_rate()
+  print(f'2048x2048 float32 matmul: {peak:.0f} GFLOP/s', flush=True)
   for size in args.sizes:
-    program, params, tgt, hp, image = setup(size, args.optimizer)
-    batched = setup(size, args.optimizer, n)[1:]
+    program, params, tgt, hp, image = setup(size, args.optimizer, 1,
+                                            args.convolution)
+    batched = setup(size, args.optimizer, n, args.convolution)[1:]
     fns = {'unbatched': jax.jit(engine.over_members(
                step.make_update(program.update), single=True,
                shared_first=True), donate_argnums=(3, 4)),
@@ -83,11 +121,21 @@ def main(argv=None) -> int:
         t, state[k] = timed(fn, state[k], args.steps)
         times[k].append(t)
     best = {k: min(v) for k, v in times.items()}
-    print(f'{size} px {args.optimizer}: unbatched {1e3 * best["unbatched"]:.1f}'
+    config = default.get_config()
+    flops = step_flops(program.network, tuple(config.content_layers)
+                       + tuple(config.style_layers), image.shape[1:])
+    rate = {k: flops * (n if k == 'vmapped' else 1) / t / 1e9
+            for k, t in best.items()}
+    print(f'{size} px ({image.shape[2]}x{image.shape[1]}) {args.optimizer}, '
+          f'{args.convolution}: unbatched {1e3 * best["unbatched"]:.1f}'
           f' ms/step, vmapped (batch {n}) {1e3 * best["vmapped"]:.1f} ms/step, '
           f'ratio vmapped/({n} x unbatched) '
           f'{best["vmapped"] / (n * best["unbatched"]):.3f} '
-          f'(best of {args.rounds} rounds of {args.steps})', flush=True)
+          f'(best of {args.rounds} rounds of {args.steps}); '
+          f'{flops / 1e9:.2f} GFLOP per member-step as direct convolutions: '
+          f'{rate["unbatched"]:.0f} and {rate["vmapped"]:.0f} GFLOP/s '
+          f'({rate["unbatched"] / peak:.2f} and {rate["vmapped"] / peak:.2f}'
+          ' of the matmul)', flush=True)
   return 0
 
 

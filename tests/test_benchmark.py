@@ -79,3 +79,28 @@ def test_our_side_steps_with_params_already_on_the_device():
                         False)
   leaves = jax.tree.leaves(ours.params)
   assert leaves and all(isinstance(v, jax.Array) for v in leaves)
+
+
+def _script(name):
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  spec = importlib.util.spec_from_file_location(
+      name, ROOT / 'scripts' / f'{name}.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_bench_batch_one_counts_a_steps_flops_as_direct_convolutions():
+  flops = _script('bench_batch_one').step_flops
+  # conv1_1 on 32x20 RGB: 32*20 positions x 3 in x 64 out x 9 taps.
+  conv1_1 = 32 * 20 * 3 * 64 * 9
+  assert flops('vgg19', ('relu1_1',), (32, 20, 3)) == 4 * conv1_1
+  # To relu2_1: conv1_2 (64 -> 64) at 32x20, conv2_1 (64 -> 128) at 16x10.
+  to_2_1 = conv1_1 + 32 * 20 * 64 * 64 * 9 + 16 * 10 * 64 * 128 * 9
+  assert flops('vgg19', ('relu2_1', 'relu1_1'), (32, 20, 3)) == 4 * to_2_1
+  # VGG-19 to conv5_1 at 224 px, block by block: 224^2 (3*64 + 64*64),
+  # 112^2 (64*128 + 128^2), 56^2 (128*256 + 3*256^2), 28^2 (256*512 +
+  # 3*512^2) and 14^2 512^2 positions x channel pairs, 9 taps each.
+  blocks = (1_936_392_192 + 2_774_532_096 + 6_473_908_224 + 6_473_908_224
+            + 462_422_016)
+  assert flops('vgg19', ('relu5_1',), (224, 224, 3)) == 4 * blocks
