@@ -98,6 +98,8 @@ def main(argv=None) -> int:
                       choices=list(vgg.CONVOLUTIONS))
   args = parser.parse_args(argv)
   n = args.batch
+  config = default.get_config()
+  layers = tuple(config.content_layers) + tuple(config.style_layers)
   peak = matmul_rate()
   print(f'2048x2048 float32 matmul: {peak:.0f} GFLOP/s', flush=True)
   for size in args.sizes:
@@ -121,9 +123,7 @@ def main(argv=None) -> int:
         t, state[k] = timed(fn, state[k], args.steps)
         times[k].append(t)
     best = {k: min(v) for k, v in times.items()}
-    config = default.get_config()
-    flops = step_flops(program.network, tuple(config.content_layers)
-                       + tuple(config.style_layers), image.shape[1:])
+    flops = step_flops(program.network, layers, image.shape[1:])
     rate = {k: flops * (n if k == 'vmapped' else 1) / t / 1e9
             for k, t in best.items()}
     print(f'{size} px ({image.shape[2]}x{image.shape[1]}) {args.optimizer}, '

@@ -1,6 +1,8 @@
 """Small configs, images and runs shared by the tests."""
 import contextlib
 import functools
+import importlib.util
+from pathlib import Path
 
 from configs import default
 from nst import engine, images, spec, step, targets, weights
@@ -291,3 +293,13 @@ def inject_full_disk(monkeypatch):
   monkeypatch.setattr(os, 'fdopen', lambda *a, **k: _FullFile(fdopen(*a, **k)))
   monkeypatch.setattr(runner, 'open', lambda *a, **k: _FullFile(open(*a, **k)),
                       raising=False)
+
+
+def load_script(name: str):
+  """scripts/<name>.py imported as a module (the scripts are not a
+  package)."""
+  path = Path(__file__).resolve().parents[1] / 'scripts' / f'{name}.py'
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module

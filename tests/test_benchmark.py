@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -69,29 +71,16 @@ def test_a_size_whose_worker_fails_is_reported_and_the_rest_measured(
 def test_our_side_steps_with_params_already_on_the_device():
   # Host (NumPy) params would be copied to an accelerator at every timed
   # step; weights.random_params returns NumPy arrays.
-  import importlib.util
   import jax
-  spec = importlib.util.spec_from_file_location(
-      'benchmark', ROOT / 'scripts' / 'benchmark.py')
-  benchmark = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(benchmark)
+  benchmark = load_script('benchmark')
   ours = benchmark.Ours(32, 'skimage:astronaut', 'nst:swirls', 'float32',
                         False)
   leaves = jax.tree.leaves(ours.params)
   assert leaves and all(isinstance(v, jax.Array) for v in leaves)
 
 
-def _script(name):
-  import importlib.util  # pylint: disable=import-outside-toplevel
-  spec = importlib.util.spec_from_file_location(
-      name, ROOT / 'scripts' / f'{name}.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def test_bench_batch_one_counts_a_steps_flops_as_direct_convolutions():
-  flops = _script('bench_batch_one').step_flops
+  flops = load_script('bench_batch_one').step_flops
   # conv1_1 on 32x20 RGB: 32*20 positions x 3 in x 64 out x 9 taps.
   conv1_1 = 32 * 20 * 3 * 64 * 9
   assert flops('vgg19', ('relu1_1',), (32, 20, 3)) == 4 * conv1_1
